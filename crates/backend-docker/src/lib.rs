@@ -1,0 +1,1 @@
+//! Placeholder until its own issue lands; see ARCHITECTURE.md.
