@@ -1,1 +1,5 @@
-fn main() {}
+//! The `bottle` binary: see `cli::run`.
+
+fn main() -> std::process::ExitCode {
+    cli::run(std::env::args_os())
+}

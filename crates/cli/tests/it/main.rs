@@ -1,0 +1,5 @@
+//! Integration tests: the real `bottle` binary against the fixtures.
+
+mod fixtures;
+mod plan_cmd;
+mod schema;
