@@ -42,6 +42,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Dry run: print the compose file of one agent's bottle; touch nothing.
+    Render {
+        /// Agent name from the manifest.
+        agent: String,
+        #[command(flatten)]
+        manifest: ManifestArg,
+    },
     /// Print the JSON Schema of the manifest (for editors).
     Schema,
+    /// Run a sidecar inside a bottle (used by the rendered compose file).
+    #[command(subcommand, hide = true)]
+    Sidecar(SidecarCommand),
+}
+
+/// Sidecar entry points: they ship inside the `bottle` binary so a sidecar always
+/// speaks the config format of the CLI that wrote its config.
+#[derive(Debug, Subcommand)]
+pub enum SidecarCommand {
+    /// The git gate: smart-HTTP git for the agent, SSH to the upstreams.
+    GitGate {
+        /// Directory holding `git-gate.json` (mounted read-only).
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+    },
+    /// Healthcheck: exit 0 if `GET URL` answers 200 within two seconds.
+    Probe {
+        /// `http://HOST:PORT/PATH`
+        url: String,
+    },
 }

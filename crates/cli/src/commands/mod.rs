@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 mod plan_cmd;
+mod render;
 mod schema;
+mod sidecar;
 mod validate;
 
 use crate::CliError;
@@ -16,6 +18,8 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             manifest,
             json,
         } => plan_cmd::run(&manifest.file, &agent, json),
+        Command::Render { agent, manifest } => render::run(&manifest.file, &agent),
         Command::Schema => schema::run(),
+        Command::Sidecar(command) => sidecar::run(command),
     }
 }

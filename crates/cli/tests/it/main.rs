@@ -2,4 +2,5 @@
 
 mod fixtures;
 mod plan_cmd;
+mod render;
 mod schema;

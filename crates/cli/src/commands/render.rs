@@ -1,0 +1,25 @@
+//! `bottle render AGENT`: the dry run. Prints the compose file; touches nothing (no
+//! Docker, no state dir) and prints the same bytes for the same manifest.
+
+use std::path::Path;
+
+use compose_render::{LaunchFacts, render, to_yaml};
+
+use crate::commands::plan_cmd::unknown_agent;
+use crate::{CliError, loaded, output};
+
+/// Fixed slug entropy: a dry run is deterministic.
+const DRY_RUN_ENTROPY: u64 = 0;
+
+pub fn run(path: &Path, agent: &str) -> Result<(), CliError> {
+    // Missing host variables and files are warnings here: a dry run should work on a
+    // machine that does not hold the user's secrets and keys.
+    let loaded = loaded::load(path, true)?;
+    let plan = loaded
+        .plan
+        .bottle_plan(agent, DRY_RUN_ENTROPY)
+        .ok_or_else(|| unknown_agent(agent, &loaded))?;
+    let file = render(&plan, &LaunchFacts::preview(&plan));
+    output::print(&to_yaml(&file));
+    Ok(())
+}

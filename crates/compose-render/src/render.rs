@@ -1,0 +1,327 @@
+//! BottlePlan + LaunchFacts -> ComposeFile. Pure.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plan::{BottlePlan, EnvVar, Runtime};
+
+use crate::compose::{
+    ComposeFile, DependsOn, Healthcheck, Network, Service, ServiceNetwork, Volume,
+};
+use crate::facts::LaunchFacts;
+
+/// Compose-local name of the internal network.
+pub const INTERNAL_NETWORK: &str = "internal";
+/// Compose-local name of the egress network.
+pub const EGRESS_NETWORK: &str = "egress";
+
+/// Service names: stable, since the agent reaches sidecars by them.
+pub const AGENT_SERVICE: &str = "agent";
+/// The egress proxy service.
+pub const EGRESS_SERVICE: &str = "egress";
+/// The git gate service.
+pub const GIT_GATE_SERVICE: &str = "git-gate";
+/// The supervise service.
+pub const SUPERVISE_SERVICE: &str = "supervise";
+
+/// Port of the egress proxy.
+pub const EGRESS_PROXY_PORT: u16 = 3128;
+/// Port of the git gate's smart-HTTP server.
+pub const GIT_GATE_PORT: u16 = 9418;
+/// Port of the supervise MCP server.
+pub const SUPERVISE_PORT: u16 = 8765;
+
+/// Where sidecars find their config directory.
+pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle/config";
+/// Where the agent finds the bottle CA certificate.
+pub const AGENT_CA_DIR: &str = "/etc/bot-bottle/ca";
+/// The bottle CA certificate inside the agent.
+pub const AGENT_CA_CERT: &str = "/etc/bot-bottle/ca/ca.crt";
+/// Where sidecars write audit logs.
+pub const SIDECAR_AUDIT_DIR: &str = "/var/log/bot-bottle";
+
+/// Label keys every service carries: `bottle ls` and `bottle gc` look them up.
+pub const LABEL_SLUG: &str = "dev.bot-bottle.slug";
+/// Agent name label.
+pub const LABEL_AGENT: &str = "dev.bot-bottle.agent";
+/// Role label: agent, egress, git-gate or supervise.
+pub const LABEL_ROLE: &str = "dev.bot-bottle.role";
+
+/// Default pids limit where the plan sets none: a fork bomb must not take the host.
+pub const DEFAULT_AGENT_PIDS: u32 = 4096;
+/// Pids limit of each sidecar.
+pub const SIDECAR_PIDS: u32 = 256;
+/// Memory limit of each sidecar.
+pub const SIDECAR_MEMORY: u64 = 512 << 20;
+
+/// The compose file of one bottle.
+pub fn render(plan: &BottlePlan, facts: &LaunchFacts) -> ComposeFile {
+    let mut services = BTreeMap::new();
+    services.insert(EGRESS_SERVICE.to_owned(), egress_service(plan, facts));
+    if plan.git_gate.enabled() {
+        services.insert(GIT_GATE_SERVICE.to_owned(), git_gate_service(plan, facts));
+    }
+    if plan.supervise.enabled {
+        services.insert(SUPERVISE_SERVICE.to_owned(), supervise_service(plan, facts));
+    }
+    let agent = agent_service(plan, facts, &services);
+    services.insert(AGENT_SERVICE.to_owned(), agent);
+    let networks = BTreeMap::from([
+        (
+            INTERNAL_NETWORK.to_owned(),
+            Network {
+                external: true,
+                name: facts.internal_network.clone(),
+            },
+        ),
+        (
+            EGRESS_NETWORK.to_owned(),
+            Network {
+                external: true,
+                name: facts.egress_network.clone(),
+            },
+        ),
+    ]);
+    ComposeFile { services, networks }
+}
+
+/// The variables the launcher must set in the compose process environment, by
+/// name: the values behind every bare `NAME` in the file. Nothing else carries them.
+pub fn compose_process_env(plan: &BottlePlan) -> Vec<(String, plan::Secret)> {
+    let mut vars: Vec<(String, plan::Secret)> = plan
+        .env
+        .secrets()
+        .map(|(name, secret)| (name.to_owned(), secret.clone()))
+        .collect();
+    for (index, route) in plan.egress.routes.iter().enumerate() {
+        vars.push((route_secret_env(index), route.token.clone()));
+    }
+    vars
+}
+
+/// Name under which route `index`'s credential reaches the egress sidecar. Namespaced
+/// so it can never collide with a variable of the agent's.
+pub fn route_secret_env(index: usize) -> String {
+    format!("BOT_BOTTLE_ROUTE_{index}")
+}
+
+/// Compose interpolates `$` in values: escape every literal one.
+fn literal(value: &str) -> String {
+    value.replace('$', "$$")
+}
+
+fn host_path(path: &Path) -> String {
+    literal(&path.display().to_string())
+}
+
+fn labels(plan: &BottlePlan, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_SLUG.to_owned(), plan.slug.to_string()),
+        (LABEL_AGENT.to_owned(), literal(&plan.agent.name)),
+        (LABEL_ROLE.to_owned(), role.to_owned()),
+    ])
+}
+
+/// Hardening every sidecar gets: no capabilities, no privilege gain, read-only root,
+/// small limits, the state dir owner's uid.
+fn hardened_sidecar(plan: &BottlePlan, facts: &LaunchFacts, role: &str, port: u16) -> Service {
+    Service {
+        image: Some(facts.sidecar_image.clone()),
+        command: Some(vec![
+            "bottle".to_owned(),
+            "sidecar".to_owned(),
+            role.to_owned(),
+            "--config".to_owned(),
+            SIDECAR_CONFIG_DIR.to_owned(),
+        ]),
+        user: Some(facts.sidecar_user.clone()),
+        labels: labels(plan, role),
+        cap_drop: vec!["ALL".to_owned()],
+        security_opt: vec!["no-new-privileges:true".to_owned()],
+        read_only: Some(true),
+        tmpfs: vec!["/tmp".to_owned()],
+        init: Some(true),
+        mem_limit: Some(SIDECAR_MEMORY),
+        pids_limit: Some(SIDECAR_PIDS),
+        restart: Some("no".to_owned()),
+        environment: vec!["HOME=/tmp".to_owned()],
+        healthcheck: Some(Healthcheck {
+            test: vec![
+                "CMD".to_owned(),
+                "bottle".to_owned(),
+                "sidecar".to_owned(),
+                "probe".to_owned(),
+                format!("http://127.0.0.1:{port}/healthz"),
+            ],
+            interval: "2s".to_owned(),
+            timeout: "2s".to_owned(),
+            retries: 30,
+            start_period: "1s".to_owned(),
+        }),
+        ..Service::default()
+    }
+}
+
+fn egress_service(plan: &BottlePlan, facts: &LaunchFacts) -> Service {
+    let mut service = hardened_sidecar(plan, facts, EGRESS_SERVICE, EGRESS_PROXY_PORT);
+    // The DNS sink listens on 53 without any capability: lower the namespaced
+    // unprivileged-port floor instead of granting NET_BIND_SERVICE.
+    service.sysctls.insert(
+        "net.ipv4.ip_unprivileged_port_start".to_owned(),
+        "0".to_owned(),
+    );
+    service
+        .environment
+        .extend((0..plan.egress.routes.len()).map(route_secret_env));
+    service.volumes = vec![
+        Volume::bind(
+            host_path(&facts.egress_config_dir()),
+            SIDECAR_CONFIG_DIR,
+            true,
+        ),
+        Volume::bind(host_path(&facts.audit_dir()), SIDECAR_AUDIT_DIR, false),
+    ];
+    service.networks = BTreeMap::from([
+        (
+            INTERNAL_NETWORK.to_owned(),
+            ServiceNetwork {
+                ipv4_address: Some(facts.egress_ip.clone()),
+                aliases: Vec::new(),
+            },
+        ),
+        (EGRESS_NETWORK.to_owned(), ServiceNetwork::default()),
+    ]);
+    service
+}
+
+fn git_gate_service(plan: &BottlePlan, facts: &LaunchFacts) -> Service {
+    let mut service = hardened_sidecar(plan, facts, GIT_GATE_SERVICE, GIT_GATE_PORT);
+    service.volumes = vec![
+        Volume::bind(
+            host_path(&facts.git_gate_config_dir()),
+            SIDECAR_CONFIG_DIR,
+            true,
+        ),
+        Volume::bind(
+            host_path(&facts.git_gate_mirrors_dir()),
+            "/var/lib/git-gate",
+            false,
+        ),
+        Volume::bind(host_path(&facts.audit_dir()), SIDECAR_AUDIT_DIR, false),
+    ];
+    service.networks = BTreeMap::from([
+        (INTERNAL_NETWORK.to_owned(), ServiceNetwork::default()),
+        (EGRESS_NETWORK.to_owned(), ServiceNetwork::default()),
+    ]);
+    service
+}
+
+fn supervise_service(plan: &BottlePlan, facts: &LaunchFacts) -> Service {
+    let mut service = hardened_sidecar(plan, facts, SUPERVISE_SERVICE, SUPERVISE_PORT);
+    service.volumes = vec![
+        Volume::bind(
+            host_path(&facts.supervise_config_dir()),
+            SIDECAR_CONFIG_DIR,
+            true,
+        ),
+        Volume::bind(
+            host_path(&facts.supervise_queue_dir()),
+            "/var/lib/supervise/queue",
+            false,
+        ),
+        Volume::bind(
+            host_path(&facts.supervise_decisions_dir()),
+            "/var/lib/supervise/decisions",
+            true,
+        ),
+        Volume::bind(host_path(&facts.audit_dir()), SIDECAR_AUDIT_DIR, false),
+    ];
+    // The approval channel has no business outside the bottle.
+    service.networks = BTreeMap::from([(INTERNAL_NETWORK.to_owned(), ServiceNetwork::default())]);
+    service
+}
+
+fn agent_service(
+    plan: &BottlePlan,
+    facts: &LaunchFacts,
+    sidecars: &BTreeMap<String, Service>,
+) -> Service {
+    let proxy = format!("http://{EGRESS_SERVICE}:{EGRESS_PROXY_PORT}");
+    let no_proxy = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .chain(
+            sidecars
+                .keys()
+                .map(String::as_str)
+                .filter(|s| *s != EGRESS_SERVICE),
+        )
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut environment: Vec<String> = plan
+        .env
+        .vars
+        .iter()
+        .map(|(name, var)| match var {
+            EnvVar::Literal(value) => format!("{name}={}", literal(value)),
+            // Bare name: compose copies the value from its own process environment.
+            EnvVar::Secret(_) => name.clone(),
+        })
+        .collect();
+    for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        environment.push(format!("{name}={proxy}"));
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        environment.push(format!("{name}={no_proxy}"));
+    }
+    for name in [
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ] {
+        environment.push(format!("{name}={AGENT_CA_CERT}"));
+    }
+    let depends_on = sidecars
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                DependsOn {
+                    condition: "service_healthy".to_owned(),
+                },
+            )
+        })
+        .collect();
+    Service {
+        image: Some(facts.agent_image.clone()),
+        container_name: Some(plan.agent.container_name.clone()),
+        // The agent's own command runs through `docker exec -it`, so the TTY belongs
+        // to the docker CLI; the container itself only idles.
+        command: Some(vec!["sleep".to_owned(), "infinity".to_owned()]),
+        working_dir: Some(host_path(&plan.agent.workdir)),
+        environment,
+        volumes: vec![Volume::bind(
+            host_path(&facts.ca_public_dir()),
+            AGENT_CA_DIR,
+            true,
+        )],
+        networks: BTreeMap::from([(INTERNAL_NETWORK.to_owned(), ServiceNetwork::default())]),
+        dns: vec![facts.egress_ip.clone()],
+        labels: labels(plan, AGENT_SERVICE),
+        cap_drop: vec!["ALL".to_owned()],
+        // Enough for provisioning (`docker exec -u root` copying files, installing the
+        // CA) and ordinary package installs; nothing that touches the network stack.
+        cap_add: ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"]
+            .map(str::to_owned)
+            .to_vec(),
+        security_opt: vec!["no-new-privileges:true".to_owned()],
+        init: Some(true),
+        runtime: (plan.runtime == Runtime::Runsc).then(|| "runsc".to_owned()),
+        mem_limit: plan.limits.memory_bytes,
+        cpus: plan.limits.cpus,
+        pids_limit: Some(plan.limits.pids.unwrap_or(DEFAULT_AGENT_PIDS)),
+        depends_on,
+        restart: Some("no".to_owned()),
+        ..Service::default()
+    }
+}
