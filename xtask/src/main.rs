@@ -1,16 +1,28 @@
 //! Developer tasks. `cargo xtask help` lists them.
 
+mod images;
+mod proc;
+
 use std::process::ExitCode;
 
+/// The task list `cargo xtask help` prints.
+const HELP: &str = "cargo xtask <task>
+
+tasks:
+  help     this text
+  images   build bot-bottle/base:bookworm, bot-bottle/sidecar:<version> (+ :dev) and
+           bot-bottle/test-agent:dev; `images --check` lists which exist
+           (`cargo xtask images --help` for options)
+  e2e      real bottles on real Docker (not yet available: see issue 7)";
+
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1);
-    match task.as_deref() {
-        None | Some("help") | Some("--help") => {
-            println!(
-                "cargo xtask <task>\n\ntasks:\n  help    this text\n  e2e     real bottles on real Docker (not yet available: see issue 7)"
-            );
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("help") | Some("--help") | Some("-h") => {
+            println!("{HELP}");
             ExitCode::SUCCESS
         }
+        Some("images") => images::main(&args[1..]),
         Some("e2e") => {
             eprintln!(
                 "cargo xtask e2e: the end-to-end suite lands with the backend, egress and git-gate sidecars (issue 7)"

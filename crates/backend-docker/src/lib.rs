@@ -1,1 +1,21 @@
-//! Placeholder until its own issue lands; see ARCHITECTURE.md.
+//! Every side effect of running a bottle, behind the [`Backend`] trait.
+//!
+//! [`launch::launch`] runs DESIGN.md's launch sequence against any backend and tears
+//! down in reverse on failure; [`ops`] holds the lifecycle commands (`ls`, `down`,
+//! `gc`, `egress allow|deny`); [`docker::DockerBackend`] drives the docker CLI;
+//! [`fake::FakeBackend`] is the in-memory engine the CLI tests use.
+
+pub mod backend;
+pub mod ca;
+pub mod docker;
+pub mod error;
+pub mod fake;
+pub mod launch;
+pub mod ops;
+pub mod progress;
+pub mod sidecar_config;
+pub mod state;
+pub mod teardown;
+
+pub use backend::Backend;
+pub use error::{BackendError, Result};

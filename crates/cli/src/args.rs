@@ -49,11 +49,95 @@ pub enum Command {
         #[command(flatten)]
         manifest: ManifestArg,
     },
+    /// Launch an agent's bottle, provision it, attach to the agent; tear down on exit.
+    Start {
+        /// Agent name from the manifest.
+        agent: String,
+        #[command(flatten)]
+        manifest: ManifestArg,
+        /// Launch and print the slug instead of attaching; `bottle down` removes it.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        testing: TestingArgs,
+    },
+    /// List bottles: running ones and leftovers.
+    Ls {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a bottle's agent container.
+    Exec {
+        /// The bottle's slug (`bottle ls`).
+        slug: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show a bottle's merged compose logs and its egress audit log (secrets redacted).
+    Logs {
+        /// The bottle's slug.
+        slug: String,
+        /// Follow the compose logs.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Tear a bottle down: dump logs, compose down, remove its networks and state.
+    Down {
+        /// The bottle's slug.
+        slug: String,
+    },
+    /// Remove what bottles whose launcher died left behind.
+    Gc {
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Change a running bottle's egress policy (atomic apply + reload, confirmed).
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// Print the JSON Schema of the manifest (for editors).
     Schema,
     /// Run a sidecar inside a bottle (used by the rendered compose file).
     #[command(subcommand, hide = true)]
     Sidecar(SidecarCommand),
+}
+
+/// Launch options for tests: e2e runs its fake internet on networks it controls.
+#[derive(Debug, Args)]
+pub struct TestingArgs {
+    /// Create the bottle's egress network `--internal` too, so nothing can leave.
+    #[arg(long, hide = true)]
+    pub egress_network_internal: bool,
+    /// PEM bundle the egress proxy trusts for upstreams, beside the system roots.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub egress_extra_ca: Option<PathBuf>,
+    /// `NAME=IP` the egress proxy resolves without DNS (repeatable).
+    #[arg(long, hide = true, value_name = "NAME=IP")]
+    pub egress_static_host: Vec<String>,
+    /// Seconds to wait for the sidecars to be healthy.
+    #[arg(long, hide = true, default_value_t = 120)]
+    pub health_timeout: u64,
+}
+
+/// `bottle egress ...`
+#[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// Let HOST[:PORT] through (`*.suffix` for subdomains).
+    Allow {
+        /// The bottle's slug.
+        slug: String,
+        /// `host`, `host:port` or `*.suffix`.
+        host: String,
+    },
+    /// Stop letting HOST[:PORT] through.
+    Deny {
+        /// The bottle's slug.
+        slug: String,
+        /// `host` or `host:port`.
+        host: String,
+    },
 }
 
 /// Sidecar entry points: they ship inside the `bottle` binary so a sidecar always
@@ -66,9 +150,18 @@ pub enum SidecarCommand {
         #[arg(long, value_name = "DIR")]
         config: PathBuf,
     },
+    /// The egress proxy: allowlist, TLS interception, credentials, DLP, SSRF, audit.
+    Egress {
+        /// Directory holding `policy.json` and the bottle CA (mounted read-only).
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+    },
     /// Healthcheck: exit 0 if `GET URL` answers 200 within two seconds.
     Probe {
         /// `http://HOST:PORT/PATH`
         url: String,
+        /// Print the response body.
+        #[arg(long)]
+        print: bool,
     },
 }

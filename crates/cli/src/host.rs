@@ -50,3 +50,16 @@ pub fn slug_entropy() -> u64 {
     }
     hasher.finish()
 }
+
+/// `uid:gid` owning `path` (the state root): sidecars run as that user so the 0600
+/// files the launcher writes stay readable to them and to nobody else.
+pub fn owner_of(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map_or_else(|_| "0:0".to_owned(), |m| format!("{}:{}", m.uid(), m.gid()))
+}
+
+/// Whether a process with this pid runs (Linux: `/proc/PID` exists).
+pub fn pid_alive(pid: u32) -> bool {
+    pid != 0 && Path::new("/proc").join(pid.to_string()).exists()
+}

@@ -7,9 +7,11 @@
 mod args;
 mod commands;
 mod diagnostics;
+mod engine;
 mod host;
 mod loaded;
 mod output;
+mod progress;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

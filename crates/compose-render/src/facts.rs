@@ -67,6 +67,12 @@ impl LaunchFacts {
         self.state_dir.join("git-gate/config")
     }
 
+    /// Host file mounted as the git gate's `/etc/passwd`: ssh refuses to run for a
+    /// uid without an entry, and sidecars run as the state dir owner's uid.
+    pub fn git_gate_passwd_file(&self) -> PathBuf {
+        self.state_dir.join("git-gate/passwd")
+    }
+
     /// Host directory for the git gate's bare mirrors.
     pub fn git_gate_mirrors_dir(&self) -> PathBuf {
         self.state_dir.join("git-gate/mirrors")

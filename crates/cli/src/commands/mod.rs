@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod lifecycle;
 mod plan_cmd;
 mod render;
 mod schema;
@@ -19,6 +20,18 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             json,
         } => plan_cmd::run(&manifest.file, &agent, json),
         Command::Render { agent, manifest } => render::run(&manifest.file, &agent),
+        Command::Start {
+            agent,
+            manifest,
+            detach,
+            testing,
+        } => lifecycle::start(&manifest.file, &agent, detach, &testing),
+        Command::Ls { json } => lifecycle::ls(json),
+        Command::Exec { slug, command } => lifecycle::exec(&slug, command),
+        Command::Logs { slug, follow } => lifecycle::logs(&slug, follow),
+        Command::Down { slug } => lifecycle::down(&slug),
+        Command::Gc { dry_run } => lifecycle::gc(dry_run),
+        Command::Egress(command) => lifecycle::egress(command),
         Command::Schema => schema::run(),
         Command::Sidecar(command) => sidecar::run(command),
     }

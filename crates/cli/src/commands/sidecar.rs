@@ -12,12 +12,15 @@ pub fn run(command: SidecarCommand) -> Result<(), CliError> {
         SidecarCommand::GitGate { config } => {
             git_gate::run(&config).map_err(|error| CliError::User(format!("git-gate: {error}")))
         }
-        SidecarCommand::Probe { url } => probe(&url),
+        SidecarCommand::Egress { config } => {
+            egress::run(&config).map_err(|error| CliError::User(format!("egress: {error}")))
+        }
+        SidecarCommand::Probe { url, print } => probe(&url, print),
     }
 }
 
 /// A tiny HTTP/1.1 GET for compose healthchecks: sidecar images carry no curl.
-fn probe(url: &str) -> Result<(), CliError> {
+fn probe(url: &str, print: bool) -> Result<(), CliError> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| CliError::User(format!("probe needs an http:// URL, got `{url}`")))?;
@@ -37,10 +40,16 @@ fn probe(url: &str) -> Result<(), CliError> {
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).map_err(io)?;
-    let mut head = [0u8; 64];
-    let read = stream.read(&mut head).map_err(io)?;
-    let status_line = String::from_utf8_lossy(&head[..read]);
+    let mut response = Vec::new();
+    // Bounded: a health or status answer is small.
+    let _ = stream.take(1 << 20).read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let status_line = text.lines().next().unwrap_or_default().to_owned();
     if status_line.starts_with("HTTP/1.1 200") || status_line.starts_with("HTTP/1.0 200") {
+        if print {
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+            crate::output::print(body);
+        }
         Ok(())
     } else {
         Err(CliError::User(format!(

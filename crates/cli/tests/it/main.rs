@@ -1,6 +1,7 @@
 //! Integration tests: the real `bottle` binary against the fixtures.
 
 mod fixtures;
+mod lifecycle;
 mod plan_cmd;
 mod render;
 mod schema;

@@ -193,7 +193,10 @@ impl SshUpstream {
     }
 
     /// The same connection as the gate would make, straight to sshd.
-    #[allow(dead_code, reason = "used by benches/clone_time.rs, which shares this module")]
+    #[allow(
+        dead_code,
+        reason = "used by benches/clone_time.rs, which shares this module"
+    )]
     pub fn direct_ssh_command(&self) -> String {
         format!(
             "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes \

@@ -1,0 +1,144 @@
+//! The `Backend` trait: the engine operations a bottle needs, taking plain data.
+//!
+//! Everything the launch sequence does to the outside world goes through this trait,
+//! so the CLI and the launch logic are tested against [`crate::fake::FakeBackend`]
+//! and run for real against [`crate::docker::DockerBackend`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use plan::Secret;
+
+use crate::error::Result;
+
+/// A network to create: always labelled with its bottle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Engine name.
+    pub name: String,
+    /// `--internal`: no route off the machine.
+    pub internal: bool,
+    /// Labels (slug, role).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the engine reports about a network it created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// Engine name.
+    pub name: String,
+    /// Subnet in CIDR form.
+    pub cidr: String,
+    /// Gateway address, if any.
+    pub gateway: Option<String>,
+}
+
+/// An image build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildSpec {
+    /// Build context directory.
+    pub context: PathBuf,
+    /// Dockerfile (absolute, or relative to the context).
+    pub dockerfile: PathBuf,
+    /// Tag of the result.
+    pub tag: String,
+    /// Labels on the image.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One compose invocation: always `-p PROJECT -f FILE`.
+#[derive(Clone, Debug)]
+pub struct ComposeCall {
+    /// Compose project name.
+    pub project: String,
+    /// The compose file.
+    pub file: PathBuf,
+    /// Arguments after `-p -f`, e.g. `["up", "-d"]`.
+    pub args: Vec<String>,
+    /// Extra environment of the compose process: the secrets behind bare names.
+    pub env: Vec<(String, Secret)>,
+}
+
+/// A command in a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Container name or id.
+    pub container: String,
+    /// `-u USER`, if not the image's default.
+    pub user: Option<String>,
+    /// `-w DIR`, if not the container's working dir.
+    pub workdir: Option<String>,
+    /// The command.
+    pub command: Vec<String>,
+    /// Bytes fed to the command's stdin.
+    pub stdin: Option<Vec<u8>>,
+}
+
+/// Output of a finished command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// Exit code (None: killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl Captured {
+    /// Whether the command exited 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// A container as `ls`/`gc` see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Container id.
+    pub id: String,
+    /// Container name.
+    pub name: String,
+    /// `running`, `exited`, ...
+    pub state: String,
+    /// Health if it has a healthcheck: `healthy`, `starting`, `unhealthy`.
+    pub health: Option<String>,
+    /// All labels.
+    pub labels: BTreeMap<String, String>,
+    /// The container's environment. Values are secrets: some are.
+    pub env: Vec<(String, Secret)>,
+}
+
+/// The engine operations a bottle needs.
+pub trait Backend {
+    /// Checks the engine answers; returns its server version.
+    fn engine_version(&self) -> Result<String>;
+    /// Whether an image exists locally.
+    fn image_exists(&self, reference: &str) -> Result<bool>;
+    /// Builds an image; the error carries the tail of the build log.
+    fn build_image(&self, spec: &BuildSpec) -> Result<()>;
+    /// Creates a network and reports its subnet.
+    fn create_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo>;
+    /// Removes a network (missing is not an error).
+    fn remove_network(&self, name: &str) -> Result<()>;
+    /// Runs a compose command and captures its output.
+    fn compose(&self, call: &ComposeCall) -> Result<Captured>;
+    /// Runs a compose command, handing each output line to `on_line` as it comes
+    /// (`logs -f`); returns the exit code.
+    fn compose_follow(&self, call: &ComposeCall, on_line: &mut dyn FnMut(&str)) -> Result<i32>;
+    /// Runs a command in a container and captures its output.
+    fn exec(&self, spec: &ExecSpec) -> Result<Captured>;
+    /// Runs a command in a container attached to this terminal (`docker exec -it`);
+    /// returns its exit code.
+    fn exec_interactive(&self, spec: &ExecSpec) -> Result<i32>;
+    /// Sends a signal to a container's main process.
+    fn signal(&self, container: &str, signal: &str) -> Result<()>;
+    /// Containers carrying `label` (key or key=value), running or not.
+    fn containers_with_label(&self, label: &str) -> Result<Vec<ContainerInfo>>;
+    /// Networks carrying `label`, by name.
+    fn networks_with_label(&self, label: &str) -> Result<Vec<String>>;
+    /// Force-removes containers.
+    fn remove_containers(&self, ids: &[String]) -> Result<()>;
+    /// Removes an image tag (missing is not an error).
+    fn remove_image(&self, tag: &str) -> Result<()>;
+}

@@ -1,0 +1,433 @@
+//! [`Backend`] through the docker CLI (duct): it negotiates the Engine API version,
+//! which matters with old engines, and compose has no engine API at all.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use crate::backend::*;
+use crate::error::{BackendError, Result};
+
+/// How compose is invoked on this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ComposeFlavor {
+    /// `docker compose` (the v2 plugin).
+    V2,
+    /// `docker-compose` (legacy v1).
+    V1,
+}
+
+/// The real backend.
+#[derive(Clone, Debug)]
+pub struct DockerBackend {
+    compose: ComposeFlavor,
+}
+
+/// Lines of output kept in error messages (build logs can be long).
+const TAIL_LINES: usize = 25;
+
+fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+fn run(
+    program: &str,
+    args: &[OsString],
+    stdin: Option<&[u8]>,
+    env: &[(String, plan::Secret)],
+) -> Result<Captured> {
+    let mut expression = duct::cmd(program, args)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    if let Some(stdin) = stdin {
+        expression = expression.stdin_bytes(stdin.to_vec());
+    } else {
+        expression = expression.stdin_null();
+    }
+    for (name, value) in env {
+        // The only place a secret value leaves this process: the child's environment.
+        expression = expression.env(name, value.expose());
+    }
+    let output = expression.run().map_err(|e| BackendError::Command {
+        command: display(program, args),
+        detail: e.to_string(),
+    })?;
+    Ok(Captured {
+        code: output.status.code(),
+        stdout: output.stdout,
+        stderr: output.stderr,
+    })
+}
+
+fn display(program: &str, args: &[OsString]) -> String {
+    let mut text = program.to_owned();
+    for arg in args {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+fn checked(program: &str, args: &[OsString], captured: Captured) -> Result<Captured> {
+    if captured.success() {
+        Ok(captured)
+    } else {
+        Err(BackendError::Command {
+            command: display(program, args),
+            detail: tail(&captured.stderr),
+        })
+    }
+}
+
+fn docker(args: &[&str]) -> Result<Captured> {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    let captured = run("docker", &args, None, &[])?;
+    checked("docker", &args, captured)
+}
+
+impl DockerBackend {
+    /// Finds the docker CLI and a compose flavour; fails with a clear message when
+    /// either is missing or the engine does not answer.
+    pub fn detect() -> Result<Self> {
+        let version = run(
+            "docker",
+            &[
+                "version".into(),
+                "--format".into(),
+                "{{.Server.Version}}".into(),
+            ],
+            None,
+            &[],
+        )
+        .map_err(|_| BackendError::NoEngine {
+            detail: "the `docker` command is not installed".into(),
+        })?;
+        if !version.success() {
+            return Err(BackendError::NoEngine {
+                detail: tail(&version.stderr),
+            });
+        }
+        let works = |program: &str, args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            run(program, &args, None, &[]).is_ok_and(|c| c.success())
+        };
+        let compose = if works("docker", &["compose", "version"]) {
+            ComposeFlavor::V2
+        } else if works("docker-compose", &["version"]) {
+            ComposeFlavor::V1
+        } else {
+            return Err(BackendError::NoCompose);
+        };
+        Ok(Self { compose })
+    }
+
+    /// Which compose this backend drives.
+    pub fn compose_flavor(&self) -> &ComposeFlavor {
+        &self.compose
+    }
+}
+
+fn labels_of(json: &serde_json::Value) -> BTreeMap<String, String> {
+    json.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Backend for DockerBackend {
+    fn engine_version(&self) -> Result<String> {
+        let out = docker(&["version", "--format", "{{.Server.Version}}"]).map_err(|e| {
+            BackendError::NoEngine {
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn image_exists(&self, reference: &str) -> Result<bool> {
+        let args: Vec<OsString> = ["image", "inspect", "--format", "{{.Id}}", reference]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        Ok(run("docker", &args, None, &[])?.success())
+    }
+
+    fn build_image(&self, spec: &BuildSpec) -> Result<()> {
+        let mut args: Vec<OsString> = vec![
+            "build".into(),
+            "-q".into(),
+            "-t".into(),
+            spec.tag.clone().into(),
+            "-f".into(),
+        ];
+        args.push(spec.dockerfile.clone().into());
+        for (key, value) in &spec.labels {
+            args.push("--label".into());
+            args.push(format!("{key}={value}").into());
+        }
+        args.push(spec.context.clone().into());
+        let captured = run("docker", &args, None, &[])?;
+        checked("docker", &args, captured).map(drop)
+    }
+
+    fn create_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo> {
+        let mut args = vec![
+            "network".to_owned(),
+            "create".to_owned(),
+            "--driver".to_owned(),
+            "bridge".to_owned(),
+        ];
+        if spec.internal {
+            args.push("--internal".to_owned());
+        }
+        for (key, value) in &spec.labels {
+            args.push("--label".to_owned());
+            args.push(format!("{key}={value}"));
+        }
+        args.push(spec.name.clone());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&refs)?;
+        let inspected = docker(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{json .IPAM.Config}}",
+            &spec.name,
+        ])?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&inspected.stdout).unwrap_or_default();
+        let first = config
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+            .unwrap_or_default();
+        let cidr = first["Subnet"].as_str().unwrap_or_default().to_owned();
+        if cidr.is_empty() {
+            return Err(BackendError::Command {
+                command: format!("docker network inspect {}", spec.name),
+                detail: "the engine assigned no subnet".into(),
+            });
+        }
+        Ok(NetworkInfo {
+            name: spec.name.clone(),
+            cidr,
+            gateway: first["Gateway"].as_str().map(str::to_owned),
+        })
+    }
+
+    fn remove_network(&self, name: &str) -> Result<()> {
+        let args: Vec<OsString> = ["network", "rm", name].iter().map(OsString::from).collect();
+        let captured = run("docker", &args, None, &[])?;
+        let stderr = String::from_utf8_lossy(&captured.stderr);
+        if captured.success() || stderr.contains("not found") || stderr.contains("No such network")
+        {
+            Ok(())
+        } else {
+            Err(BackendError::Command {
+                command: display("docker", &args),
+                detail: tail(&captured.stderr),
+            })
+        }
+    }
+
+    fn compose(&self, call: &ComposeCall) -> Result<Captured> {
+        let (program, mut args): (&str, Vec<OsString>) = match self.compose {
+            ComposeFlavor::V2 => ("docker", vec!["compose".into()]),
+            ComposeFlavor::V1 => ("docker-compose", Vec::new()),
+        };
+        args.extend([
+            "-p".into(),
+            call.project.clone().into(),
+            "-f".into(),
+            call.file.clone().into(),
+        ]);
+        args.extend(call.args.iter().map(OsString::from));
+        run(program, &args, None, &call.env)
+    }
+
+    fn compose_follow(&self, call: &ComposeCall, on_line: &mut dyn FnMut(&str)) -> Result<i32> {
+        use std::io::BufRead;
+        let (program, mut args): (&str, Vec<OsString>) = match self.compose {
+            ComposeFlavor::V2 => ("docker", vec!["compose".into()]),
+            ComposeFlavor::V1 => ("docker-compose", Vec::new()),
+        };
+        args.extend([
+            "-p".into(),
+            call.project.clone().into(),
+            "-f".into(),
+            call.file.clone().into(),
+        ]);
+        args.extend(call.args.iter().map(OsString::from));
+        let reader = duct::cmd(program, &args)
+            .stderr_to_stdout()
+            .stdin_null()
+            .unchecked()
+            .reader()
+            .map_err(|e| BackendError::Command {
+                command: display(program, &args),
+                detail: e.to_string(),
+            })?;
+        let mut lines = std::io::BufReader::new(&reader);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match lines.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => on_line(line.trim_end_matches('\n')),
+                Err(e) => {
+                    return Err(BackendError::Command {
+                        command: display(program, &args),
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        let status = reader
+            .try_wait()
+            .ok()
+            .flatten()
+            .and_then(|o| o.status.code())
+            .unwrap_or(0);
+        Ok(status)
+    }
+
+    fn exec(&self, spec: &ExecSpec) -> Result<Captured> {
+        let mut args: Vec<OsString> = vec!["exec".into()];
+        if spec.stdin.is_some() {
+            args.push("-i".into());
+        }
+        if let Some(user) = &spec.user {
+            args.extend(["-u".into(), user.into()]);
+        }
+        if let Some(dir) = &spec.workdir {
+            args.extend(["-w".into(), dir.into()]);
+        }
+        args.push(spec.container.clone().into());
+        args.extend(spec.command.iter().map(OsString::from));
+        run("docker", &args, spec.stdin.as_deref(), &[])
+    }
+
+    fn exec_interactive(&self, spec: &ExecSpec) -> Result<i32> {
+        let mut args: Vec<OsString> = vec!["exec".into(), "-i".into()];
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            args.push("-t".into());
+        }
+        if let Some(user) = &spec.user {
+            args.extend(["-u".into(), user.into()]);
+        }
+        if let Some(dir) = &spec.workdir {
+            args.extend(["-w".into(), dir.into()]);
+        }
+        args.push(spec.container.clone().into());
+        args.extend(spec.command.iter().map(OsString::from));
+        // Inherited stdio: the docker CLI owns the TTY.
+        let status =
+            duct::cmd("docker", &args)
+                .unchecked()
+                .run()
+                .map_err(|e| BackendError::Command {
+                    command: display("docker", &args),
+                    detail: e.to_string(),
+                })?;
+        Ok(status.status.code().unwrap_or(128))
+    }
+
+    fn signal(&self, container: &str, signal: &str) -> Result<()> {
+        docker(&["kill", "--signal", signal, container]).map(drop)
+    }
+
+    fn containers_with_label(&self, label: &str) -> Result<Vec<ContainerInfo>> {
+        let filter = format!("label={label}");
+        let ids = docker(&["ps", "-a", "-q", "--no-trunc", "--filter", &filter])?;
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["inspect", "--format", "{{json .}}"];
+        args.extend(ids.iter().map(String::as_str));
+        let inspected = docker(&args)?;
+        let mut containers = Vec::new();
+        for line in String::from_utf8_lossy(&inspected.stdout).lines() {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            containers.push(ContainerInfo {
+                id: json["Id"].as_str().unwrap_or_default().to_owned(),
+                name: json["Name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                state: json["State"]["Status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                health: json["State"]["Health"]["Status"]
+                    .as_str()
+                    .map(str::to_owned),
+                labels: labels_of(&json["Config"]["Labels"]),
+                env: json["Config"]["Env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|entry| {
+                        let (name, value) = entry.as_str()?.split_once('=')?;
+                        Some((name.to_owned(), plan::Secret::new(value)))
+                    })
+                    .collect(),
+            });
+        }
+        Ok(containers)
+    }
+
+    fn networks_with_label(&self, label: &str) -> Result<Vec<String>> {
+        let filter = format!("label={label}");
+        let out = docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn remove_image(&self, tag: &str) -> Result<()> {
+        let args: Vec<OsString> = ["image", "rm", "-f", tag]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let captured = run("docker", &args, None, &[])?;
+        let stderr = String::from_utf8_lossy(&captured.stderr);
+        if captured.success() || stderr.contains("No such image") || stderr.contains("not found") {
+            Ok(())
+        } else {
+            Err(BackendError::Command {
+                command: display("docker", &args),
+                detail: tail(&captured.stderr),
+            })
+        }
+    }
+
+    fn remove_containers(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(ids.iter().map(String::as_str));
+        docker(&args).map(drop)
+    }
+}

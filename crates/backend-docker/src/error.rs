@@ -1,0 +1,66 @@
+//! Backend failures: one variant per operation, each naming what it acted on.
+
+use std::path::PathBuf;
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The docker CLI is missing or the engine does not answer.
+    #[error("no Docker engine: {detail}")]
+    NoEngine { detail: String },
+    /// Neither `docker compose` nor `docker-compose` works.
+    #[error("neither `docker compose` (v2) nor `docker-compose` (v1) is installed")]
+    NoCompose,
+    /// A docker or compose command failed.
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    /// A container name is taken and the agent pinned it.
+    #[error(
+        "container name `{name}` is already in use, and the manifest pins it (`container_name`); remove the other container or unpin the name"
+    )]
+    NameConflict { name: String },
+    /// A file system operation failed.
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bottle CA could not be minted.
+    #[error("minting the bottle CA: {0}")]
+    Ca(String),
+    /// A bottle the command names does not exist.
+    #[error("no bottle `{slug}`; `bottle ls` lists the running ones")]
+    UnknownBottle { slug: String },
+    /// A policy change was refused.
+    #[error("policy change refused: {0}")]
+    BadPolicyChange(String),
+    /// A wait ran out of time.
+    #[error("timed out after {seconds}s waiting for {what}")]
+    Timeout { what: String, seconds: u64 },
+    /// Data on disk did not have the expected shape.
+    #[error("reading `{}`: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    /// The launch was interrupted (Ctrl-C, SIGTERM).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl BackendError {
+    /// Wraps an IO error with what was being done to which path.
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// Result of backend operations.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;

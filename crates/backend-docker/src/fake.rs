@@ -1,0 +1,493 @@
+//! An in-memory engine for tests: it follows the compose file it is given, keeps its
+//! state in a JSON file (so the real `bottle` binary can use it across invocations:
+//! `BOT_BOTTLE_BACKEND=fake:PATH`), and fails on demand at a named operation.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::*;
+use crate::error::{BackendError, Result};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct FakeNetwork {
+    cidr: String,
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct FakeContainer {
+    id: String,
+    name: String,
+    project: String,
+    service: String,
+    state: String,
+    health: Option<String>,
+    labels: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
+    /// For an egress stand-in: the host dir mounted as its config, and the policy
+    /// version it runs (the file's SHA-256 when it last accepted it).
+    config_dir: Option<PathBuf>,
+    policy_version: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct FakeState {
+    images: BTreeSet<String>,
+    networks: BTreeMap<String, FakeNetwork>,
+    containers: Vec<FakeContainer>,
+    calls: Vec<String>,
+    next_id: u32,
+}
+
+/// The fake engine.
+#[derive(Debug)]
+pub struct FakeBackend {
+    path: Option<PathBuf>,
+    state: RefCell<FakeState>,
+    fail_at: Option<String>,
+}
+
+impl FakeBackend {
+    /// A fresh engine in memory with `images` present.
+    pub fn new(images: &[&str]) -> Self {
+        let state = FakeState {
+            images: images.iter().map(|s| s.to_string()).collect(),
+            ..FakeState::default()
+        };
+        Self {
+            path: None,
+            state: RefCell::new(state),
+            fail_at: None,
+        }
+    }
+
+    /// The engine persisted at `path` (created with `images` if missing).
+    pub fn open(path: &Path, images: &[&str]) -> Result<Self> {
+        let state = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| BackendError::Corrupt {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?,
+            Err(_) => FakeState {
+                images: images.iter().map(|s| s.to_string()).collect(),
+                ..FakeState::default()
+            },
+        };
+        Ok(Self {
+            path: Some(path.to_path_buf()),
+            state: RefCell::new(state),
+            fail_at: None,
+        })
+    }
+
+    /// Fails the first operation whose key starts with `key` (e.g. `compose:up`,
+    /// `network:egress`, `build:`, `exec`, `health`).
+    pub fn fail_at(mut self, key: Option<String>) -> Self {
+        self.fail_at = key;
+        self
+    }
+
+    /// Every operation so far, as `op:detail` keys.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.borrow().calls.clone()
+    }
+
+    /// Names of live containers.
+    pub fn container_names(&self) -> Vec<String> {
+        self.state
+            .borrow()
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// Names of networks.
+    pub fn network_names(&self) -> Vec<String> {
+        self.state.borrow().networks.keys().cloned().collect()
+    }
+
+    /// Image tags.
+    pub fn images(&self) -> Vec<String> {
+        self.state.borrow().images.iter().cloned().collect()
+    }
+
+    /// Stops every container of `slug` (as if the engine restarted).
+    pub fn stop_all(&self) {
+        for c in &mut self.state.borrow_mut().containers {
+            c.state = "exited".into();
+        }
+        self.save();
+    }
+
+    fn save(&self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::write(
+                path,
+                serde_json::to_vec_pretty(&*self.state.borrow()).unwrap_or_default(),
+            );
+        }
+    }
+
+    /// Records `key`; fails if it is the injected failure. `hang:KEY` instead blocks
+    /// there for a minute: tests kill the launcher mid-start with it.
+    fn op(&self, key: String) -> Result<()> {
+        if let Some(hang) = self
+            .fail_at
+            .as_deref()
+            .and_then(|f| f.strip_prefix("hang:"))
+            && key.starts_with(hang)
+        {
+            self.state.borrow_mut().calls.push(format!("hang:{key}"));
+            self.save();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+        let fail = self
+            .fail_at
+            .as_ref()
+            .is_some_and(|f| !f.starts_with("hang:") && key.starts_with(f.as_str()));
+        self.state.borrow_mut().calls.push(key.clone());
+        self.save();
+        if fail {
+            Err(BackendError::Command {
+                command: key,
+                detail: "injected failure (fake backend)".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn compose_up(&self, call: &ComposeCall) -> Result<Captured> {
+        let text = std::fs::read_to_string(&call.file)
+            .map_err(BackendError::io("reading compose file", &call.file))?;
+        let file: serde_json::Value =
+            serde_saphyr::from_str(&text).map_err(|e| BackendError::Corrupt {
+                path: call.file.clone(),
+                detail: e.to_string(),
+            })?;
+        let services = file["services"].as_object().cloned().unwrap_or_default();
+        let secrets: BTreeMap<&str, &str> = call
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        let mut state = self.state.borrow_mut();
+        for (service, spec) in &services {
+            let name = spec["container_name"]
+                .as_str()
+                .map_or_else(|| format!("{}-{service}-1", call.project), str::to_owned);
+            if state.containers.iter().any(|c| c.name == name) {
+                return Ok(Captured {
+                    code: Some(1),
+                    stdout: Vec::new(),
+                    stderr: format!("Conflict. The container name \"/{name}\" is already in use by container \"0123\".").into_bytes(),
+                });
+            }
+            let image = spec["image"].as_str().unwrap_or_default();
+            if !state.images.contains(image) {
+                return Ok(Captured {
+                    code: Some(1),
+                    stdout: Vec::new(),
+                    stderr: format!("pull access denied for {image}").into_bytes(),
+                });
+            }
+        }
+        for (service, spec) in &services {
+            let name = spec["container_name"]
+                .as_str()
+                .map_or_else(|| format!("{}-{service}-1", call.project), str::to_owned);
+            let env = spec["environment"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str())
+                .filter_map(|entry| match entry.split_once('=') {
+                    Some((k, v)) => Some((k.to_owned(), v.replace("$$", "$"))),
+                    None => secrets
+                        .get(entry)
+                        .map(|v| (entry.to_owned(), v.to_string())),
+                })
+                .collect();
+            let config_dir = spec["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|v| {
+                    (v["target"] == compose_render::SIDECAR_CONFIG_DIR)
+                        .then(|| PathBuf::from(v["source"].as_str().unwrap_or_default()))
+                });
+            let policy_version = config_dir.as_ref().and_then(|dir| accepted_version(dir));
+            state.next_id += 1;
+            let id = format!("fake{:04}", state.next_id);
+            state.containers.push(FakeContainer {
+                id,
+                name,
+                project: call.project.clone(),
+                service: service.clone(),
+                state: "running".into(),
+                health: spec.get("healthcheck").map(|_| {
+                    if self.fail_at.as_deref() == Some("health") {
+                        "unhealthy"
+                    } else {
+                        "healthy"
+                    }
+                    .to_owned()
+                }),
+                labels: spec["labels"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                env,
+                config_dir,
+                policy_version,
+            });
+        }
+        drop(state);
+        self.save();
+        Ok(Captured {
+            code: Some(0),
+            ..Captured::default()
+        })
+    }
+}
+
+/// The version an egress stand-in accepts from `dir/policy.json`: its SHA-256 if the
+/// file parses as an egress policy, else nothing (it keeps the old one).
+fn accepted_version(dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(dir.join(egress::config::POLICY_FILE_NAME)).ok()?;
+    egress::config::EgressConfig::from_json(&bytes).ok()?;
+    Some(crate::sidecar_config::policy_version(&bytes))
+}
+
+impl Backend for FakeBackend {
+    fn engine_version(&self) -> Result<String> {
+        self.op("engine".into())?;
+        Ok("fake-28.0".into())
+    }
+
+    fn image_exists(&self, reference: &str) -> Result<bool> {
+        Ok(self.state.borrow().images.contains(reference))
+    }
+
+    fn build_image(&self, spec: &BuildSpec) -> Result<()> {
+        self.op(format!("build:{}", spec.tag))?;
+        self.state.borrow_mut().images.insert(spec.tag.clone());
+        self.save();
+        Ok(())
+    }
+
+    fn create_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo> {
+        let role = spec.name.rsplit('-').next().unwrap_or_default();
+        self.op(format!("network:{role}:{}", spec.name))?;
+        let mut state = self.state.borrow_mut();
+        if state.networks.contains_key(&spec.name) {
+            return Err(BackendError::Command {
+                command: format!("docker network create {}", spec.name),
+                detail: "network already exists".into(),
+            });
+        }
+        let cidr = format!("10.250.{}.0/24", state.networks.len() % 250);
+        state.networks.insert(
+            spec.name.clone(),
+            FakeNetwork {
+                cidr: cidr.clone(),
+                labels: spec.labels.clone(),
+            },
+        );
+        drop(state);
+        self.save();
+        let gateway = cidr.replace(".0/24", ".1");
+        Ok(NetworkInfo {
+            name: spec.name.clone(),
+            cidr,
+            gateway: Some(gateway),
+        })
+    }
+
+    fn remove_network(&self, name: &str) -> Result<()> {
+        self.op(format!("network-rm:{name}"))?;
+        self.state.borrow_mut().networks.remove(name);
+        self.save();
+        Ok(())
+    }
+
+    fn compose(&self, call: &ComposeCall) -> Result<Captured> {
+        let verb = call.args.first().cloned().unwrap_or_default();
+        self.op(format!("compose:{verb}:{}", call.project))?;
+        match verb.as_str() {
+            "up" => self.compose_up(call),
+            "down" => {
+                self.state
+                    .borrow_mut()
+                    .containers
+                    .retain(|c| c.project != call.project);
+                self.save();
+                Ok(Captured {
+                    code: Some(0),
+                    ..Captured::default()
+                })
+            }
+            "logs" => {
+                let state = self.state.borrow();
+                let mut log = String::new();
+                for c in state
+                    .containers
+                    .iter()
+                    .filter(|c| c.project == call.project)
+                {
+                    // A chatty container that prints its environment: redaction must hide it.
+                    for (k, v) in &c.env {
+                        log.push_str(&format!("{}  | 2026-01-01T00:00:00Z {k}={v}\n", c.service));
+                    }
+                }
+                Ok(Captured {
+                    code: Some(0),
+                    stdout: log.into_bytes(),
+                    stderr: Vec::new(),
+                })
+            }
+            _ => Ok(Captured {
+                code: Some(0),
+                ..Captured::default()
+            }),
+        }
+    }
+
+    fn compose_follow(&self, call: &ComposeCall, on_line: &mut dyn FnMut(&str)) -> Result<i32> {
+        let captured = self.compose(call)?;
+        for line in String::from_utf8_lossy(&captured.stdout).lines() {
+            on_line(line);
+        }
+        Ok(captured.code.unwrap_or(1))
+    }
+
+    fn exec(&self, spec: &ExecSpec) -> Result<Captured> {
+        self.op(format!(
+            "exec:{}:{}",
+            spec.container,
+            spec.command.join(" ")
+        ))?;
+        let state = self.state.borrow();
+        let Some(container) = state
+            .containers
+            .iter()
+            .find(|c| c.name == spec.container && c.state == "running")
+        else {
+            return Ok(Captured {
+                code: Some(1),
+                stdout: Vec::new(),
+                stderr: b"No such container".to_vec(),
+            });
+        };
+        if spec.command.iter().any(|a| a.ends_with("/status")) {
+            let version = container.policy_version.clone().unwrap_or_default();
+            return Ok(Captured {
+                code: Some(0),
+                stdout: format!("{{\"policy_version\":\"{version}\"}}").into_bytes(),
+                stderr: Vec::new(),
+            });
+        }
+        Ok(Captured {
+            code: Some(0),
+            ..Captured::default()
+        })
+    }
+
+    fn exec_interactive(&self, spec: &ExecSpec) -> Result<i32> {
+        self.op(format!(
+            "exec-it:{}:{}",
+            spec.container,
+            spec.command.join(" ")
+        ))?;
+        Ok(0)
+    }
+
+    fn signal(&self, container: &str, signal: &str) -> Result<()> {
+        self.op(format!("signal:{signal}:{container}"))?;
+        let mut state = self.state.borrow_mut();
+        if let Some(c) = state.containers.iter_mut().find(|c| c.name == container)
+            && signal == "HUP"
+            && let Some(version) = c.config_dir.as_deref().and_then(accepted_version)
+        {
+            c.policy_version = Some(version);
+        }
+        drop(state);
+        self.save();
+        Ok(())
+    }
+
+    fn containers_with_label(&self, label: &str) -> Result<Vec<ContainerInfo>> {
+        let (key, value) = label
+            .split_once('=')
+            .map_or((label, None), |(k, v)| (k, Some(v)));
+        Ok(self
+            .state
+            .borrow()
+            .containers
+            .iter()
+            .filter(|c| {
+                c.labels
+                    .get(key)
+                    .is_some_and(|v| value.is_none_or(|want| v == want))
+            })
+            .map(|c| ContainerInfo {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                state: c.state.clone(),
+                health: c.health.clone(),
+                labels: c.labels.clone(),
+                env: c
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), plan::Secret::new(v.clone())))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    fn networks_with_label(&self, label: &str) -> Result<Vec<String>> {
+        let (key, value) = label
+            .split_once('=')
+            .map_or((label, None), |(k, v)| (k, Some(v)));
+        Ok(self
+            .state
+            .borrow()
+            .networks
+            .iter()
+            .filter(|(_, n)| {
+                n.labels
+                    .get(key)
+                    .is_some_and(|v| value.is_none_or(|want| v == want))
+            })
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
+    fn remove_containers(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.op(format!("rm:{}", ids.join(",")))?;
+        self.state
+            .borrow_mut()
+            .containers
+            .retain(|c| !ids.contains(&c.id));
+        self.save();
+        Ok(())
+    }
+
+    fn remove_image(&self, tag: &str) -> Result<()> {
+        self.op(format!("image-rm:{tag}"))?;
+        self.state.borrow_mut().images.remove(tag);
+        self.save();
+        Ok(())
+    }
+}

@@ -1,0 +1,549 @@
+//! The launch sequence of DESIGN.md, step by step, with teardown that always runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use compose_render::{AGENT_SERVICE, LABEL_ROLE, LABEL_SLUG, LaunchFacts, render, to_yaml};
+use plan::{BottlePlan, ImagePlan};
+
+use crate::backend::{Backend, BuildSpec, ComposeCall, ExecSpec, NetworkSpec};
+use crate::error::{BackendError, Result};
+use crate::progress::Progress;
+use crate::sidecar_config::{self, EgressExtras};
+use crate::state::{self, COMPOSE_FILE, Metadata, create_private_dir};
+use crate::teardown::Teardown;
+
+/// Everything a launch needs besides the plan: where, with what, and how.
+#[derive(Clone, Debug)]
+pub struct LaunchOptions {
+    /// State root (`state_root(env)`).
+    pub state_root: PathBuf,
+    /// The manifest the plan came from and its SHA-256.
+    pub manifest: PathBuf,
+    /// SHA-256 of the manifest bytes.
+    pub manifest_sha256: String,
+    /// The sidecar image (the `bottle` binary on a small base).
+    pub sidecar_image: String,
+    /// `uid:gid` sidecars run as.
+    pub sidecar_user: String,
+    /// Create the egress network `--internal` too (e2e: nothing leaves the machine).
+    pub egress_network_internal: bool,
+    /// Extra egress settings (e2e's fake internet).
+    pub egress_extras: EgressExtras,
+    /// How long to wait for sidecars to become healthy.
+    pub health_timeout: Duration,
+    /// Current time, seconds since the epoch (for the CA and metadata).
+    pub now_unix: i64,
+    /// PID of this launcher.
+    pub launcher_pid: u32,
+}
+
+/// A launched, provisioned bottle.
+#[derive(Clone, Debug)]
+pub struct BottleHandle {
+    /// The bottle's metadata (also on disk).
+    pub metadata: Metadata,
+    /// The bottle's state directory.
+    pub state_dir: PathBuf,
+}
+
+/// Compose project name of a slug.
+pub fn compose_project(slug: &str) -> String {
+    format!("bot-bottle-{slug}")
+}
+
+/// Checked between steps so Ctrl-C/SIGTERM stop a launch at the next step boundary.
+pub type InterruptCheck<'a> = &'a dyn Fn() -> bool;
+
+/// Launches `plan`: runs every step, and on any failure (or interruption) tears down
+/// what was created, in reverse, and returns the original error.
+pub fn launch(
+    backend: &dyn Backend,
+    plan: &BottlePlan,
+    options: &LaunchOptions,
+    progress: &mut dyn Progress,
+    interrupted: InterruptCheck<'_>,
+) -> Result<BottleHandle> {
+    let mut teardown = Teardown::new(options.state_root.clone(), plan.slug.to_string());
+    match launch_steps(backend, plan, options, progress, interrupted, &mut teardown) {
+        Ok(handle) => Ok(handle),
+        Err(error) => {
+            progress.step(&format!("launch failed ({error}); tearing down"));
+            for problem in teardown.run(backend, &secret_values(plan)) {
+                progress.warn(&format!("teardown: {problem}"));
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Every secret value of a bottle: what log dumps must redact.
+pub fn secret_values(plan: &BottlePlan) -> Vec<String> {
+    compose_render::compose_process_env(plan)
+        .into_iter()
+        .map(|(_, secret)| secret.expose().to_owned())
+        .filter(|value| !value.is_empty())
+        .collect()
+}
+
+fn check(interrupted: InterruptCheck<'_>) -> Result<()> {
+    if interrupted() {
+        Err(BackendError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+fn launch_steps(
+    backend: &dyn Backend,
+    plan: &BottlePlan,
+    options: &LaunchOptions,
+    progress: &mut dyn Progress,
+    interrupted: InterruptCheck<'_>,
+    teardown: &mut Teardown,
+) -> Result<BottleHandle> {
+    let slug = plan.slug.to_string();
+    if plan.supervise.enabled {
+        return Err(BackendError::BadPolicyChange(
+            "this bottle turns on `supervise`, and the supervise sidecar is not available yet; set `supervise: false`".into(),
+        ));
+    }
+    backend.engine_version()?;
+    let state_dir = options.state_root.join(&slug);
+    create_private_dir(&options.state_root)?;
+    create_private_dir(&state_dir)?;
+    teardown.remove_state_dir();
+
+    // 1. Images: the agent image, then the derived image whose workdir is the project.
+    check(interrupted)?;
+    let labels = BTreeMap::from([(LABEL_SLUG.to_owned(), slug.clone())]);
+    let base_image = match &plan.image {
+        ImagePlan::Existing { reference } => {
+            if !backend.image_exists(reference)? {
+                return Err(BackendError::Command {
+                    command: format!("docker image inspect {reference}"),
+                    detail: "the image does not exist locally (no registry is used); build it or point `image` at a Dockerfile".into(),
+                });
+            }
+            reference.clone()
+        }
+        ImagePlan::Build {
+            dockerfile,
+            context,
+            tag,
+        } => {
+            let started = Instant::now();
+            progress.step(&format!("building agent image {tag}"));
+            backend.build_image(&BuildSpec {
+                context: context.clone(),
+                dockerfile: dockerfile.clone(),
+                tag: tag.clone(),
+                labels: BTreeMap::new(),
+            })?;
+            progress.done("agent image built", started.elapsed());
+            tag.clone()
+        }
+    };
+    if !backend.image_exists(&options.sidecar_image)? {
+        return Err(BackendError::Command {
+            command: format!("docker image inspect {}", options.sidecar_image),
+            detail: "the sidecar image is missing; build it with `cargo xtask images`".into(),
+        });
+    }
+    check(interrupted)?;
+    let agent_image = format!("bot-bottle/derived:{slug}");
+    let derived_dir = state_dir.join("derived-image");
+    create_private_dir(&derived_dir)?;
+    let workdir = plan.agent.workdir.display().to_string();
+    let dockerfile = format!(
+        "FROM {base_image}\nUSER root\nRUN mkdir -p {dir} && chmod 0777 {dir}\nWORKDIR {dir}\n",
+        dir = shell_quote(&workdir)
+    );
+    state::write_atomic(
+        &derived_dir.join("Dockerfile"),
+        dockerfile.as_bytes(),
+        0o600,
+    )?;
+    let started = Instant::now();
+    backend.build_image(&BuildSpec {
+        context: derived_dir.clone(),
+        dockerfile: derived_dir.join("Dockerfile"),
+        tag: agent_image.clone(),
+        labels: labels.clone(),
+    })?;
+    teardown.remove_image(agent_image.clone());
+    progress.done("derived image built", started.elapsed());
+
+    // 2. Networks, created outside compose and labelled; the internal CIDR inspected.
+    check(interrupted)?;
+    let network = |role: &str, internal: bool| NetworkSpec {
+        name: format!("bot-bottle-{slug}-{role}"),
+        internal,
+        labels: BTreeMap::from([
+            (LABEL_SLUG.to_owned(), slug.clone()),
+            (LABEL_ROLE.to_owned(), role.to_owned()),
+        ]),
+    };
+    let internal = backend.create_network(&network("internal", true))?;
+    teardown.remove_network(internal.name.clone());
+    let egress = backend.create_network(&network("egress", options.egress_network_internal))?;
+    teardown.remove_network(egress.name.clone());
+    let egress_ip = fixed_address(&internal.cidr, internal.gateway.as_deref())?;
+
+    let mut facts = LaunchFacts {
+        internal_network: internal.name.clone(),
+        egress_network: egress.name.clone(),
+        internal_cidr: internal.cidr.clone(),
+        egress_ip,
+        agent_image: agent_image.clone(),
+        sidecar_image: options.sidecar_image.clone(),
+        sidecar_user: options.sidecar_user.clone(),
+        state_dir: state_dir.clone(),
+    };
+
+    // 3. The bottle CA; 4. sidecar configs.
+    check(interrupted)?;
+    for dir in [
+        facts.egress_config_dir(),
+        facts.ca_public_dir(),
+        facts.audit_dir(),
+    ] {
+        create_private_dir(&dir)?;
+    }
+    let ca = crate::ca::mint_ca(&slug, options.now_unix)?;
+    crate::ca::write_ca(&ca, &facts.egress_config_dir(), &facts.ca_public_dir())?;
+    // The agent's CA mount and the audit dir are read by other uids inside containers.
+    make_world_readable_dir(&facts.ca_public_dir())?;
+    let egress_config = sidecar_config::egress_config(plan, &facts, &options.egress_extras);
+    sidecar_config::write_egress_config(
+        &egress_config,
+        &options.egress_extras,
+        &facts.egress_config_dir(),
+    )?;
+    if plan.git_gate.enabled() {
+        create_private_dir(&facts.git_gate_config_dir())?;
+        create_private_dir(&facts.git_gate_mirrors_dir())?;
+        sidecar_config::write_git_gate_config(plan, &facts)?;
+    }
+
+    // 5. Compose file and metadata; 6. compose up with secrets only in its environment.
+    let project = compose_project(&slug);
+    let compose_file = state_dir.join(COMPOSE_FILE);
+    let mut metadata = Metadata {
+        slug: slug.clone(),
+        agent: plan.agent.name.clone(),
+        compose_project: project.clone(),
+        compose_file: compose_file.clone(),
+        created: options.now_unix.max(0) as u64,
+        manifest: options.manifest.clone(),
+        manifest_sha256: options.manifest_sha256.clone(),
+        networks: vec![internal.name.clone(), egress.name.clone()],
+        agent_container: plan.agent.container_name.clone(),
+        launcher_pid: options.launcher_pid,
+        ready: false,
+        files: Vec::new(),
+    };
+    let mut plan = plan.clone();
+    let env = compose_render::compose_process_env(&plan);
+    teardown.compose_down(project.clone(), compose_file.clone());
+    let mut attempt = 1;
+    loop {
+        check(interrupted)?;
+        metadata.agent_container = plan.agent.container_name.clone();
+        metadata.files = written_files(&state_dir);
+        metadata.write(&state_dir)?;
+        let file = render(&plan, &facts);
+        state::write_atomic(&compose_file, to_yaml(&file).as_bytes(), 0o600)?;
+        let started = Instant::now();
+        progress.step(&format!("compose up ({} services)", file.services.len()));
+        let up = backend.compose(&ComposeCall {
+            project: project.clone(),
+            file: compose_file.clone(),
+            args: vec!["up".into(), "-d".into(), "--no-build".into()],
+            env: env.clone(),
+        })?;
+        if up.success() {
+            progress.done("compose up", started.elapsed());
+            break;
+        }
+        let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
+        let name_taken =
+            stderr.contains("is already in use") && stderr.contains(&plan.agent.container_name);
+        if name_taken && plan.agent.container_name_pinned {
+            return Err(BackendError::NameConflict {
+                name: plan.agent.container_name.clone(),
+            });
+        }
+        if name_taken && attempt < 5 {
+            attempt += 1;
+            plan.agent.container_name = format!("{}-{attempt}", plan.slug.to_string() + "-agent");
+            progress.warn(&format!(
+                "container name taken; retrying as {}",
+                plan.agent.container_name
+            ));
+            continue;
+        }
+        return Err(BackendError::Command {
+            command: format!("compose -p {project} up -d"),
+            detail: redact(&last_lines(&stderr, 25), &secret_values(&plan)),
+        });
+    }
+    facts.sidecar_image = options.sidecar_image.clone();
+
+    // Wait for health: v1 has no `up --wait`.
+    wait_healthy(
+        backend,
+        &slug,
+        options.health_timeout,
+        progress,
+        interrupted,
+    )?;
+
+    // 7. Provision via docker exec.
+    check(interrupted)?;
+    let started = Instant::now();
+    provision(backend, &plan)?;
+    progress.done("provisioned", started.elapsed());
+
+    metadata.ready = true;
+    metadata.files = written_files(&state_dir);
+    metadata.write(&state_dir)?;
+    teardown.disarm();
+    Ok(BottleHandle {
+        metadata,
+        state_dir,
+    })
+}
+
+/// The address the egress sidecar gets on the internal network: the first host
+/// address after the gateway (the engine never hands out addresses it reserved).
+fn fixed_address(cidr: &str, gateway: Option<&str>) -> Result<String> {
+    let bad = || BackendError::Corrupt {
+        path: PathBuf::from(cidr),
+        detail: "not an IPv4 subnet".into(),
+    };
+    let (network, _) = cidr.split_once('/').ok_or_else(bad)?;
+    let network: std::net::Ipv4Addr = network.parse().map_err(|_| bad())?;
+    let base = u32::from(network);
+    let gateway = gateway
+        .and_then(|g| g.parse::<std::net::Ipv4Addr>().ok())
+        .map(u32::from);
+    let candidate = match gateway {
+        Some(g) if g == base + 1 => base + 2,
+        Some(g) if g == base + 2 => base + 3,
+        _ => base + 2,
+    };
+    Ok(std::net::Ipv4Addr::from(candidate).to_string())
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn make_world_readable_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(BackendError::io("setting mode 0755 on", dir))
+}
+
+fn written_files(state_dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                out.push(relative.to_path_buf());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(state_dir, state_dir, &mut files);
+    files.sort();
+    files
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Replaces every secret value in `text` with a marker.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        out = out.replace(secret.as_str(), plan::REDACTED);
+    }
+    out
+}
+
+fn wait_healthy(
+    backend: &dyn Backend,
+    slug: &str,
+    timeout: Duration,
+    progress: &mut dyn Progress,
+    interrupted: InterruptCheck<'_>,
+) -> Result<()> {
+    let started = Instant::now();
+    progress.step("waiting for the sidecars to be healthy");
+    loop {
+        check(interrupted)?;
+        let containers = backend.containers_with_label(&format!("{LABEL_SLUG}={slug}"))?;
+        let mut pending = Vec::new();
+        for container in &containers {
+            let role = container
+                .labels
+                .get(LABEL_ROLE)
+                .map(String::as_str)
+                .unwrap_or("?");
+            if container.state != "running" {
+                return Err(BackendError::Command {
+                    command: format!("waiting for {role}"),
+                    detail: format!(
+                        "container {} is {}; see `bottle logs {slug}`",
+                        container.name, container.state
+                    ),
+                });
+            }
+            match container.health.as_deref() {
+                Some("unhealthy") => {
+                    return Err(BackendError::Command {
+                        command: format!("waiting for {role}"),
+                        detail: format!("container {} is unhealthy", container.name),
+                    });
+                }
+                Some("healthy") | None => {}
+                Some(_) => pending.push(role.to_owned()),
+            }
+        }
+        if !containers.is_empty() && pending.is_empty() {
+            progress.done("sidecars healthy", started.elapsed());
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(BackendError::Timeout {
+                what: format!(
+                    "health of {}",
+                    if pending.is_empty() {
+                        "the bottle".into()
+                    } else {
+                        pending.join(", ")
+                    }
+                ),
+                seconds: timeout.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Provisioning inside the agent container: trust the bottle CA, copy the prompt and
+/// skills, point git remotes at the gate.
+fn provision(backend: &dyn Backend, plan: &BottlePlan) -> Result<()> {
+    let container = plan.agent.container_name.clone();
+    let exec = |user: Option<&str>, command: &[&str], stdin: Option<Vec<u8>>| -> Result<()> {
+        let out = backend.exec(&ExecSpec {
+            container: container.clone(),
+            user: user.map(str::to_owned),
+            workdir: None,
+            command: command.iter().map(|s| s.to_string()).collect(),
+            stdin,
+        })?;
+        if out.success() {
+            Ok(())
+        } else {
+            Err(BackendError::Command {
+                command: format!("docker exec {container} {}", command.join(" ")),
+                detail: last_lines(&String::from_utf8_lossy(&out.stderr), 10),
+            })
+        }
+    };
+    exec(
+        Some("root"),
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /usr/local/share/ca-certificates && cp /etc/bot-bottle/ca/ca.crt /usr/local/share/ca-certificates/bot-bottle.crt && if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null 2>&1; fi",
+        ],
+        None,
+    )?;
+    if let Some(prompt) = &plan.agent.prompt_file {
+        let text =
+            std::fs::read(prompt).map_err(BackendError::io("reading prompt file", prompt))?;
+        exec(
+            None,
+            &[
+                "sh",
+                "-c",
+                "mkdir -p \"$HOME/.bot-bottle\" \"$HOME/.claude\" && cat > \"$HOME/.bot-bottle/prompt.md\" && cp \"$HOME/.bot-bottle/prompt.md\" \"$HOME/.claude/CLAUDE.md\"",
+            ],
+            Some(text),
+        )?;
+    }
+    for skills in &plan.agent.skills_dirs {
+        let name = skills
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "skills".into());
+        let tar = duct::cmd!("tar", "-C", skills, "-cf", "-", ".")
+            .stdout_capture()
+            .stderr_null()
+            .run()
+            .map_err(BackendError::io("archiving skills directory", skills))?;
+        let script = format!(
+            "mkdir -p \"$HOME/.claude/skills/{name}\" && tar -C \"$HOME/.claude/skills/{name}\" -xf -"
+        );
+        exec(None, &["sh", "-c", &script], Some(tar.stdout))?;
+    }
+    if plan.git_gate.enabled() {
+        let mut script = String::from("git init -q . 2>/dev/null || true\n");
+        for upstream in &plan.git_gate.upstreams {
+            let url = format!(
+                "http://{}:{}/{}.git",
+                compose_render::GIT_GATE_SERVICE,
+                compose_render::GIT_GATE_PORT,
+                upstream.name
+            );
+            script.push_str(&format!(
+                "git remote add {name} {url} 2>/dev/null || git remote set-url {name} {url}\n",
+                name = shell_quote(&upstream.name),
+                url = shell_quote(&url)
+            ));
+        }
+        exec(None, &["sh", "-c", &script], None)?;
+    }
+    let _ = AGENT_SERVICE;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn egress_address_skips_the_gateway() {
+        assert_eq!(
+            fixed_address("172.20.0.0/16", Some("172.20.0.1")).unwrap(),
+            "172.20.0.2"
+        );
+        assert_eq!(
+            fixed_address("10.0.0.0/24", Some("10.0.0.2")).unwrap(),
+            "10.0.0.3"
+        );
+        assert_eq!(fixed_address("10.0.0.0/24", None).unwrap(), "10.0.0.2");
+        assert!(fixed_address("fd00::/64", None).is_err());
+    }
+
+    #[test]
+    fn redaction_replaces_every_occurrence() {
+        let secrets = vec!["s3cret".to_owned(), "tok".to_owned()];
+        assert_eq!(
+            redact("a=s3cret b=s3cret tok", &secrets),
+            "a=<redacted> b=<redacted> <redacted>"
+        );
+    }
+}

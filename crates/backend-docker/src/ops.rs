@@ -1,0 +1,560 @@
+//! Lifecycle commands on bottles that exist: list, tear down, garbage-collect, and
+//! change a running bottle's egress policy atomically.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use compose_render::{EGRESS_PROXY_PORT, EGRESS_SERVICE, LABEL_ROLE, LABEL_SLUG};
+
+use crate::backend::{Backend, ContainerInfo, ExecSpec};
+use crate::error::{BackendError, Result};
+use crate::sidecar_config::{policy_version, write_policy};
+use crate::state::{COMPOSE_FILE, METADATA_FILE, Metadata};
+use crate::teardown::{LOGS_DIR, archive_log_and_remove, compose_down, dump_logs};
+
+/// A bottle as `ls` shows it: what is on disk and what runs.
+#[derive(Clone, Debug)]
+pub struct BottleStatus {
+    /// The slug.
+    pub slug: String,
+    /// `metadata.json`, if the state dir has one.
+    pub metadata: Option<Metadata>,
+    /// Containers carrying the slug label.
+    pub containers: Vec<ContainerInfo>,
+    /// The state dir (may not exist).
+    pub state_dir: PathBuf,
+}
+
+impl BottleStatus {
+    /// Whether every container of the bottle runs.
+    pub fn running(&self) -> bool {
+        !self.containers.is_empty() && self.containers.iter().all(|c| c.state == "running")
+    }
+}
+
+/// Every bottle known on disk or to the engine, sorted by slug.
+pub fn list(backend: &dyn Backend, state_root: &Path) -> Result<Vec<BottleStatus>> {
+    let mut slugs: BTreeSet<String> = BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(state_root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != LOGS_DIR && entry.path().is_dir() {
+                slugs.insert(name);
+            }
+        }
+    }
+    let mut by_slug: BTreeMap<String, Vec<ContainerInfo>> = BTreeMap::new();
+    for container in backend.containers_with_label(LABEL_SLUG)? {
+        if let Some(slug) = container.labels.get(LABEL_SLUG).cloned() {
+            slugs.insert(slug.clone());
+            by_slug.entry(slug).or_default().push(container);
+        }
+    }
+    Ok(slugs
+        .into_iter()
+        .map(|slug| {
+            let state_dir = state_root.join(&slug);
+            BottleStatus {
+                metadata: Metadata::read(&state_dir).ok(),
+                containers: by_slug.remove(&slug).unwrap_or_default(),
+                state_dir,
+                slug,
+            }
+        })
+        .collect())
+}
+
+/// One bottle by slug (error if neither disk nor engine knows it).
+pub fn find(backend: &dyn Backend, state_root: &Path, slug: &str) -> Result<BottleStatus> {
+    list(backend, state_root)?
+        .into_iter()
+        .find(|b| b.slug == slug)
+        .ok_or_else(|| BackendError::UnknownBottle {
+            slug: slug.to_owned(),
+        })
+}
+
+/// The secret values of a running bottle, for redaction: the values of every variable
+/// the compose file names bare (values that came from the compose process env).
+pub fn running_secrets(bottle: &BottleStatus) -> Vec<String> {
+    let compose_file = bottle.state_dir.join(COMPOSE_FILE);
+    let text = std::fs::read_to_string(compose_file).unwrap_or_default();
+    let bare: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- "))
+        .filter(|entry| {
+            !entry.is_empty()
+                && entry
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+        .collect();
+    let mut values: Vec<String> = bottle
+        .containers
+        .iter()
+        .flat_map(|c| c.env.iter())
+        .filter(|(name, _)| bare.contains(name.as_str()))
+        .map(|(_, value)| value.expose().to_owned())
+        .filter(|value| !value.is_empty())
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// Tears a bottle down: dump logs (redacted), compose down, remove its networks and
+/// derived image, archive the log and remove the state dir. Goes on past failures and
+/// returns them all.
+pub fn down(backend: &dyn Backend, state_root: &Path, slug: &str) -> Result<Vec<BackendError>> {
+    let bottle = find(backend, state_root, slug)?;
+    Ok(remove_bottle(backend, state_root, &bottle))
+}
+
+fn remove_bottle(
+    backend: &dyn Backend,
+    state_root: &Path,
+    bottle: &BottleStatus,
+) -> Vec<BackendError> {
+    let mut problems = Vec::new();
+    let secrets = running_secrets(bottle);
+    let compose_file = bottle.state_dir.join(COMPOSE_FILE);
+    let project = bottle.metadata.as_ref().map_or_else(
+        || crate::launch::compose_project(&bottle.slug),
+        |m| m.compose_project.clone(),
+    );
+    if compose_file.exists() {
+        if let Err(e) = dump_logs(
+            backend,
+            &project,
+            &compose_file,
+            &bottle.state_dir.join(crate::state::COMPOSE_LOG),
+            &secrets,
+        ) {
+            problems.push(e);
+        }
+        if let Err(e) = compose_down(backend, &project, &compose_file) {
+            problems.push(e);
+        }
+    }
+    // Whatever compose did not remove (no compose file, a half-started project).
+    let label = format!("{LABEL_SLUG}={}", bottle.slug);
+    match backend.containers_with_label(&label) {
+        Ok(left) => {
+            let ids: Vec<String> = left.into_iter().map(|c| c.id).collect();
+            if let Err(e) = backend.remove_containers(&ids) {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    match backend.networks_with_label(&label) {
+        Ok(networks) => {
+            for network in networks {
+                if let Err(e) = backend.remove_network(&network) {
+                    problems.push(e);
+                }
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    if let Err(e) = backend.remove_image(&format!("bot-bottle/derived:{}", bottle.slug)) {
+        problems.push(e);
+    }
+    if let Err(e) = archive_log_and_remove(state_root, &bottle.slug) {
+        problems.push(e);
+    }
+    problems
+}
+
+/// Why `gc` considers a bottle garbage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GarbageReason {
+    /// Containers or networks carry the label, but no state dir says who owns them.
+    Orphaned,
+    /// The launcher died before the bottle was ready.
+    LauncherDied { pid: u32 },
+    /// The bottle was ready, but none of its containers runs any more.
+    Stopped,
+}
+
+/// A bottle `gc` would remove.
+#[derive(Clone, Debug)]
+pub struct Garbage {
+    /// The slug.
+    pub slug: String,
+    /// Why.
+    pub reason: GarbageReason,
+    /// Containers, networks and directories that go with it.
+    pub resources: Vec<String>,
+}
+
+/// Finds (and unless `dry_run`, removes) what no live bottle owns. `pid_alive` tells
+/// whether a launcher process still runs.
+pub fn gc(
+    backend: &dyn Backend,
+    state_root: &Path,
+    dry_run: bool,
+    pid_alive: &dyn Fn(u32) -> bool,
+) -> Result<(Vec<Garbage>, Vec<BackendError>)> {
+    let mut garbage = Vec::new();
+    let mut problems = Vec::new();
+    let mut labelled_networks: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for network in backend.networks_with_label(LABEL_SLUG)? {
+        let slug = network
+            .strip_prefix("bot-bottle-")
+            .and_then(|rest| rest.rsplit_once('-').map(|(slug, _)| slug.to_owned()))
+            .unwrap_or_else(|| network.clone());
+        labelled_networks.entry(slug).or_default().push(network);
+    }
+    let mut bottles = list(backend, state_root)?;
+    for slug in labelled_networks.keys() {
+        if !bottles.iter().any(|b| &b.slug == slug) {
+            bottles.push(BottleStatus {
+                slug: slug.clone(),
+                metadata: None,
+                containers: Vec::new(),
+                state_dir: state_root.join(slug),
+            });
+        }
+    }
+    for bottle in bottles {
+        let reason = match &bottle.metadata {
+            None if bottle.state_dir.join(METADATA_FILE).exists() => None, // unreadable: leave it
+            None => Some(GarbageReason::Orphaned),
+            Some(m) if !m.ready && !pid_alive(m.launcher_pid) => {
+                Some(GarbageReason::LauncherDied {
+                    pid: m.launcher_pid,
+                })
+            }
+            Some(m) if m.ready && !bottle.containers.iter().any(|c| c.state == "running") => {
+                Some(GarbageReason::Stopped)
+            }
+            Some(_) => None,
+        };
+        let Some(reason) = reason else { continue };
+        let mut resources: Vec<String> = bottle
+            .containers
+            .iter()
+            .map(|c| format!("container {}", c.name))
+            .collect();
+        resources.extend(
+            labelled_networks
+                .get(&bottle.slug)
+                .into_iter()
+                .flatten()
+                .map(|n| format!("network {n}")),
+        );
+        if bottle.state_dir.exists() {
+            resources.push(format!("state dir {}", bottle.state_dir.display()));
+        }
+        if !dry_run {
+            problems.extend(remove_bottle(backend, state_root, &bottle));
+        }
+        garbage.push(Garbage {
+            slug: bottle.slug,
+            reason,
+            resources,
+        });
+    }
+    Ok((garbage, problems))
+}
+
+/// A change to a running bottle's egress policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyChange {
+    /// Allow `host` (exact or `*.suffix`) on `port` (or the default ports).
+    Allow { host: String, port: Option<u16> },
+    /// Stop allowing `host` (on `port`, or on every port).
+    Deny { host: String, port: Option<u16> },
+}
+
+/// Parses `HOST[:PORT]` as the CLI takes it.
+pub fn parse_host_port(text: &str) -> Result<(String, Option<u16>)> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+            let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+                BackendError::BadPolicyChange(format!("`{port}` is not a port (1-65535)"))
+            })?;
+            (host, Some(port))
+        }
+        _ => (text, None),
+    };
+    let pattern =
+        plan::rules::HostPattern::parse(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|reason| BackendError::BadPolicyChange(format!("`{host}`: {reason}")))?;
+    Ok((pattern.to_string(), port))
+}
+
+/// The policy after `change`, or why the change makes no sense.
+pub fn apply_change(
+    mut config: egress::config::EgressConfig,
+    change: &PolicyChange,
+) -> Result<egress::config::EgressConfig> {
+    match change {
+        PolicyChange::Allow { host, port } => {
+            let existing = config
+                .allow
+                .iter_mut()
+                .find(|r| &r.host == host && r.methods.is_none() && r.path_prefixes.is_none());
+            match (existing, port) {
+                (Some(rule), Some(port)) => {
+                    let ports = rule
+                        .ports
+                        .get_or_insert_with(|| egress::policy::DEFAULT_PORTS.to_vec());
+                    if ports.contains(port) {
+                        return Err(BackendError::BadPolicyChange(format!(
+                            "{host}:{port} is already allowed"
+                        )));
+                    }
+                    ports.push(*port);
+                }
+                (Some(rule), None) if rule.ports.is_none() => {
+                    return Err(BackendError::BadPolicyChange(format!(
+                        "{host} is already allowed"
+                    )));
+                }
+                (Some(rule), None) => rule.ports = None,
+                (None, port) => config.allow.push(egress::config::AllowRule {
+                    host: host.clone(),
+                    ports: port.map(|p| vec![p]),
+                    methods: None,
+                    path_prefixes: None,
+                }),
+            }
+        }
+        PolicyChange::Deny { host, port } => {
+            let before = config.allow.clone();
+            match port {
+                None => config.allow.retain(|r| &r.host != host),
+                Some(port) => {
+                    for rule in config.allow.iter_mut().filter(|r| &r.host == host) {
+                        let ports = rule
+                            .ports
+                            .get_or_insert_with(|| egress::policy::DEFAULT_PORTS.to_vec());
+                        ports.retain(|p| p != port);
+                    }
+                    config
+                        .allow
+                        .retain(|r| r.ports.as_ref().is_none_or(|p| !p.is_empty()));
+                }
+            }
+            if config.allow == before {
+                return Err(BackendError::BadPolicyChange(format!(
+                    "{host}{} is not allowed now: nothing to deny",
+                    port.map(|p| format!(":{p}")).unwrap_or_default()
+                )));
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// The egress container of a bottle.
+fn egress_container(bottle: &BottleStatus) -> Result<&ContainerInfo> {
+    bottle
+        .containers
+        .iter()
+        .find(|c| {
+            c.labels
+                .get(LABEL_ROLE)
+                .is_some_and(|r| r == EGRESS_SERVICE)
+                && c.state == "running"
+        })
+        .ok_or_else(|| BackendError::Command {
+            command: format!("finding the egress sidecar of {}", bottle.slug),
+            detail: "it is not running".into(),
+        })
+}
+
+/// The policy version the running egress sidecar reports.
+pub fn running_policy_version(backend: &dyn Backend, container: &str) -> Result<String> {
+    let out = backend.exec(&ExecSpec {
+        container: container.to_owned(),
+        user: None,
+        workdir: None,
+        command: vec![
+            "bottle".into(),
+            "sidecar".into(),
+            "probe".into(),
+            "--print".into(),
+            format!("http://127.0.0.1:{EGRESS_PROXY_PORT}/status"),
+        ],
+        stdin: None,
+    })?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    status["policy_version"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| BackendError::Command {
+            command: format!("asking {container} for its policy version"),
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+}
+
+/// Applies `change` atomically: write a temp file beside the bind-mounted policy,
+/// fsync, rename, fsync the directory, SIGHUP the sidecar, and confirm it runs the new
+/// version. If it does not (it refused the file), the old file is put back and the
+/// sidecar signalled again, so disk and sidecar agree. Returns the new version.
+pub fn change_egress(
+    backend: &dyn Backend,
+    state_root: &Path,
+    slug: &str,
+    change: &PolicyChange,
+    confirm_timeout: Duration,
+) -> Result<String> {
+    let bottle = find(backend, state_root, slug)?;
+    let container = egress_container(&bottle)?.name.clone();
+    let config_dir = bottle.state_dir.join("egress/config");
+    let path = config_dir.join(egress::config::POLICY_FILE_NAME);
+    let old = std::fs::read(&path).map_err(BackendError::io("reading", &path))?;
+    let config =
+        egress::config::EgressConfig::from_json(&old).map_err(|e| BackendError::Corrupt {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+    let updated = apply_change(config, change)?;
+    write_policy(&updated, &config_dir)?;
+    let new_bytes = std::fs::read(&path).map_err(BackendError::io("reading back", &path))?;
+    let version = policy_version(&new_bytes);
+    backend.signal(&container, "HUP")?;
+    let started = Instant::now();
+    loop {
+        match running_policy_version(backend, &container) {
+            Ok(running) if running == version => return Ok(version),
+            _ if started.elapsed() > confirm_timeout => break,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    crate::state::write_atomic(&path, &old, 0o600)?;
+    let _ = backend.signal(&container, "HUP");
+    Err(BackendError::Timeout {
+        what: format!(
+            "the egress sidecar of {slug} to confirm policy {version} (the change was rolled back)"
+        ),
+        seconds: confirm_timeout.as_secs(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rules: &[(&str, Option<Vec<u16>>)]) -> egress::config::EgressConfig {
+        let json = serde_json::json!({
+            "bottle_slug": "t-000000",
+            "allow": rules.iter().map(|(h, p)| serde_json::json!({"host": h, "ports": p})).collect::<Vec<_>>(),
+        });
+        egress::config::EgressConfig::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn hosts(config: &egress::config::EgressConfig) -> Vec<(String, Option<Vec<u16>>)> {
+        config
+            .allow
+            .iter()
+            .map(|r| (r.host.clone(), r.ports.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        assert_eq!(
+            parse_host_port("Example.com").unwrap(),
+            ("example.com".into(), None)
+        );
+        assert_eq!(
+            parse_host_port("example.com:8443").unwrap(),
+            ("example.com".into(), Some(8443))
+        );
+        assert_eq!(
+            parse_host_port("*.example.com:443").unwrap(),
+            ("*.example.com".into(), Some(443))
+        );
+        for bad in ["https://x.com", "x.com:0", "x.com:http", "*.com", "", "a/b"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allow_adds_rules_and_ports() {
+        let c = apply_change(
+            config(&[]),
+            &PolicyChange::Allow {
+                host: "a.com".into(),
+                port: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(hosts(&c), [("a.com".into(), None)]);
+        let c = apply_change(
+            config(&[("a.com", Some(vec![443]))]),
+            &PolicyChange::Allow {
+                host: "a.com".into(),
+                port: Some(8443),
+            },
+        )
+        .unwrap();
+        assert_eq!(hosts(&c), [("a.com".into(), Some(vec![443, 8443]))]);
+        assert!(
+            apply_change(
+                config(&[("a.com", None)]),
+                &PolicyChange::Allow {
+                    host: "a.com".into(),
+                    port: None
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            apply_change(
+                config(&[("a.com", Some(vec![443]))]),
+                &PolicyChange::Allow {
+                    host: "a.com".into(),
+                    port: Some(443)
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn deny_removes_rules_or_ports() {
+        let c = apply_change(
+            config(&[("a.com", None), ("b.com", None)]),
+            &PolicyChange::Deny {
+                host: "a.com".into(),
+                port: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(hosts(&c), [("b.com".into(), None)]);
+        let c = apply_change(
+            config(&[("a.com", None)]),
+            &PolicyChange::Deny {
+                host: "a.com".into(),
+                port: Some(80),
+            },
+        )
+        .unwrap();
+        assert_eq!(hosts(&c), [("a.com".into(), Some(vec![443]))]);
+        let c = apply_change(
+            config(&[("a.com", Some(vec![443]))]),
+            &PolicyChange::Deny {
+                host: "a.com".into(),
+                port: Some(443),
+            },
+        )
+        .unwrap();
+        assert!(hosts(&c).is_empty());
+        assert!(
+            apply_change(
+                config(&[]),
+                &PolicyChange::Deny {
+                    host: "a.com".into(),
+                    port: None
+                }
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Sidecar configs written at launch: the typed config of each sidecar crate, filled
+//! from the plan and the launch facts. The sidecar reads the same types it was
+//! written with: they ship in the same binary.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use compose_render::{LaunchFacts, SIDECAR_AUDIT_DIR, SIDECAR_CONFIG_DIR, route_secret_env};
+use plan::BottlePlan;
+
+use crate::error::{BackendError, Result};
+use crate::state::write_atomic;
+
+/// Options the launcher may add on top of the plan (e2e uses them for its fake
+/// internet; users never need them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EgressExtras {
+    /// Extra CA bundle the proxy trusts for upstreams (PEM file on the host).
+    pub extra_ca_bundle: Option<PathBuf>,
+    /// Names the proxy resolves itself, without DNS.
+    pub static_hosts: BTreeMap<String, IpAddr>,
+}
+
+/// File name of the extra CA bundle inside the egress config dir.
+pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
+
+/// The egress sidecar's policy for `plan`: the manifest's rules, the internal CIDR
+/// exempt from SSRF blocking, routes reading their credentials from namespaced
+/// variables.
+pub fn egress_config(
+    plan: &BottlePlan,
+    facts: &LaunchFacts,
+    extras: &EgressExtras,
+) -> egress::config::EgressConfig {
+    use egress::config::*;
+    let egress = &plan.egress;
+    let mut exempt_cidrs = egress.ssrf.exempt.clone();
+    exempt_cidrs.push(facts.internal_cidr.clone());
+    EgressConfig {
+        bottle_slug: plan.slug.to_string(),
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], compose_render::EGRESS_PROXY_PORT)),
+        ca_cert: PathBuf::from(crate::ca::CA_CERT_FILE),
+        ca_key: PathBuf::from(crate::ca::CA_KEY_FILE),
+        extra_ca_bundle: extras
+            .extra_ca_bundle
+            .as_ref()
+            .map(|_| PathBuf::from(EXTRA_CA_FILE)),
+        audit_log: Some(Path::new(SIDECAR_AUDIT_DIR).join("egress.jsonl")),
+        static_hosts: extras.static_hosts.clone(),
+        allow: egress
+            .allow
+            .iter()
+            .map(|rule| AllowRule {
+                host: rule.host.to_string(),
+                ports: Some(rule.ports.clone()),
+                methods: rule.methods.clone(),
+                path_prefixes: rule.paths.clone(),
+            })
+            .collect(),
+        routes: egress
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| Route {
+                host: route.host.clone(),
+                path_prefix: route.path_prefix.clone(),
+                header: route.header.clone(),
+                format: route.format.clone(),
+                secret_env: route_secret_env(index),
+                placeholder: Some(route.placeholder.clone()),
+            })
+            .collect(),
+        dlp: DlpConfig {
+            enabled: egress.dlp.enabled,
+            extra_patterns: egress
+                .dlp
+                .patterns
+                .iter()
+                .map(|p| ExtraPattern {
+                    name: p.name.clone(),
+                    regex: p.regex.clone(),
+                    allowed_hosts: p.allowed_hosts.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+        },
+        ssrf: SsrfConfig {
+            enabled: egress.ssrf.enabled,
+            exempt_cidrs,
+        },
+        limits: Limits::default(),
+        dns_sink: Some(DnsSinkConfig {
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 53)),
+        }),
+    }
+}
+
+/// Writes the egress policy (0600) and the optional extra CA into `config_dir`.
+pub fn write_egress_config(
+    config: &egress::config::EgressConfig,
+    extras: &EgressExtras,
+    config_dir: &Path,
+) -> Result<()> {
+    if let Some(bundle) = &extras.extra_ca_bundle {
+        let pem =
+            std::fs::read(bundle).map_err(BackendError::io("reading extra CA bundle", bundle))?;
+        write_atomic(&config_dir.join(EXTRA_CA_FILE), &pem, 0o644)?;
+    }
+    write_policy(config, config_dir)
+}
+
+/// Writes `policy.json` atomically; returns its version (what the sidecar reports).
+pub fn write_policy(config: &egress::config::EgressConfig, config_dir: &Path) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(config).expect("egress config serializes");
+    text.push('\n');
+    write_atomic(
+        &config_dir.join(egress::config::POLICY_FILE_NAME),
+        text.as_bytes(),
+        0o600,
+    )
+}
+
+/// The policy version of a policy file's bytes: hex SHA-256, as the sidecar computes it.
+pub fn policy_version(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Writes the git gate's config, a copy of each upstream's key (0600) and known_hosts,
+/// and a passwd file so ssh finds an entry for the sidecar's uid.
+pub fn write_git_gate_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<()> {
+    let config_dir = facts.git_gate_config_dir();
+    let in_container = Path::new(SIDECAR_CONFIG_DIR);
+    let mut upstreams = Vec::new();
+    for upstream in &plan.git_gate.upstreams {
+        let key_name = format!("{}.key", upstream.name);
+        let hosts_name = format!("{}.known_hosts", upstream.name);
+        let key = std::fs::read(&upstream.key_path)
+            .map_err(BackendError::io("reading SSH key", &upstream.key_path))?;
+        write_atomic(&config_dir.join(&key_name), &key, 0o600)?;
+        let hosts = std::fs::read(&upstream.known_hosts_path).map_err(BackendError::io(
+            "reading known_hosts",
+            &upstream.known_hosts_path,
+        ))?;
+        write_atomic(&config_dir.join(&hosts_name), &hosts, 0o644)?;
+        upstreams.push(git_gate::config::UpstreamConfig {
+            name: upstream.name.clone(),
+            url: upstream.url.clone(),
+            key_path: in_container.join(key_name),
+            known_hosts_path: in_container.join(hosts_name),
+            push_refs: upstream.push_refs.clone(),
+            allow_force_push: upstream.force_push,
+            allow_delete: upstream.allow_delete,
+            read_only: upstream.read_only,
+        });
+    }
+    let config = git_gate::config::GateConfig {
+        listen: std::net::SocketAddr::from(([0, 0, 0, 0], compose_render::GIT_GATE_PORT)),
+        mirrors_dir: PathBuf::from(git_gate::config::DEFAULT_MIRRORS_DIR),
+        audit_log: Some(Path::new(SIDECAR_AUDIT_DIR).join("git-gate.jsonl")),
+        upstreams,
+    };
+    let mut text = serde_json::to_string_pretty(&config).expect("git-gate config serializes");
+    text.push('\n');
+    write_atomic(
+        &config_dir.join(git_gate::config::CONFIG_FILE_NAME),
+        text.as_bytes(),
+        0o600,
+    )?;
+    let (uid, gid) = facts
+        .sidecar_user
+        .split_once(':')
+        .unwrap_or((&facts.sidecar_user, "0"));
+    let passwd = format!(
+        "root:x:0:0:root:/root:/bin/sh\nbottle:x:{uid}:{gid}:bot-bottle sidecar:/tmp:/bin/sh\n"
+    );
+    write_atomic(&facts.git_gate_passwd_file(), passwd.as_bytes(), 0o644)
+}

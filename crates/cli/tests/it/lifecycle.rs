@@ -1,0 +1,361 @@
+//! The lifecycle commands through the real binary, against the fake engine
+//! (`BOT_BOTTLE_BACKEND=fake:PATH`): every command, every failure path of the launch.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+use crate::fixtures::{SENTINELS, bottle, workspace_root};
+
+/// A fake engine and a state root in a temp dir.
+struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn engine(&self) -> PathBuf {
+        self.dir.path().join("engine.json")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn bottle(&self) -> Command {
+        let mut cmd = bottle();
+        cmd.env(
+            "BOT_BOTTLE_BACKEND",
+            format!("fake:{}", self.engine().display()),
+        )
+        .env("BOT_BOTTLE_STATE_DIR", self.state());
+        cmd
+    }
+    fn engine_state(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.engine()).unwrap_or_else(|_| b"{}".to_vec()))
+            .unwrap()
+    }
+    fn start(&self, manifest: &str, agent: &str) -> String {
+        let output = self
+            .bottle()
+            .args(["start", agent, "-d", "-f", manifest])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "start failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+    /// Slug directories in the state root (the `logs` archive is not a bottle).
+    fn bottle_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.state())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "logs")
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    fn assert_nothing_left(&self, context: &str) {
+        let engine = self.engine_state();
+        // A launch refused before touching the engine leaves no engine file at all.
+        assert!(
+            engine["containers"].as_array().is_none_or(Vec::is_empty),
+            "{context}: containers left"
+        );
+        assert!(
+            engine["networks"].as_object().is_none_or(|n| n.is_empty()),
+            "{context}: networks left"
+        );
+        let images: Vec<&str> = engine["images"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.as_str())
+            .collect();
+        assert!(
+            !images.iter().any(|i| i.starts_with("bot-bottle/derived")),
+            "{context}: derived image left: {images:?}"
+        );
+        assert!(
+            self.bottle_dirs().is_empty(),
+            "{context}: state left: {:?}",
+            self.bottle_dirs()
+        );
+    }
+}
+
+fn read_all_files(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&read_all_files(&path));
+        } else {
+            text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
+        }
+    }
+    text
+}
+
+#[test]
+fn start_ls_exec_egress_down() {
+    let world = World::new();
+    let slug = world.start("fixtures/valid/minimal.yaml", "dev");
+    assert!(slug.starts_with("dev-"), "{slug}");
+
+    let ls = world.bottle().args(["ls", "--json"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(listed[0]["slug"], slug.as_str());
+    assert_eq!(listed[0]["running"], true);
+    assert_eq!(listed[0]["ready"], true);
+    let human = world.bottle().arg("ls").output().unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains(&slug));
+
+    world
+        .bottle()
+        .args(["exec", &slug, "--", "true"])
+        .assert()
+        .success();
+    world
+        .bottle()
+        .args(["exec", "nope-000000", "--", "true"])
+        .assert()
+        .code(1);
+
+    let policy = world.state().join(&slug).join("egress/config/policy.json");
+    let before = std::fs::read(&policy).unwrap();
+    let allow = world
+        .bottle()
+        .args(["egress", "allow", &slug, "example.com:8443"])
+        .output()
+        .unwrap();
+    assert!(
+        allow.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allow.stderr)
+    );
+    assert!(String::from_utf8_lossy(&allow.stdout).contains("is live"));
+    let after = std::fs::read_to_string(&policy).unwrap();
+    assert!(after.contains("example.com") && after.contains("8443"));
+    assert_eq!(
+        std::fs::metadata(&policy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let calls = world.engine_state()["calls"].to_string();
+    assert!(
+        calls.contains("signal:HUP"),
+        "the sidecar was not signalled: {calls}"
+    );
+
+    // Bad input changes nothing.
+    for bad in ["https://x.com", "x.com:0", "*.com"] {
+        let out = world
+            .bottle()
+            .args(["egress", "allow", &slug, bad])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad} was accepted");
+    }
+    world
+        .bottle()
+        .args(["egress", "deny", &slug, "not-allowed.example"])
+        .assert()
+        .code(1);
+    assert_eq!(std::fs::read_to_string(&policy).unwrap(), after);
+    world
+        .bottle()
+        .args(["egress", "deny", &slug, "example.com"])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(&policy).unwrap(),
+        before,
+        "deny restores the original rules"
+    );
+
+    let logs = world.bottle().args(["logs", &slug]).output().unwrap();
+    assert!(logs.status.success());
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("HTTPS_PROXY"));
+
+    world.bottle().args(["down", &slug]).assert().success();
+    world.assert_nothing_left("after down");
+    assert!(
+        world
+            .state()
+            .join("logs")
+            .join(format!("{slug}.compose.log"))
+            .exists()
+    );
+    world.bottle().args(["down", &slug]).assert().code(1);
+}
+
+#[test]
+fn every_launch_failure_leaves_nothing_behind() {
+    for step in [
+        "engine",
+        "build:bot-bottle/derived",
+        "network:internal",
+        "network:egress",
+        "compose:up",
+        "health",
+        "exec",
+    ] {
+        let world = World::new();
+        let output = world
+            .bottle()
+            .env("BOT_BOTTLE_FAKE_FAIL", step)
+            .args(["start", "dev", "-d", "-f", "fixtures/valid/minimal.yaml"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{step}: start did not fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("error:"), "{step}: {stderr}");
+        world.assert_nothing_left(step);
+    }
+}
+
+#[test]
+fn secrets_stay_out_of_every_file_and_modes_are_private() {
+    let world = World::new();
+    let slug = world.start("fixtures/valid/credential-routes.yaml", "claude");
+    let state_dir = world.state().join(&slug);
+    let everything = read_all_files(&state_dir);
+    for (name, secret) in SENTINELS {
+        assert!(
+            !everything.contains(secret),
+            "{name} is in a file of the state dir"
+        );
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&world.state()), 0o700);
+    assert_eq!(mode(&state_dir), 0o700);
+    assert_eq!(mode(&state_dir.join("egress/config")), 0o700);
+    assert_eq!(mode(&state_dir.join("egress/config/ca-key.pem")), 0o600);
+    assert_eq!(mode(&state_dir.join("egress/config/policy.json")), 0o600);
+    assert_eq!(mode(&state_dir.join("metadata.json")), 0o600);
+    // The fake engine's containers print their environment into the logs: the dump
+    // must redact every secret the compose process handed them.
+    world.bottle().args(["down", &slug]).assert().success();
+    let log = std::fs::read_to_string(
+        world
+            .state()
+            .join("logs")
+            .join(format!("{slug}.compose.log")),
+    )
+    .unwrap();
+    assert!(log.contains("BOT_BOTTLE_ROUTE_0=<redacted>"), "{log}");
+    for (name, secret) in SENTINELS {
+        assert!(!log.contains(secret), "{name} leaked into compose.log");
+    }
+}
+
+#[test]
+fn a_pinned_container_name_conflict_fails_clearly_and_cleans_up() {
+    let world = World::new();
+    let manifest = world.dir.path().join("pinned.yaml");
+    std::fs::write(
+        &manifest,
+        "bottles:\n  dev:\n    image: {ref: bot-bottle/agent:latest}\nagents:\n  dev:\n    bottle: dev\n    container_name: my-agent\n",
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    let first = world.start(manifest, "dev");
+    let output = world
+        .bottle()
+        .args(["start", "dev", "-d", "-f", manifest])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("`my-agent` is already in use"));
+    assert_eq!(
+        world.bottle_dirs(),
+        std::slice::from_ref(&first),
+        "the failed launch left state"
+    );
+    world.bottle().args(["down", &first]).assert().success();
+    world.assert_nothing_left("after the conflict");
+}
+
+#[test]
+fn gc_collects_a_launcher_killed_mid_start() {
+    let world = World::new();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bottle"))
+        .current_dir(workspace_root())
+        .env(
+            "BOT_BOTTLE_BACKEND",
+            format!("fake:{}", world.engine().display()),
+        )
+        .env("BOT_BOTTLE_STATE_DIR", world.state())
+        .env("BOT_BOTTLE_FAKE_FAIL", "hang:compose:up")
+        .args(["start", "dev", "-d", "-f", "fixtures/valid/minimal.yaml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !world.engine_state()["calls"].to_string().contains("hang:") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the launch never reached compose up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL: no teardown runs.
+    child.wait().unwrap();
+    assert_eq!(world.bottle_dirs().len(), 1);
+    assert!(
+        !world.engine_state()["networks"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+
+    let dry = world.bottle().args(["gc", "--dry-run"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        listed.contains("would remove") && listed.contains("LauncherDied"),
+        "{listed}"
+    );
+    assert_eq!(world.bottle_dirs().len(), 1, "--dry-run removed something");
+
+    world.bottle().arg("gc").assert().success();
+    world.assert_nothing_left("after gc");
+    let again = world.bottle().arg("gc").output().unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to collect"));
+}
+
+#[test]
+fn gc_leaves_live_bottles_alone() {
+    let world = World::new();
+    let slug = world.start("fixtures/valid/minimal.yaml", "dev");
+    let out = world.bottle().arg("gc").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to collect"));
+    assert_eq!(world.bottle_dirs(), [slug]);
+}
+
+#[test]
+fn supervise_bottles_are_refused_until_the_sidecar_exists() {
+    let world = World::new();
+    let out = world
+        .bottle()
+        .args([
+            "start",
+            "implementer",
+            "-d",
+            "-f",
+            "fixtures/valid/every-field.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("supervise"));
+    world.assert_nothing_left("refused supervise");
+}

@@ -1,0 +1,289 @@
+//! One loaded policy version: the parsed config compiled into the decision
+//! engines, the credential routes with their secret values, and the pooled
+//! upstream client (a new pool per version, so a reload also retires
+//! connections made under the old SSRF settings). Requests take one `Arc`
+//! snapshot of this and finish under it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{HeaderName, HeaderValue};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UtcDateTime;
+use crate::config::{EgressConfig, POLICY_FILE_NAME};
+use crate::dlp::{DlpEngine, KnownSecret};
+use crate::error::Error;
+use crate::policy::{AllowPolicy, normalize_host};
+use crate::secret::SecretValue;
+use crate::ssrf::SsrfGuard;
+use crate::upstream::{UpstreamClient, build_client, upstream_tls_config};
+
+/// Where route secrets come from: the sidecar's own environment in
+/// production, a map in tests (setting env vars is `unsafe` in Rust 2024).
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// `std::env::var`.
+    ProcessEnv,
+    /// A fixed map from variable name to value.
+    Map(BTreeMap<String, String>),
+}
+
+impl SecretSource {
+    fn get(&self, name: &str) -> Option<String> {
+        match self {
+            Self::ProcessEnv => std::env::var(name).ok(),
+            Self::Map(map) => map.get(name).cloned(),
+        }
+    }
+}
+
+/// A credential route ready to apply.
+#[derive(Debug, Clone)]
+pub struct CompiledRoute {
+    /// Normalized host.
+    pub host: String,
+    /// Optional path prefix.
+    pub path_prefix: Option<String>,
+    /// The header to set.
+    pub header: HeaderName,
+    /// The full header value (format with the token filled in).
+    pub value: SecretValue,
+}
+
+impl CompiledRoute {
+    /// Whether this route applies to a request.
+    pub fn applies_to(&self, host: &str, path: &str) -> bool {
+        self.host == host
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
+    }
+
+    /// The header value, marked sensitive so hyper never logs it.
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        let mut value = HeaderValue::from_str(self.value.expose()).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+/// A compiled, validated policy version.
+pub struct LivePolicy {
+    /// The config it came from.
+    pub config: EgressConfig,
+    /// Hex SHA-256 of the policy file bytes.
+    pub version: String,
+    /// When it was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// The allowlist.
+    pub allow: AllowPolicy,
+    /// DLP rules.
+    pub dlp: DlpEngine,
+    /// Credential routes.
+    pub routes: Vec<CompiledRoute>,
+    /// The pooled upstream client (SSRF-checked connector).
+    pub client: UpstreamClient,
+}
+
+impl std::fmt::Debug for LivePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LivePolicy")
+            .field("version", &self.version)
+            .field("loaded_at", &self.loaded_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The path of the policy file in a config directory.
+pub fn policy_path(config_dir: &Path) -> PathBuf {
+    config_dir.join(POLICY_FILE_NAME)
+}
+
+/// Reads `DIR/policy.json`, validates and compiles it.
+pub fn load_policy(config_dir: &Path, secrets: &SecretSource) -> Result<LivePolicy, Error> {
+    let path = policy_path(config_dir);
+    let bytes = std::fs::read(&path).map_err(|source| Error::ReadPolicy {
+        path: path.clone(),
+        source,
+    })?;
+    let config = EgressConfig::from_json(&bytes).map_err(|source| Error::ParsePolicy {
+        path: path.clone(),
+        source,
+    })?;
+    compile_policy(config_dir, &path, &bytes, config, secrets)
+}
+
+fn compile_policy(
+    config_dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+    config: EgressConfig,
+    secrets: &SecretSource,
+) -> Result<LivePolicy, Error> {
+    let invalid = |reason: String| Error::InvalidPolicy {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if config.bottle_slug.trim().is_empty() {
+        return Err(invalid("bottle_slug is empty".to_owned()));
+    }
+    let allow = AllowPolicy::from_config(&config).map_err(invalid)?;
+    let guard = SsrfGuard::new(config.ssrf.enabled, &config.ssrf.exempt_cidrs)
+        .map_err(|e| invalid(format!("ssrf.exempt_cidrs: {e}")))?;
+
+    let mut routes = Vec::new();
+    let mut known = Vec::new();
+    for (index, route) in config.routes.iter().enumerate() {
+        let host = normalize_host(&route.host);
+        if host.is_empty() || host.contains('*') {
+            return Err(invalid(format!(
+                "routes[{index}]: host must be an exact host name"
+            )));
+        }
+        let header = HeaderName::from_bytes(route.header.as_bytes()).map_err(|_| {
+            invalid(format!(
+                "routes[{index}]: {:?} is not a header name",
+                route.header
+            ))
+        })?;
+        if !route.format.contains("{token}") {
+            return Err(invalid(format!(
+                "routes[{index}]: format must contain {{token}}"
+            )));
+        }
+        let token = secrets
+            .get(&route.secret_env)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::MissingSecretEnv {
+                host: host.clone(),
+                var: route.secret_env.clone(),
+            })?;
+        let value = SecretValue::new(route.format.replace("{token}", &token));
+        if HeaderValue::from_str(value.expose()).is_err() {
+            return Err(invalid(format!(
+                "routes[{index}]: the value of {} is not a valid header value",
+                route.secret_env
+            )));
+        }
+        routes.push(CompiledRoute {
+            host: host.clone(),
+            path_prefix: route.path_prefix.clone(),
+            header,
+            value,
+        });
+        known.push(KnownSecret {
+            name: route.secret_env.clone(),
+            value: SecretValue::new(token),
+            placeholder: route.placeholder.clone(),
+            host,
+        });
+    }
+    let dlp = DlpEngine::new(&config.dlp, &known).map_err(invalid)?;
+
+    let static_hosts = config
+        .static_hosts
+        .iter()
+        .map(|(name, ip)| (normalize_host(name), *ip))
+        .collect();
+    let bundle = config
+        .extra_ca_bundle
+        .as_deref()
+        .map(|p| EgressConfig::resolve_path(config_dir, p));
+    let tls = upstream_tls_config(bundle.as_deref())?;
+    let client = build_client(
+        Arc::new(tls),
+        static_hosts,
+        guard,
+        Duration::from_secs(config.limits.connect_timeout_secs),
+    );
+    Ok(LivePolicy {
+        version: hex::encode(Sha256::digest(bytes)),
+        loaded_at: UtcDateTime::now().rfc3339(),
+        config,
+        allow,
+        dlp,
+        routes,
+        client,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_policy(dir: &Path, json: &str) {
+        std::fs::write(policy_path(dir), json).unwrap();
+    }
+
+    fn secrets() -> SecretSource {
+        SecretSource::Map(BTreeMap::from([(
+            "TOK".to_owned(),
+            "real-token-value-123".to_owned(),
+        )]))
+    }
+
+    #[tokio::test]
+    async fn version_is_the_sha256_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"bottle_slug": "b1"}"#;
+        write_policy(dir.path(), json);
+        let live = load_policy(dir.path(), &secrets()).unwrap();
+        assert_eq!(live.version, hex::encode(Sha256::digest(json.as_bytes())));
+    }
+
+    #[tokio::test]
+    async fn routes_fill_in_the_secret_and_never_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_policy(
+            dir.path(),
+            r#"{"bottle_slug": "b1", "routes": [{"host": "API.test", "header": "authorization",
+                "format": "Bearer {token}", "secret_env": "TOK"}]}"#,
+        );
+        let live = load_policy(dir.path(), &secrets()).unwrap();
+        assert_eq!(live.routes[0].value.expose(), "Bearer real-token-value-123");
+        assert!(live.routes[0].applies_to("api.test", "/x"));
+        assert!(!format!("{:?}", live.routes).contains("real-token"));
+    }
+
+    #[tokio::test]
+    async fn invalid_policies_are_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                r#"{"bottle_slug": "b1", "allow": [{"host": "*"}]}"#,
+                "allow[0]",
+            ),
+            (
+                r#"{"bottle_slug": "b1", "ssrf": {"enabled": true, "exempt_cidrs": ["x"]}}"#,
+                "exempt_cidrs",
+            ),
+            (
+                r#"{"bottle_slug": "b1", "routes": [{"host": "a.test", "header": "x", "secret_env": "NOPE"}]}"#,
+                "NOPE",
+            ),
+            (
+                r#"{"bottle_slug": "b1", "routes": [{"host": "a.test", "header": "x", "format": "Bearer", "secret_env": "TOK"}]}"#,
+                "{token}",
+            ),
+            (
+                r#"{"bottle_slug": "b1", "dlp": {"enabled": true, "extra_patterns": [{"name": "n", "regex": "("}]}}"#,
+                "extra pattern",
+            ),
+            (r#"{"bottle_slug": ""}"#, "bottle_slug"),
+            (
+                r#"{"bottle_slug": "b1", "extra_ca_bundle": "missing.pem"}"#,
+                "missing.pem",
+            ),
+            ("not json", "parse"),
+        ];
+        for (json, needle) in cases {
+            write_policy(dir.path(), json);
+            let err = load_policy(dir.path(), &secrets()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
+    }
+}

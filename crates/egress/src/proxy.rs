@@ -1,0 +1,577 @@
+//! The transport: an HTTP/1.1 forward proxy. Absolute-form `http://`
+//! requests are checked and forwarded; `CONNECT host:port` is checked against
+//! the allowlist BEFORE any TLS, then intercepted with a leaf from the
+//! bottle CA, and every inner request gets the full per-request policy
+//! (method, path, Host consistency, DLP, routes, SSRF at connect time).
+//! Origin-form `GET /healthz` and `GET /status` are answered locally.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::{AuditLog, AuditRecord, loggable_path};
+use crate::body::{BoxError, ScannedBody};
+use crate::ca::LeafMinter;
+use crate::config::Limits;
+use crate::dlp::ScanPart;
+use crate::live::{LivePolicy, SecretSource, load_policy};
+use crate::policy::{Decision, Denial, DenyKind, RequestTarget, normalize_host};
+use crate::upstream::ConnectError;
+
+/// The response body type the proxy hands to clients.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Shared by every connection of one proxy.
+pub struct ProxyState {
+    /// The config directory (for reloads).
+    pub config_dir: PathBuf,
+    /// The live policy; swapped atomically on reload.
+    pub policy: ArcSwap<LivePolicy>,
+    /// Leaf certificates for interception.
+    pub minter: LeafMinter,
+    /// The audit log (shared with the DNS sink).
+    pub audit: Arc<AuditLog>,
+    /// Limits fixed at start.
+    pub limits: Limits,
+    /// Where route secrets come from on reload.
+    pub secrets: SecretSource,
+}
+
+impl ProxyState {
+    /// Re-reads and swaps in the policy; on failure the old one stays.
+    pub fn reload(&self) -> Result<String, crate::Error> {
+        match load_policy(&self.config_dir, &self.secrets) {
+            Ok(policy) => {
+                let version = policy.version.clone();
+                self.policy.store(Arc::new(policy));
+                let mut record = AuditRecord::now("reload", "reload");
+                record.reason = format!("policy version {version}");
+                self.audit.write(&record);
+                Ok(version)
+            }
+            Err(e) => {
+                let mut record = AuditRecord::now("reload", "reload-failed");
+                record.reason =
+                    format!("{e}; keeping policy version {}", self.policy.load().version);
+                self.audit.write(&record);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves proxy clients until `shutdown` flips to true.
+pub async fn accept_loop(
+    state: Arc<ProxyState>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let state = state.clone();
+                tokio::spawn(serve_client(state, stream, Arc::new(permit)));
+            }
+            Err(e) => {
+                eprintln!("egress: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn http1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(limits.header_timeout_secs))
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+}
+
+async fn serve_client(
+    state: Arc<ProxyState>,
+    stream: TcpStream,
+    permit: Arc<OwnedSemaphorePermit>,
+) {
+    let _ = stream.set_nodelay(true);
+    let builder = http1_builder(&state.limits);
+    let service_state = state.clone();
+    let service = service_fn(move |req| {
+        let state = service_state.clone();
+        let permit = permit.clone();
+        async move { Ok::<_, Infallible>(handle_client_request(state, permit, req).await) }
+    });
+    let _ = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+}
+
+async fn handle_client_request(
+    state: Arc<ProxyState>,
+    permit: Arc<OwnedSemaphorePermit>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return handle_connect(state, permit, req).await;
+    }
+    let Some(authority) = req.uri().authority().cloned() else {
+        return local_endpoint(&state, &req);
+    };
+    if req.uri().scheme_str() != Some("http") {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: absolute-form requests must be http://; use CONNECT for https\n"
+                .to_owned(),
+        );
+    }
+    let host = normalize_host(authority.host());
+    let port = authority.port_u16().unwrap_or(80);
+    forward(&state, "http", host, port, req).await
+}
+
+fn local_endpoint(state: &ProxyState, req: &Request<Incoming>) -> Response<ProxyBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n".to_owned()),
+        (&Method::GET, "/status") => {
+            let policy = state.policy.load();
+            let body = serde_json::json!({
+                "policy_version": policy.version,
+                "loaded_at": policy.loaded_at,
+            });
+            let mut response = text_response(StatusCode::OK, format!("{body}\n"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        _ => text_response(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: this is a forward proxy; send absolute-form requests or CONNECT \
+             (local endpoints: GET /healthz, GET /status)\n"
+                .to_owned(),
+        ),
+    }
+}
+
+fn authority_for_url(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn deny(
+    state: &ProxyState,
+    policy: &LivePolicy,
+    mut record: AuditRecord,
+    denial: &Denial,
+    what: &str,
+) -> Response<ProxyBody> {
+    record.action = "deny";
+    record.rule = denial.rule.clone();
+    record.reason = denial.reason.clone();
+    if denial.kind == DenyKind::Dlp {
+        record.dlp = Some(denial.rule.clone());
+    }
+    state.audit.write(&record);
+    let status = if denial.kind == DenyKind::BadRequest {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    text_response(
+        status,
+        denial.response_body(policy.allow.bottle_slug(), what),
+    )
+}
+
+async fn handle_connect(
+    state: Arc<ProxyState>,
+    permit: Arc<OwnedSemaphorePermit>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "bot-bottle egress: CONNECT needs host:port\n".to_owned(),
+        );
+    };
+    let host = normalize_host(authority.host());
+    let port = authority.port_u16().unwrap_or(443);
+    let policy = state.policy.load_full();
+    let mut record = AuditRecord::now("http", "allow");
+    record.method = "CONNECT".to_owned();
+    record.host = host.clone();
+    record.port = port;
+    let what = format!("CONNECT {}", authority_for_url(&host, port));
+    match policy.allow.check_connect(&host, port) {
+        Decision::Deny(denial) => {
+            // A refused tunnel ends the client connection: nothing else can
+            // follow a CONNECT on it.
+            let mut response = deny(&state, &policy, record, &denial, &what);
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
+        }
+        Decision::Allow { rule } => record.rule = rule,
+    }
+    let tls_config = match state.minter.server_config_for(&host) {
+        Ok(config) => config,
+        Err(e) => {
+            record.action = "deny";
+            record.reason = e.to_string();
+            state.audit.write(&record);
+            return text_response(StatusCode::BAD_GATEWAY, format!("bot-bottle egress: {e}\n"));
+        }
+    };
+    record.reason = "tunnel opened for interception".to_owned();
+    state.audit.write(&record);
+    tokio::spawn(async move {
+        let _permit = permit;
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(upgraded) => upgraded,
+            Err(_) => return,
+        };
+        let handshake = TlsAcceptor::from(tls_config).accept(TokioIo::new(upgraded));
+        let tls = match tokio::time::timeout(
+            Duration::from_secs(state.limits.header_timeout_secs),
+            handshake,
+        )
+        .await
+        {
+            Ok(Ok(tls)) => tls,
+            _ => return,
+        };
+        let builder = http1_builder(&state.limits);
+        let service_state = state.clone();
+        let service = service_fn(move |req| {
+            let state = service_state.clone();
+            let host = host.clone();
+            async move { Ok::<_, Infallible>(handle_intercepted(state, host, port, req).await) }
+        });
+        let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+    });
+    Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+}
+
+/// Parses a Host header or URI authority into (normalized host, port).
+fn split_host_port(value: &str, default_port: u16) -> Option<(String, u16)> {
+    let authority: hyper::http::uri::Authority = value.parse().ok()?;
+    Some((
+        normalize_host(authority.host()),
+        authority.port_u16().unwrap_or(default_port),
+    ))
+}
+
+async fn handle_intercepted(
+    state: Arc<ProxyState>,
+    host: String,
+    port: u16,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut claimed = Vec::new();
+    if let Some(value) = req.headers().get(header::HOST) {
+        claimed.push(value.to_str().ok().and_then(|v| split_host_port(v, 443)));
+    }
+    if let Some(authority) = req.uri().authority() {
+        claimed.push(split_host_port(authority.as_str(), 443));
+    }
+    if claimed
+        .iter()
+        .any(|c| c.as_ref() != Some(&(host.clone(), port)))
+    {
+        let policy = state.policy.load_full();
+        let mut record = AuditRecord::now("http", "deny");
+        record.method = req.method().to_string();
+        record.host = host.clone();
+        record.port = port;
+        let denial = Denial::new(
+            DenyKind::BadRequest,
+            "host-mismatch",
+            format!("the request's Host does not match the CONNECT target {host}:{port}"),
+            &host,
+            port,
+        );
+        return deny(
+            &state,
+            &policy,
+            record,
+            &denial,
+            &format!("{} in tunnel to {host}", req.method()),
+        );
+    }
+    forward(&state, "https", host, port, req).await
+}
+
+/// Headers that describe one hop and must not be forwarded.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+    headers.remove("keep-alive");
+}
+
+fn find_connect_error<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a ConnectError> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<ConnectError>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut current = error.source();
+    while let Some(e) = current {
+        parts.push(e.to_string());
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+async fn forward(
+    state: &ProxyState,
+    scheme: &str,
+    host: String,
+    port: u16,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let policy = state.policy.load_full();
+    let method = req.method().clone();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let path_only = path_and_query
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("/")
+        .to_owned();
+    let authority = authority_for_url(&host, port);
+    let mut what = format!("{method} {scheme}://{authority}{path_only}");
+    let mut record = AuditRecord::now("http", "allow");
+    record.method = method.to_string();
+    record.host = host.clone();
+    record.port = port;
+    record.path = loggable_path(&path_and_query);
+
+    let target = RequestTarget {
+        host: &host,
+        port,
+        method: method.as_str(),
+        path: &path_and_query,
+    };
+    match policy.allow.check_request(&target) {
+        Decision::Deny(denial) => return deny(state, &policy, record, &denial, &what),
+        Decision::Allow { rule } => record.rule = rule,
+    }
+    // Credentials are only ever injected into TLS-protected requests.
+    let route = policy
+        .routes
+        .iter()
+        .find(|r| scheme == "https" && r.applies_to(&host, &path_only));
+
+    if policy.dlp.enabled() {
+        if let Some(finding) = policy.dlp.scan_url(&path_and_query, &host) {
+            record.path = "[withheld: dlp finding in url]".to_owned();
+            what = format!("{method} {scheme}://{authority}/[withheld]");
+            let denial = Denial::new(
+                DenyKind::Dlp,
+                finding.rule,
+                "the URL carries a credential",
+                &host,
+                port,
+            );
+            return deny(state, &policy, record, &denial, &what);
+        }
+        for (name, value) in req.headers() {
+            if route.is_some_and(|r| r.header == *name) || is_hop_by_hop(name) {
+                continue;
+            }
+            if let Some(finding) = policy.dlp.scan(value.as_bytes(), ScanPart::Header, &host) {
+                let denial = Denial::new(
+                    DenyKind::Dlp,
+                    finding.rule,
+                    format!("header {name} carries a credential"),
+                    &host,
+                    port,
+                );
+                return deny(state, &policy, record, &denial, &what);
+            }
+        }
+    }
+
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    if let Some(route) = route
+        && let Some(value) = route.header_value()
+    {
+        parts.headers.insert(route.header.clone(), value);
+        record.reason = format!("credential injected into {}", route.header);
+    }
+    parts.version = Version::HTTP_11;
+    parts.uri = match format!("{scheme}://{authority}{path_and_query}").parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(_) => {
+            let denial = Denial::new(
+                DenyKind::BadRequest,
+                "bad-uri",
+                "the request target is not a valid URI",
+                &host,
+                port,
+            );
+            return deny(state, &policy, record, &denial, &what);
+        }
+    };
+    let (body, finding_slot) = ScannedBody::new(body, policy.clone(), &host);
+    let upstream_request = Request::from_parts(parts, body);
+    let timeout = Duration::from_secs(state.limits.response_timeout_secs);
+    let result = tokio::time::timeout(timeout, policy.client.request(upstream_request)).await;
+    let body_finding = finding_slot.lock().ok().and_then(|mut slot| slot.take());
+    match result {
+        Ok(Ok(mut response)) => {
+            state.audit.write(&record);
+            strip_hop_by_hop(response.headers_mut());
+            response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
+        }
+        Ok(Err(error)) => {
+            if let Some(finding) = body_finding {
+                let denial = Denial::new(
+                    DenyKind::Dlp,
+                    finding.rule,
+                    "the request body carries a credential; the upstream request was aborted",
+                    &host,
+                    port,
+                );
+                return deny(state, &policy, record, &denial, &what);
+            }
+            if let Some(ConnectError::Ssrf { block, .. }) = find_connect_error(&error) {
+                let denial = Denial::new(
+                    DenyKind::Ssrf,
+                    format!("ssrf:{}", block.class),
+                    format!(
+                        "{host} resolves to {} ({}), an internal address",
+                        block.address, block.class
+                    ),
+                    &host,
+                    port,
+                );
+                return deny(state, &policy, record, &denial, &what);
+            }
+            let reason = error_chain(&error);
+            record.action = "deny";
+            record.rule = "upstream-error".to_owned();
+            record.reason = reason.clone();
+            state.audit.write(&record);
+            text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("bot-bottle egress: upstream error: {reason}\n"),
+            )
+        }
+        Err(_) => {
+            record.action = "deny";
+            record.rule = "upstream-timeout".to_owned();
+            record.reason = format!("no response within {}s", timeout.as_secs());
+            state.audit.write(&record);
+            text_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "bot-bottle egress: {what}: no response within {}s\n",
+                    timeout.as_secs()
+                ),
+            )
+        }
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "proxy-connection"
+            | "keep-alive"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}

@@ -1,0 +1,310 @@
+//! The upstream side: name resolution (static hosts, numeric forms, DNS), the
+//! SSRF check of every resolved address, the TCP connect to exactly a checked
+//! address, TLS to the upstream (system roots + optional extra bundle, ALPN
+//! h2 and http/1.1), and the pooled hyper-util client built on top.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::body::ScannedBody;
+use crate::error::Error;
+use crate::ssrf::{SsrfBlock, SsrfGuard, parse_numeric_host};
+
+/// The pooled HTTP client of one policy version.
+pub type UpstreamClient = Client<GuardedConnector, ScannedBody>;
+
+/// Why a connection to the upstream could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// A resolved address is internal (SSRF).
+    #[error("{host} resolves to {} ({}), which is blocked", .block.address, .block.class)]
+    Ssrf {
+        /// The requested host.
+        host: String,
+        /// The refused address.
+        block: SsrfBlock,
+    },
+    /// DNS failed or returned nothing.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The requested host.
+        host: String,
+        /// The resolver error.
+        source: io::Error,
+    },
+    /// TCP connect failed on every checked address.
+    #[error("cannot connect to {host}: {source}")]
+    Connect {
+        /// The requested host.
+        host: String,
+        /// The last connect error.
+        source: io::Error,
+    },
+    /// The TLS handshake with the upstream failed.
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls {
+        /// The requested host.
+        host: String,
+        /// The rustls error as IO error.
+        source: io::Error,
+    },
+    /// Resolve + connect + handshake took too long.
+    #[error("connecting to {host} timed out")]
+    Timeout {
+        /// The requested host.
+        host: String,
+    },
+    /// The URI handed to the connector had no host.
+    #[error("request URI {0} has no host")]
+    NoHost(String),
+}
+
+/// Resolves a host to addresses without ever asking DNS for numeric forms
+/// or statically mapped names.
+pub async fn resolve(
+    host: &str,
+    port: u16,
+    static_hosts: &BTreeMap<String, IpAddr>,
+) -> io::Result<Vec<IpAddr>> {
+    if let Some(ip) = parse_numeric_host(host) {
+        return Ok(vec![ip]);
+    }
+    if let Some(ip) = static_hosts.get(host) {
+        return Ok(vec![*ip]);
+    }
+    let addrs: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+        .await?
+        .map(|a| a.ip())
+        .collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no addresses"));
+    }
+    Ok(addrs)
+}
+
+/// A hyper-util connector that resolves, SSRF-checks every address and then
+/// connects to a checked address only.
+#[derive(Clone)]
+pub struct GuardedConnector {
+    static_hosts: Arc<BTreeMap<String, IpAddr>>,
+    guard: SsrfGuard,
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl GuardedConnector {
+    async fn connect(self, uri: Uri) -> Result<UpstreamStream, ConnectError> {
+        let host = uri
+            .host()
+            .ok_or_else(|| ConnectError::NoHost(uri.to_string()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let is_tls = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if is_tls { 443 } else { 80 });
+        let work =
+            async {
+                let addrs = resolve(&host, port, &self.static_hosts)
+                    .await
+                    .map_err(|source| ConnectError::Resolve {
+                        host: host.clone(),
+                        source,
+                    })?;
+                for &addr in &addrs {
+                    self.guard.check(addr).map_err(|block| ConnectError::Ssrf {
+                        host: host.clone(),
+                        block,
+                    })?;
+                }
+                let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+                let mut tcp = None;
+                for addr in addrs {
+                    match TcpStream::connect(SocketAddr::new(addr, port)).await {
+                        Ok(stream) => {
+                            tcp = Some(stream);
+                            break;
+                        }
+                        Err(e) => last_error = e,
+                    }
+                }
+                let tcp = tcp.ok_or_else(|| ConnectError::Connect {
+                    host: host.clone(),
+                    source: last_error,
+                })?;
+                let _ = tcp.set_nodelay(true);
+                if !is_tls {
+                    return Ok(UpstreamStream::Plain(tcp));
+                }
+                let server_name =
+                    ServerName::try_from(host.clone()).map_err(|e| ConnectError::Tls {
+                        host: host.clone(),
+                        source: io::Error::new(io::ErrorKind::InvalidInput, e),
+                    })?;
+                let tls = self.tls.connect(server_name, tcp).await.map_err(|source| {
+                    ConnectError::Tls {
+                        host: host.clone(),
+                        source,
+                    }
+                })?;
+                Ok(UpstreamStream::Tls(Box::new(tls)))
+            };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| ConnectError::Timeout { host: host.clone() })?
+    }
+}
+
+impl tower_service::Service<Uri> for GuardedConnector {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(uri).await.map(TokioIo::new) })
+    }
+}
+
+/// A connection to the upstream, plain or TLS.
+pub enum UpstreamStream {
+    /// `http://` upstream.
+    Plain(TcpStream),
+    /// `https://` upstream.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            Self::Plain(_) => Connected::new(),
+            Self::Tls(tls) => {
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    Connected::new().negotiated_h2()
+                } else {
+                    Connected::new()
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The rustls client config for upstreams: system roots plus the optional
+/// extra bundle, ALPN h2 and http/1.1, ring provider.
+pub fn upstream_tls_config(extra_ca_bundle: Option<&Path>) -> Result<ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = extra_ca_bundle {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| Error::ParsePem {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(Error::ParsePem {
+                path: path.to_path_buf(),
+                reason: "no certificates in the bundle".to_owned(),
+            });
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| Error::ParsePem {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::UpstreamTls {
+                reason: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Builds the pooled client for one policy version.
+pub fn build_client(
+    tls: Arc<ClientConfig>,
+    static_hosts: BTreeMap<String, IpAddr>,
+    guard: SsrfGuard,
+    connect_timeout: Duration,
+) -> UpstreamClient {
+    let connector = GuardedConnector {
+        static_hosts: Arc::new(static_hosts),
+        guard,
+        tls: TlsConnector::from(tls),
+        timeout: connect_timeout,
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(16)
+        .build(connector)
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the egress proxy, on loopback only: a local HTTPS
+//! echo upstream with its own CA, the proxy with a test bottle CA, and real
+//! clients (curl and a raw Rust client).
+
+mod support;
+
+mod dns;
+mod forwarding;
+mod protections;
+mod reload;

@@ -1,0 +1,374 @@
+//! Denials: allowlist, CONNECT before TLS, DLP, SSRF, hostile input.
+
+use crate::support::*;
+
+#[tokio::test]
+async fn denied_host_gets_403_with_the_allow_hint() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[443], true));
+    let proxy = dir.start().await;
+    let (status, body) = curl(
+        proxy.local_addr(),
+        &dir.bottle_ca_path(),
+        &["http://denied.test/x"],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("blocked GET http://denied.test:80/x"),
+        "{body}"
+    );
+    let raw = plain_request(
+        proxy.local_addr(),
+        "GET http://denied.test/x HTTP/1.1\r\nHost: denied.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw.status, 403);
+    assert!(
+        raw.head
+            .to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "{raw:?}"
+    );
+    assert!(
+        body.contains("not in the bottle's egress allowlist"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("bottle egress allow {SLUG} denied.test")),
+        "{body}"
+    );
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(line["action"], "deny");
+    assert_eq!(line["host"], "denied.test");
+    assert_eq!(line["rule"], "default-deny");
+}
+
+#[tokio::test]
+async fn connect_to_a_denied_host_is_refused_before_tls() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[443], true));
+    let proxy = dir.start().await;
+    match connect_tunnel(
+        proxy.local_addr(),
+        "denied.test:443",
+        "denied.test",
+        &dir.bottle_ca.cert_pem,
+    )
+    .await
+    {
+        Tunnel::Open(_) => panic!("tunnel to a denied host was opened"),
+        Tunnel::Refused(response) => {
+            assert_eq!(response.status, 403);
+            assert!(
+                response
+                    .body
+                    .contains(&format!("bottle egress allow {SLUG} denied.test")),
+                "{response:?}"
+            );
+        }
+    }
+    // An allowed host on a port not in its rule: refused with the port hint.
+    match connect_tunnel(
+        proxy.local_addr(),
+        "other.test:8443",
+        "other.test",
+        &dir.bottle_ca.cert_pem,
+    )
+    .await
+    {
+        Tunnel::Open(_) => panic!("tunnel to a denied port was opened"),
+        Tunnel::Refused(response) => {
+            assert_eq!(response.status, 403);
+            assert!(
+                response
+                    .body
+                    .contains(&format!("bottle egress allow {SLUG} other.test:8443")),
+                "{response:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn method_and_path_rules_apply_inside_the_tunnel() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let mut policy = standard_policy(&[upstream.port()], true);
+    policy["static_hosts"]["readonly.test"] = "127.0.0.1".into();
+    let dir = ProxyDir::new(&upstream_ca, policy);
+    let proxy = dir.start().await;
+    let port = upstream.port();
+    // The upstream's leaf has no SAN for readonly.test, so an allowed request
+    // fails upstream (502); denied ones never get that far (403).
+    for (request, expected) in [
+        ("POST /public/x HTTP/1.1", 403),
+        ("GET /private HTTP/1.1", 403),
+        ("GET /public/../private HTTP/1.1", 403),
+        ("GET /public/x HTTP/1.1", 502),
+    ] {
+        let raw = format!(
+            "{request}\r\nHost: readonly.test:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let response = https_via_proxy(
+            proxy.local_addr(),
+            "readonly.test",
+            port,
+            &dir.bottle_ca.cert_pem,
+            &raw,
+        )
+        .await;
+        assert_eq!(response.status, expected, "{request}: {response:?}");
+    }
+}
+
+#[tokio::test]
+async fn host_header_must_match_the_connect_target() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
+    let proxy = dir.start().await;
+    let port = upstream.port();
+    let raw = format!("GET / HTTP/1.1\r\nHost: denied.test:{port}\r\nConnection: close\r\n\r\n");
+    let response = https_via_proxy(
+        proxy.local_addr(),
+        "other.test",
+        port,
+        &dir.bottle_ca.cert_pem,
+        &raw,
+    )
+    .await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(upstream.seen.lock().unwrap().requests, 0);
+}
+
+#[tokio::test]
+async fn secrets_in_url_header_and_body_are_blocked() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
+    let proxy = dir.start().await;
+    let port = upstream.port();
+    let ca = dir.bottle_ca_path();
+    let base = format!("https://other.test:{port}");
+    let github_token = format!("ghp_{}", "aB3dE6gH9".repeat(4));
+
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![format!("{base}/leak?d={REAL_TOKEN}")],
+            "bottle-secret:IT_UPSTREAM_TOKEN",
+        ),
+        (
+            vec![
+                "-H".into(),
+                format!("X-Data: {REAL_TOKEN}"),
+                format!("{base}/h"),
+            ],
+            "bottle-secret:IT_UPSTREAM_TOKEN",
+        ),
+        (
+            vec![
+                "--data".into(),
+                hex::encode(REAL_TOKEN),
+                format!("{base}/b"),
+            ],
+            "bottle-secret:IT_UPSTREAM_TOKEN",
+        ),
+        (
+            vec![
+                "-H".into(),
+                format!("Authorization: Bearer {PLACEHOLDER}"),
+                format!("{base}/p"),
+            ],
+            "bottle-placeholder:IT_UPSTREAM_TOKEN",
+        ),
+        (
+            vec![
+                "--data".into(),
+                format!("token: {github_token}"),
+                format!("{base}/g"),
+            ],
+            "github-pat",
+        ),
+        (
+            vec![format!("{base}/login?password=hunter2222")],
+            "credential-in-query",
+        ),
+    ];
+    for (args, rule) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (status, body) = curl(proxy.local_addr(), &ca, &args).await;
+        assert_eq!(status, 403, "{args:?}: {body}");
+        assert!(body.contains(&format!("rule: {rule}")), "{args:?}: {body}");
+        assert!(
+            !body.contains(REAL_TOKEN),
+            "the 403 must not echo the secret: {body}"
+        );
+    }
+    let requests_seen = upstream.seen.lock().unwrap().requests;
+    assert_eq!(
+        requests_seen, 0,
+        "no blocked request may reach the upstream"
+    );
+    // The same secret to its own route host is fine (it is the injected credential's home).
+    let (status, body) = curl(
+        proxy.local_addr(),
+        &ca,
+        &[
+            "--data",
+            REAL_TOKEN,
+            &format!("https://upstream.test:{port}/own"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        !audit.contains(REAL_TOKEN),
+        "audit log must never carry the secret"
+    );
+    assert!(audit.contains("\"dlp\":\"github-pat\""), "{audit}");
+}
+
+#[tokio::test]
+async fn secret_mid_body_aborts_the_streamed_upstream_request() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
+    let proxy = dir.start().await;
+    let port = upstream.port();
+    let mut body = vec![b'a'; 256 * 1024];
+    body.extend_from_slice(REAL_TOKEN.as_bytes());
+    body.extend_from_slice(&vec![b'b'; 256 * 1024]);
+    let Tunnel::Open(tls) = connect_tunnel(
+        proxy.local_addr(),
+        &format!("other.test:{port}"),
+        "other.test",
+        &dir.bottle_ca.cert_pem,
+    )
+    .await
+    else {
+        panic!("tunnel refused")
+    };
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let writer_task = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.write_all(head.as_bytes()).await;
+        for chunk in body.chunks(16 * 1024) {
+            if writer.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.flush().await;
+    });
+    let mut raw = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        reader.read_to_end(&mut raw),
+    )
+    .await;
+    writer_task.abort();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(
+        text.contains("rule: bottle-secret:IT_UPSTREAM_TOKEN"),
+        "{text}"
+    );
+    let seen = upstream.seen.lock().unwrap();
+    let received = &seen.body_bytes;
+    assert!(
+        !received
+            .windows(REAL_TOKEN.len())
+            .any(|w| w == REAL_TOKEN.as_bytes()),
+        "the secret reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn ssrf_blocks_every_spelling_of_loopback_without_an_exemption() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::plain().await;
+    let port = upstream.port();
+    let blocked_dir = ProxyDir::new(&upstream_ca, standard_policy(&[port], false));
+    let blocked = blocked_dir.start().await;
+    for host in [
+        "127.0.0.1",
+        "2130706433",
+        "0x7f.1",
+        "[::ffff:127.0.0.1]",
+        "upstream.test",
+    ] {
+        let response = plain_request(
+            blocked.local_addr(),
+            &format!("GET http://{host}:{port}/ssrf HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(response.status, 403, "{host}: {response:?}");
+        assert!(
+            response.body.contains("rule: ssrf:loopback"),
+            "{host}: {response:?}"
+        );
+    }
+    // Through CONNECT too: the tunnel opens (policy allows the canonical
+    // 127.0.0.1), the inner request is refused at connect time.
+    let https_upstream = EchoUpstream::https(&upstream_ca).await;
+    let https_port = https_upstream.port();
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[https_port], false));
+    let proxy = dir.start().await;
+    let raw =
+        format!("GET / HTTP/1.1\r\nHost: 2130706433:{https_port}\r\nConnection: close\r\n\r\n");
+    // The leaf is minted for the canonical address, so TLS verifies 127.0.0.1.
+    let Tunnel::Open(mut tls) = connect_tunnel(
+        proxy.local_addr(),
+        &format!("2130706433:{https_port}"),
+        "127.0.0.1",
+        &dir.bottle_ca.cert_pem,
+    )
+    .await
+    else {
+        panic!("tunnel to an allowed (canonical) host was refused")
+    };
+    let response = tunnel_request(&mut tls, raw.as_bytes()).await;
+    assert_eq!(response.status, 403, "{response:?}");
+    assert!(response.body.contains("ssrf:loopback"));
+    assert_eq!(upstream.seen.lock().unwrap().requests, 0);
+    assert_eq!(https_upstream.seen.lock().unwrap().requests, 0);
+
+    // The same request with the loopback exemption goes through.
+    let exempt_dir = ProxyDir::new(&upstream_ca, standard_policy(&[port], true));
+    let exempt = exempt_dir.start().await;
+    let response = plain_request(
+        exempt.local_addr(),
+        &format!("GET http://2130706433:{port}/ok HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{response:?}");
+}
+
+#[tokio::test]
+async fn hostile_input_gets_a_clean_error() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[443], true));
+    let proxy = dir.start().await;
+    let huge_header = format!(
+        "GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let response = plain_request(proxy.local_addr(), &huge_header).await;
+    assert_eq!(response.status, 431, "{response:?}");
+    let garbage = plain_request(proxy.local_addr(), "\x16\x03\x01garbage\r\n\r\n").await;
+    assert_eq!(garbage.status, 400, "{garbage:?}");
+    // The proxy is still serving.
+    let health = plain_request(
+        proxy.local_addr(),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(health.status, 200);
+}

@@ -1,0 +1,856 @@
+//! `cargo xtask images`: the Docker images bottles and the e2e suite run on.
+//!
+//! Three images, built idempotently and quickly on reruns:
+//!
+//! - [`BASE`]: Debian bookworm with ca-certificates, git, openssh-client, curl and
+//!   python3, so one base serves the sidecars (the git gate needs git and ssh) and
+//!   the e2e test agent. Kept when present; else imported from a cached rootfs
+//!   tarball; else built from a pulled `debian:bookworm-slim`; else (no registry,
+//!   the usual case in CI) bootstrapped with `debootstrap` from Debian's mirrors.
+//! - [`sidecar_image`] and [`SIDECAR_DEV`]: the `bottle` binary (which carries every
+//!   sidecar) copied onto the base.
+//! - [`TEST_AGENT`]: the base plus a non-root `agent` user, standing in for Claude
+//!   Code in e2e.
+//!
+//! Only the docker CLI is used, with the classic builder (`DOCKER_BUILDKIT=0`): it
+//! works on old engines and without the buildx plugin, and it always resolves
+//! `FROM bot-bottle/base:bookworm` from the local engine instead of a registry.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+use std::{env, fs};
+
+use crate::proc::{self, Bounded, Failure};
+
+/// The base every bot-bottle image builds on.
+pub const BASE: &str = "bot-bottle/base:bookworm";
+/// The sidecar image's moving tag, for development and e2e.
+pub const SIDECAR_DEV: &str = "bot-bottle/sidecar:dev";
+/// The e2e stand-in for an agent.
+pub const TEST_AGENT: &str = "bot-bottle/test-agent:dev";
+/// The workspace package version: xtask inherits `version.workspace = true`, so this
+/// is `[workspace.package] version`, the same value `compose-render` puts in
+/// `bot-bottle/sidecar:<version>`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The registry image the base comes from when a registry is reachable.
+const PULL_SOURCE: &str = "debian:bookworm-slim";
+/// How long the pull may take before we decide there is no registry. A reachable
+/// registry answers well within this; an unreachable one can hang on connect.
+const PULL_TIMEOUT: Duration = Duration::from_secs(20);
+/// What the base holds beyond Debian's minimal set, and why: git and ssh for the git
+/// gate, curl/git/python3 for the test agent, ca-certificates for everyone.
+const BASE_PACKAGES: &[&str] = &[
+    "ca-certificates",
+    "git",
+    "openssh-client",
+    "curl",
+    "python3",
+];
+/// `docker import` starts from an empty config, so the PATH must be set explicitly.
+const IMPORT_PATH: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The label naming which bot-bottle image this is.
+const IMAGE_LABEL: &str = "dev.bot-bottle.image";
+/// Where `BOT_BOTTLE_DEBIAN_MIRROR` points debootstrap (unset: debootstrap's default).
+const MIRROR_VAR: &str = "BOT_BOTTLE_DEBIAN_MIRROR";
+/// The cached debootstrap rootfs, relative to the cache directory.
+const BASE_TARBALL: &str = "base-bookworm.tar";
+
+/// The versioned sidecar tag the renderer writes into compose files.
+pub fn sidecar_image() -> String {
+    format!("bot-bottle/sidecar:{VERSION}")
+}
+
+/// What `cargo xtask images` was asked to do.
+#[derive(Debug, Default, PartialEq)]
+pub struct Options {
+    /// Only report which images exist.
+    pub check: bool,
+    /// Use this `bottle` binary instead of building one.
+    pub bottle_bin: Option<PathBuf>,
+}
+
+/// The usage text for `cargo xtask images`.
+pub const USAGE: &str = "cargo xtask images [--check] [--bottle-bin PATH]\n\n\
+  Builds bot-bottle/base:bookworm, bot-bottle/sidecar:<version> (+ :dev) and\n\
+  bot-bottle/test-agent:dev. Reruns reuse what exists.\n\n\
+  --check            list which images exist; exit 0 if all do, 1 otherwise\n\
+  --bottle-bin PATH  put this bottle binary in the sidecar image instead of\n\
+                     running `cargo build --release -p cli --bin bottle`\n\n\
+  BOT_BOTTLE_DEBIAN_MIRROR  the Debian mirror debootstrap uses (default: its own)";
+
+/// Parses the arguments after `images`.
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut options = Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--check" => options.check = true,
+            "--bottle-bin" => {
+                let path = args.next().ok_or("--bottle-bin needs a PATH")?;
+                options.bottle_bin = Some(PathBuf::from(path));
+            }
+            other => match other.strip_prefix("--bottle-bin=") {
+                Some(path) if !path.is_empty() => options.bottle_bin = Some(PathBuf::from(path)),
+                _ => return Err(format!("unexpected argument `{other}`")),
+            },
+        }
+    }
+    Ok(options)
+}
+
+/// The `images` task: parses its arguments, runs, and maps the outcome to an exit code.
+pub fn main(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse_args(args) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("cargo xtask images: {message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = if options.check {
+        check()
+    } else {
+        build(&options).map(|()| true)
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(failure) => {
+            eprintln!("error: cargo xtask images: {failure}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--check`: which images exist. `Ok(true)` when all do.
+pub fn check() -> Result<bool, Failure> {
+    docker_engine()?;
+    let mut all = true;
+    for image in [
+        BASE.to_string(),
+        sidecar_image(),
+        SIDECAR_DEV.to_string(),
+        TEST_AGENT.to_string(),
+    ] {
+        let present = image_exists(&image)?;
+        all &= present;
+        println!("{:<8} {image}", if present { "present" } else { "missing" });
+    }
+    Ok(all)
+}
+
+/// Builds every image that is missing or stale; see the module docs.
+pub fn build(options: &Options) -> Result<(), Failure> {
+    let started = Instant::now();
+    let (server, api) = docker_engine()?;
+    println!("images: docker engine {server} (API {api}); classic builder (DOCKER_BUILDKIT=0)");
+    let workspace = Workspace::locate()?;
+    let rebuilt = [
+        sidecar_image(),
+        SIDECAR_DEV.to_string(),
+        TEST_AGENT.to_string(),
+    ];
+    let before = rebuilt
+        .iter()
+        .map(|tag| image_id(tag))
+        .collect::<Result<Vec<_>, _>>()?;
+    ensure_base(&workspace)?;
+    build_sidecar(&workspace, options.bottle_bin.as_deref())?;
+    build_test_agent(&workspace)?;
+    remove_replaced(&rebuilt, before)?;
+    println!("images: all built in {}", seconds(started.elapsed()));
+    Ok(())
+}
+
+/// Removes the images our tags pointed at before this run and no longer do, so that
+/// rebuilding after every change to `bottle` does not pile up untagged images.
+/// Best effort: an image still used by a container (or tagged elsewhere) stays.
+fn remove_replaced(tags: &[String], before: Vec<Option<String>>) -> Result<(), Failure> {
+    let after = tags
+        .iter()
+        .map(|tag| image_id(tag))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stale: Vec<String> = before
+        .into_iter()
+        .flatten()
+        .filter(|id| !after.contains(&Some(id.clone())))
+        .collect();
+    stale.sort();
+    stale.dedup();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let step = Step::start(&format!("removing {} replaced image(s)", stale.len()));
+    let mut cmd = Command::new("docker");
+    cmd.arg("rmi").args(&stale);
+    let ran = proc::run(cmd)?;
+    step.finish(if ran.status.success() {
+        ""
+    } else {
+        "some are still in use, kept, "
+    });
+    Ok(())
+}
+
+/// Where the workspace is, where its build output goes, and which cargo runs it.
+struct Workspace {
+    root: PathBuf,
+    target: PathBuf,
+    cargo: String,
+}
+
+impl Workspace {
+    /// Finds the workspace from xtask's own manifest and asks cargo for the target
+    /// directory (it may be moved by `CARGO_TARGET_DIR` or config).
+    fn locate() -> Result<Workspace, Failure> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives inside the workspace")
+            .to_path_buf();
+        // `cargo xtask` sets CARGO to the cargo that runs us; keep using that one.
+        let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["metadata", "--format-version", "1", "--no-deps"])
+            .current_dir(&root);
+        let line = proc::describe(&cmd);
+        let metadata = proc::checked(cmd)?;
+        // The JSON is on stdout; warnings, if any, precede it on stderr.
+        let target = metadata
+            .output
+            .lines()
+            .find_map(|l| json_string_field(l, "target_directory"))
+            .ok_or_else(|| Failure(format!("`{line}` printed no target_directory")))?;
+        Ok(Workspace {
+            root,
+            target: PathBuf::from(target),
+            cargo,
+        })
+    }
+
+    /// Our corner of the target directory: the cached rootfs tarball and build contexts.
+    fn cache_dir(&self) -> Result<PathBuf, Failure> {
+        let dir = self.target.join("bot-bottle");
+        fs::create_dir_all(&dir)
+            .map_err(|e| Failure(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(dir)
+    }
+}
+
+/// One progress line: `images: <what> ... <note><seconds>s`, printed in two halves
+/// so a slow step shows what it is doing while it runs.
+struct Step {
+    started: Instant,
+}
+
+impl Step {
+    fn start(what: &str) -> Step {
+        use std::io::Write;
+        print!("images: {what} ... ");
+        let _ = std::io::stdout().flush();
+        Step {
+            started: Instant::now(),
+        }
+    }
+
+    /// Ends the line with `note` (may be empty) and the elapsed seconds.
+    fn finish(self, note: &str) {
+        println!("{note}{}", seconds(self.started.elapsed()));
+    }
+
+    /// Runs `work` as this step, ending the line either way.
+    fn run<T>(self, work: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+        let result = work();
+        match &result {
+            Ok(_) => self.finish(""),
+            Err(_) => self.finish("failed after "),
+        }
+        result
+    }
+}
+
+/// Elapsed time for progress lines: tenths under ten seconds, whole seconds above.
+fn seconds(elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs < 10.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}s", elapsed.as_secs())
+    }
+}
+
+/// The engine's version and API version; a clear error when docker is absent or the
+/// daemon is not running.
+fn docker_engine() -> Result<(String, String), Failure> {
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "version",
+        "--format",
+        "{{.Server.Version}} {{.Server.APIVersion}}",
+    ]);
+    let ran = proc::run(cmd)?;
+    let out = ran.output.trim();
+    match out.split_once(' ') {
+        Some((server, api)) if ran.status.success() && !server.is_empty() => {
+            Ok((server.to_string(), api.to_string()))
+        }
+        _ => Err(Failure(format!(
+            "the Docker engine is not reachable (`docker version` failed); is dockerd running?\n{}",
+            proc::tail(out, 5)
+        ))),
+    }
+}
+
+/// Whether the engine has `image` (a name:tag).
+fn image_exists(image: &str) -> Result<bool, Failure> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["image", "inspect", "--format", "{{.Id}}", image]);
+    Ok(proc::run(cmd)?.status.success())
+}
+
+/// The ID of the image `tag` names, if the engine has it.
+fn image_id(tag: &str) -> Result<Option<String>, Failure> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["image", "inspect", "--format", "{{.Id}}", tag]);
+    let ran = proc::run(cmd)?;
+    let id = ran.output.trim();
+    Ok((ran.status.success() && !id.is_empty()).then(|| id.to_string()))
+}
+
+/// Step 1: makes sure [`BASE`] exists, by the cheapest route available.
+fn ensure_base(workspace: &Workspace) -> Result<(), Failure> {
+    if image_exists(BASE)? {
+        Step::start(&format!("base: {BASE} present, kept")).finish("");
+        return Ok(());
+    }
+    let tarball = workspace.cache_dir()?.join(BASE_TARBALL);
+    if tarball.is_file() {
+        Step::start(&format!(
+            "base: reusing the debootstrap rootfs cached in {}",
+            tarball.display()
+        ))
+        .finish("");
+    } else {
+        if base_from_registry(workspace)? {
+            return Ok(());
+        }
+        debootstrap_tarball(workspace, &tarball)?;
+    }
+    Step::start(&format!("base: docker import into {BASE}")).run(|| {
+        let mut cmd = Command::new("docker");
+        cmd.args(["import", "--change", IMPORT_PATH])
+            .args(["--change", r#"CMD ["/bin/bash"]"#])
+            .args(["--change", &format!("LABEL {IMAGE_LABEL}=base")])
+            .args([
+                "--message",
+                "bot-bottle base: debootstrap --variant=minbase bookworm",
+            ])
+            .arg(&tarball)
+            .arg(BASE);
+        proc::checked(cmd).map(drop)
+    })
+}
+
+/// The registry route: `debian:bookworm-slim` (local or pulled) plus the base
+/// packages. `Ok(false)` when there is no registry (expected in CI) or the package
+/// layer cannot be built, so the caller falls back to debootstrap.
+fn base_from_registry(workspace: &Workspace) -> Result<bool, Failure> {
+    if !image_exists(PULL_SOURCE)? {
+        let step = Step::start(&format!(
+            "base: docker pull {PULL_SOURCE} ({}s limit)",
+            PULL_TIMEOUT.as_secs()
+        ));
+        let mut cmd = Command::new("docker");
+        cmd.args(["pull", PULL_SOURCE]);
+        match proc::run_bounded(cmd, Some(PULL_TIMEOUT))? {
+            Bounded::TimedOut(output) => {
+                step.finish(&format!(
+                    "no answer in time (no registry reachable, expected here: {}), ",
+                    last_line(&output)
+                ));
+                return Ok(false);
+            }
+            Bounded::Finished(ran) if !ran.status.success() => {
+                step.finish(&format!(
+                    "unavailable (no registry reachable, expected here: {}), ",
+                    last_line(&ran.output)
+                ));
+                return Ok(false);
+            }
+            Bounded::Finished(_) => step.finish("pulled, "),
+        }
+    }
+    // The slim image lacks the base packages: add them in one layer. The registry
+    // answered, so Debian's mirrors are most likely reachable too.
+    let step = Step::start(&format!(
+        "base: {PULL_SOURCE} + {} (apt-get in docker build)",
+        BASE_PACKAGES.join(" ")
+    ));
+    let dockerfile = format!(
+        "FROM {PULL_SOURCE}\n\
+         RUN apt-get update \\\n \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {} \\\n \
+         && rm -rf /var/lib/apt/lists/*\n\
+         LABEL {IMAGE_LABEL}=base\n",
+        BASE_PACKAGES.join(" ")
+    );
+    match docker_build(workspace, "base", &dockerfile, &[], &[BASE], true) {
+        Ok(()) => {
+            step.finish("");
+            Ok(true)
+        }
+        Err(failure) => {
+            step.finish("failed, falling back to debootstrap, ");
+            eprintln!("images: base: {failure}");
+            Ok(false)
+        }
+    }
+}
+
+/// Bootstraps bookworm into a rootfs, tars it into `tarball` (written atomically, so
+/// an interrupted run never leaves a truncated cache) and removes the rootfs.
+fn debootstrap_tarball(workspace: &Workspace, tarball: &Path) -> Result<(), Failure> {
+    let debootstrap = find_program("debootstrap").ok_or_else(|| {
+        Failure::new(
+            "debootstrap is not installed, and no registry is reachable to pull the base image \
+             from: install it with `apt-get install debootstrap` and rerun",
+        )
+    })?;
+    if !is_root()? {
+        return Err(Failure::new(
+            "building the base image with debootstrap needs root: rerun `cargo xtask images` as root",
+        ));
+    }
+    let cache = workspace.cache_dir()?;
+    let rootfs = cache.join("base-bookworm.rootfs");
+    remove_stale_rootfs(&rootfs)?;
+
+    let mirror = env::var(MIRROR_VAR).ok().filter(|m| !m.trim().is_empty());
+    let from = match &mirror {
+        Some(m) => format!(" from {m}"),
+        None => String::new(),
+    };
+    Step::start(&format!(
+        "base: building with debootstrap{from} (no registry)"
+    ))
+    .run(|| {
+        let mut cmd = Command::new(&debootstrap);
+        cmd.arg("--variant=minbase")
+            .arg(format!("--include={}", BASE_PACKAGES.join(",")))
+            .arg("bookworm")
+            .arg(&rootfs);
+        if let Some(m) = &mirror {
+            cmd.arg(m);
+        }
+        proc::checked(cmd).map(drop).map_err(|f| {
+            Failure(format!(
+                "{f}\n(the full log, if debootstrap got that far: {})",
+                rootfs.join("debootstrap/debootstrap.log").display()
+            ))
+        })
+    })?;
+
+    Step::start(&format!("base: tar the rootfs into {}", tarball.display())).run(|| {
+        trim_rootfs(&rootfs)?;
+        let partial = tarball.with_extension("tar.partial");
+        let mut cmd = Command::new("tar");
+        cmd.arg("--numeric-owner")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&partial)
+            .arg(".");
+        proc::checked(cmd)?;
+        fs::rename(&partial, tarball).map_err(|e| {
+            Failure(format!(
+                "cannot move {} to {}: {e}",
+                partial.display(),
+                tarball.display()
+            ))
+        })?;
+        fs::remove_dir_all(&rootfs).map_err(|e| {
+            Failure(format!(
+                "cannot remove the rootfs {}: {e}",
+                rootfs.display()
+            ))
+        })
+    })
+}
+
+/// Removes a rootfs left by an interrupted run, unless something is still mounted
+/// inside it (an interrupted debootstrap can leave /proc mounted there, and deleting
+/// through a mount would be wrong).
+fn remove_stale_rootfs(rootfs: &Path) -> Result<(), Failure> {
+    if !rootfs.exists() {
+        return Ok(());
+    }
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let prefix = rootfs.to_string_lossy();
+    if let Some(mount) = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find(|m| m.starts_with(prefix.as_ref()))
+    {
+        return Err(Failure(format!(
+            "{mount} is still mounted inside a rootfs left by an interrupted run: \
+             `umount` it, then rerun"
+        )));
+    }
+    fs::remove_dir_all(rootfs).map_err(|e| {
+        Failure(format!(
+            "cannot remove the stale rootfs {}: {e}",
+            rootfs.display()
+        ))
+    })
+}
+
+/// Keeps later `apt-get install`s in derived images as slim as the base: the same
+/// exclusions Docker's official `-slim` Debian images use.
+const DPKG_SLIM: &str = "\
+# bot-bottle base: no docs, manuals or translations (licences stay)
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+path-exclude /usr/share/lintian/*
+";
+
+/// Drops what must not or need not be in the image: the host's resolv.conf and
+/// hostname (debootstrap copies them; docker provides its own at run time), apt's
+/// downloaded packages and package lists (`apt-get update` refetches them), and
+/// documentation, manuals and translations (a quarter of the rootfs; licences are
+/// kept). Installs [`DPKG_SLIM`] so derived images stay that way.
+fn trim_rootfs(rootfs: &Path) -> Result<(), Failure> {
+    for file in ["etc/resolv.conf", "etc/hostname"] {
+        let path = rootfs.join(file);
+        if path.symlink_metadata().is_ok() {
+            fs::remove_file(&path)
+                .map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;
+        }
+    }
+    let keep_only = |names: &'static [&'static str]| {
+        move |p: &Path| p.file_name().is_some_and(|n| names.iter().any(|k| n == *k))
+    };
+    remove_children(
+        &rootfs.join("var/cache/apt/archives"),
+        &keep_only(&["partial", "lock"]),
+    )?;
+    remove_children(
+        &rootfs.join("var/lib/apt/lists"),
+        &keep_only(&["partial", "lock"]),
+    )?;
+    remove_children(&rootfs.join("var/cache/apt"), &keep_only(&["archives"]))?;
+    remove_children(&rootfs.join("usr/share/man"), &keep_only(&[]))?;
+    remove_children(&rootfs.join("usr/share/info"), &keep_only(&[]))?;
+    remove_children(&rootfs.join("usr/share/lintian"), &keep_only(&[]))?;
+    remove_children(
+        &rootfs.join("usr/share/locale"),
+        &keep_only(&["locale.alias"]),
+    )?;
+    // Each package's doc directory keeps its copyright file; symlinked ones are tiny.
+    let docs = rootfs.join("usr/share/doc");
+    if let Ok(entries) = fs::read_dir(&docs) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                remove_children(&path, &keep_only(&["copyright"]))?;
+            }
+        }
+    }
+    let dpkg_cfg = rootfs.join("etc/dpkg/dpkg.cfg.d/bot-bottle-slim");
+    fs::write(&dpkg_cfg, DPKG_SLIM)
+        .map_err(|e| Failure(format!("cannot write {}: {e}", dpkg_cfg.display())))
+}
+
+/// Removes everything in `dir` that `keep` does not want; a missing `dir` is fine.
+fn remove_children(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<(), Failure> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if keep(&path) {
+            continue;
+        }
+        let removed = if path.is_dir() && !path.is_symlink() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Step 2: the sidecar image, `bottle` on the base, tagged with the version and `dev`.
+fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<(), Failure> {
+    let binary = match bottle_bin {
+        Some(path) => {
+            if !path.is_file() {
+                return Err(Failure(format!(
+                    "--bottle-bin {}: no such file",
+                    path.display()
+                )));
+            }
+            Step::start(&format!(
+                "sidecar: using the bottle binary {}",
+                path.display()
+            ))
+            .finish("");
+            path.to_path_buf()
+        }
+        None => {
+            let mut cmd = Command::new(&workspace.cargo);
+            cmd.args(["build", "--release", "-p", "cli", "--bin", "bottle"])
+                .current_dir(&workspace.root);
+            Step::start(&format!("sidecar: {}", proc::describe(&cmd)).replacen(
+                &workspace.cargo,
+                "cargo",
+                1,
+            ))
+            .run(|| proc::checked(cmd).map(drop))?;
+            let binary = workspace.target.join("release/bottle");
+            if !binary.is_file() {
+                return Err(Failure(format!(
+                    "cargo built the bottle binary, but not at {} (is CARGO_BUILD_TARGET set? \
+                     pass --bottle-bin PATH)",
+                    binary.display()
+                )));
+            }
+            binary
+        }
+    };
+
+    let versioned = sidecar_image();
+    Step::start(&format!(
+        "sidecar: docker build {versioned} + {SIDECAR_DEV}"
+    ))
+    .run(|| {
+        let dockerfile = format!(
+            "FROM {BASE}\n\
+             LABEL {IMAGE_LABEL}=sidecar dev.bot-bottle.version={VERSION}\n\
+             COPY bottle /usr/local/bin/bottle\n"
+        );
+        docker_build(
+            workspace,
+            "sidecar",
+            &dockerfile,
+            &[("bottle", &binary)],
+            &[&versioned, SIDECAR_DEV],
+            false,
+        )
+    })?;
+
+    // The binary was built on the host: make sure it runs on the base (glibc).
+    let step = Step::start(&format!(
+        "sidecar: smoke test `bottle --version` in {SIDECAR_DEV}"
+    ));
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        SIDECAR_DEV,
+        "bottle",
+        "--version",
+    ]);
+    match proc::checked(cmd) {
+        Ok(ran) => {
+            step.finish(&format!("{}, ", ran.output.trim()));
+            Ok(())
+        }
+        Err(failure) => {
+            step.finish("failed after ");
+            Err(Failure(format!(
+                "{failure}\n(a binary built on the host needs a glibc no newer than the base's: \
+                 build it on bookworm, or static)"
+            )))
+        }
+    }
+}
+
+/// Step 3: the e2e test agent, the base plus a non-root `agent` (uid 1000).
+fn build_test_agent(workspace: &Workspace) -> Result<(), Failure> {
+    Step::start(&format!("test-agent: docker build {TEST_AGENT}")).run(|| {
+        let dockerfile = format!(
+            "FROM {BASE}\n\
+             RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash agent\n\
+             LABEL {IMAGE_LABEL}=test-agent\n\
+             USER 1000:1000\n\
+             WORKDIR /home/agent\n"
+        );
+        docker_build(
+            workspace,
+            "test-agent",
+            &dockerfile,
+            &[],
+            &[TEST_AGENT],
+            false,
+        )
+    })
+}
+
+/// `docker build` from a fresh context holding `dockerfile` and `files` (name in the
+/// context, source path), tagging every one of `tags`. Builds without network unless
+/// `network` (only the registry route's apt layer needs it). The context is removed
+/// afterwards, success or not.
+fn docker_build(
+    workspace: &Workspace,
+    name: &str,
+    dockerfile: &str,
+    files: &[(&str, &Path)],
+    tags: &[&str],
+    network: bool,
+) -> Result<(), Failure> {
+    let context = TempDir::create(
+        &workspace
+            .cache_dir()?
+            .join(format!("context-{name}-{}", std::process::id())),
+    )?;
+    let write = |path: PathBuf, result: std::io::Result<()>| {
+        result.map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
+    };
+    let path = context.0.join("Dockerfile");
+    write(path.clone(), fs::write(&path, dockerfile))?;
+    for (file, source) in files {
+        let path = context.0.join(file);
+        write(path.clone(), fs::copy(source, &path).map(drop))?;
+    }
+
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_BUILDKIT", "0").arg("build");
+    if !network {
+        cmd.args(["--network", "none"]);
+    }
+    for tag in tags {
+        cmd.args(["--tag", tag]);
+    }
+    cmd.arg(&context.0);
+    proc::checked(cmd).map(drop)
+}
+
+/// A directory removed when dropped: build contexts never outlive their build.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create(path: &Path) -> Result<TempDir, Failure> {
+        if path.exists() {
+            let _ = fs::remove_dir_all(path);
+        }
+        fs::create_dir_all(path)
+            .map_err(|e| Failure(format!("cannot create {}: {e}", path.display())))?;
+        Ok(TempDir(path.to_path_buf()))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The last non-empty line of a command's output, for one-line progress notes.
+fn last_line(output: &str) -> &str {
+    output
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("no output")
+}
+
+/// Finds `name` on PATH, or in the sbin directories a non-root PATH often lacks.
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Whether we run as root (debootstrap needs it), via `id -u`.
+fn is_root() -> Result<bool, Failure> {
+    let mut cmd = Command::new("id");
+    cmd.arg("-u");
+    Ok(proc::checked(cmd)?.output.trim() == "0")
+}
+
+/// The string value of `"key":"..."` in a line of JSON, unescaped; enough JSON for
+/// `cargo metadata`'s `target_directory` without a parser dependency.
+fn json_string_field(json: &str, key: &str) -> Option<String> {
+    let needle = format!("\"{key}\":\"");
+    let start = json.find(&needle)? + needle.len();
+    let mut value = String::new();
+    let mut chars = json[start..].chars();
+    loop {
+        match chars.next()? {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                'n' => value.push('\n'),
+                't' => value.push('\t'),
+                'r' => value.push('\r'),
+                'b' => value.push('\u{8}'),
+                'f' => value.push('\u{c}'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    value.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                }
+                other => value.push(other),
+            },
+            c => value.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse_args(&[]), Ok(Options::default()));
+        assert_eq!(
+            parse_args(&args(&["--check", "--bottle-bin", "/x/bottle"])),
+            Ok(Options {
+                check: true,
+                bottle_bin: Some(PathBuf::from("/x/bottle")),
+            })
+        );
+        assert_eq!(
+            parse_args(&args(&["--bottle-bin=/y"])).map(|o| o.bottle_bin),
+            Ok(Some(PathBuf::from("/y")))
+        );
+        assert!(parse_args(&args(&["--bottle-bin"])).is_err());
+        assert!(parse_args(&args(&["--bottle-bin="])).is_err());
+        assert!(parse_args(&args(&["--frobnicate"])).is_err());
+    }
+
+    #[test]
+    fn the_sidecar_tag_is_the_workspace_version() {
+        assert_eq!(sidecar_image(), format!("bot-bottle/sidecar:{VERSION}"));
+        assert!(VERSION.split('.').count() == 3, "{VERSION}");
+    }
+
+    #[test]
+    fn json_strings() {
+        let json = r#"{"packages":[],"target_directory":"/w/my \"t\"\\dir\u00e9","version":1}"#;
+        assert_eq!(
+            json_string_field(json, "target_directory").as_deref(),
+            Some("/w/my \"t\"\\dir\u{e9}")
+        );
+        assert_eq!(json_string_field(json, "workspace_root"), None);
+        assert_eq!(json_string_field(r#"{"a":"unterminated"#, "a"), None);
+    }
+}
