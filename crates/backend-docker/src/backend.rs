@@ -18,6 +18,8 @@ pub struct NetworkSpec {
     pub name: String,
     /// `--internal`: no route off the machine.
     pub internal: bool,
+    /// `--subnet`: needed where compose pins a container's address.
+    pub subnet: Option<String>,
     /// Labels (slug, role).
     pub labels: BTreeMap<String, String>,
 }
@@ -115,10 +117,14 @@ pub trait Backend {
     fn engine_version(&self) -> Result<String>;
     /// Whether an image exists locally.
     fn image_exists(&self, reference: &str) -> Result<bool>;
+    /// The user an image runs as (`Config.User`; empty means root).
+    fn image_user(&self, reference: &str) -> Result<String>;
     /// Builds an image; the error carries the tail of the build log.
     fn build_image(&self, spec: &BuildSpec) -> Result<()>;
     /// Creates a network and reports its subnet.
     fn create_network(&self, spec: &NetworkSpec) -> Result<NetworkInfo>;
+    /// Reports an existing network's subnet (one this launch did not create).
+    fn inspect_network(&self, name: &str) -> Result<NetworkInfo>;
     /// Removes a network (missing is not an error).
     fn remove_network(&self, name: &str) -> Result<()>;
     /// Runs a compose command and captures its output.

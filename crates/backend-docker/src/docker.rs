@@ -157,6 +157,17 @@ impl Backend for DockerBackend {
         Ok(run("docker", &args, None, &[])?.success())
     }
 
+    fn image_user(&self, reference: &str) -> Result<String> {
+        let out = docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Config.User}}",
+            reference,
+        ])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     fn build_image(&self, spec: &BuildSpec) -> Result<()> {
         let mut args: Vec<OsString> = vec![
             "build".into(),
@@ -185,6 +196,10 @@ impl Backend for DockerBackend {
         if spec.internal {
             args.push("--internal".to_owned());
         }
+        if let Some(subnet) = &spec.subnet {
+            args.push("--subnet".to_owned());
+            args.push(subnet.clone());
+        }
         for (key, value) in &spec.labels {
             args.push("--label".to_owned());
             args.push(format!("{key}={value}"));
@@ -192,12 +207,16 @@ impl Backend for DockerBackend {
         args.push(spec.name.clone());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&refs)?;
+        self.inspect_network(&spec.name)
+    }
+
+    fn inspect_network(&self, name: &str) -> Result<NetworkInfo> {
         let inspected = docker(&[
             "network",
             "inspect",
             "--format",
             "{{json .IPAM.Config}}",
-            &spec.name,
+            name,
         ])?;
         let config: serde_json::Value =
             serde_json::from_slice(&inspected.stdout).unwrap_or_default();
@@ -209,12 +228,12 @@ impl Backend for DockerBackend {
         let cidr = first["Subnet"].as_str().unwrap_or_default().to_owned();
         if cidr.is_empty() {
             return Err(BackendError::Command {
-                command: format!("docker network inspect {}", spec.name),
+                command: format!("docker network inspect {name}"),
                 detail: "the engine assigned no subnet".into(),
             });
         }
         Ok(NetworkInfo {
-            name: spec.name.clone(),
+            name: name.to_owned(),
             cidr,
             gateway: first["Gateway"].as_str().map(str::to_owned),
         })

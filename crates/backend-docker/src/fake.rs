@@ -277,6 +277,10 @@ impl Backend for FakeBackend {
         Ok(self.state.borrow().images.contains(reference))
     }
 
+    fn image_user(&self, _reference: &str) -> Result<String> {
+        Ok("1000:1000".into())
+    }
+
     fn build_image(&self, spec: &BuildSpec) -> Result<()> {
         self.op(format!("build:{}", spec.tag))?;
         self.state.borrow_mut().images.insert(spec.tag.clone());
@@ -294,7 +298,16 @@ impl Backend for FakeBackend {
                 detail: "network already exists".into(),
             });
         }
-        let cidr = format!("10.250.{}.0/24", state.networks.len() % 250);
+        let cidr = spec
+            .subnet
+            .clone()
+            .unwrap_or_else(|| format!("10.250.{}.0/24", state.networks.len() % 250));
+        if state.networks.values().any(|n| n.cidr == cidr) {
+            return Err(BackendError::Command {
+                command: format!("docker network create {}", spec.name),
+                detail: "Pool overlaps with other one on this address space".into(),
+            });
+        }
         state.networks.insert(
             spec.name.clone(),
             FakeNetwork {
@@ -309,6 +322,23 @@ impl Backend for FakeBackend {
             name: spec.name.clone(),
             cidr,
             gateway: Some(gateway),
+        })
+    }
+
+    fn inspect_network(&self, name: &str) -> Result<NetworkInfo> {
+        self.op(format!("network-inspect:{name}"))?;
+        let state = self.state.borrow();
+        let network = state
+            .networks
+            .get(name)
+            .ok_or_else(|| BackendError::Command {
+                command: format!("docker network inspect {name}"),
+                detail: "No such network".into(),
+            })?;
+        Ok(NetworkInfo {
+            name: name.to_owned(),
+            cidr: network.cidr.clone(),
+            gateway: None,
         })
     }
 

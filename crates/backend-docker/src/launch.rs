@@ -29,6 +29,10 @@ pub struct LaunchOptions {
     pub sidecar_user: String,
     /// Create the egress network `--internal` too (e2e: nothing leaves the machine).
     pub egress_network_internal: bool,
+    /// Use this existing network as the egress network instead of creating one (e2e:
+    /// its fake internet sits there at addresses known before launch). The bottle
+    /// neither labels nor removes it.
+    pub egress_network: Option<String>,
     /// Extra egress settings (e2e's fake internet).
     pub egress_extras: EgressExtras,
     /// How long to wait for sidecars to become healthy.
@@ -156,8 +160,16 @@ fn launch_steps(
     let derived_dir = state_dir.join("derived-image");
     create_private_dir(&derived_dir)?;
     let workdir = plan.agent.workdir.display().to_string();
+    // The derived image only adds the project directory as working dir; it runs as the
+    // base image's user, so the agent has no more rights than its image gave it.
+    let user = backend.image_user(&base_image)?;
+    let restore_user = if user.is_empty() {
+        String::new()
+    } else {
+        format!("USER {user}\n")
+    };
     let dockerfile = format!(
-        "FROM {base_image}\nUSER root\nRUN mkdir -p {dir} && chmod 0777 {dir}\nWORKDIR {dir}\n",
+        "FROM {base_image}\nUSER root\nRUN mkdir -p {dir} && chmod 0777 {dir}\n{restore_user}WORKDIR {dir}\n",
         dir = shell_quote(&workdir)
     );
     state::write_atomic(
@@ -177,18 +189,29 @@ fn launch_steps(
 
     // 2. Networks, created outside compose and labelled; the internal CIDR inspected.
     check(interrupted)?;
-    let network = |role: &str, internal: bool| NetworkSpec {
+    let network = |role: &str, internal: bool, subnet: Option<String>| NetworkSpec {
         name: format!("bot-bottle-{slug}-{role}"),
         internal,
+        subnet,
         labels: BTreeMap::from([
             (LABEL_SLUG.to_owned(), slug.clone()),
             (LABEL_ROLE.to_owned(), role.to_owned()),
         ]),
     };
-    let internal = backend.create_network(&network("internal", true))?;
+    let internal = create_internal_network(backend, &network)?;
     teardown.remove_network(internal.name.clone());
-    let egress = backend.create_network(&network("egress", options.egress_network_internal))?;
-    teardown.remove_network(egress.name.clone());
+    let egress = match &options.egress_network {
+        Some(existing) => backend.inspect_network(existing)?,
+        None => {
+            let created = backend.create_network(&network(
+                "egress",
+                options.egress_network_internal,
+                None,
+            ))?;
+            teardown.remove_network(created.name.clone());
+            created
+        }
+    };
     let egress_ip = fixed_address(&internal.cidr, internal.gateway.as_deref())?;
 
     let mut facts = LaunchFacts {
@@ -238,7 +261,14 @@ fn launch_steps(
         created: options.now_unix.max(0) as u64,
         manifest: options.manifest.clone(),
         manifest_sha256: options.manifest_sha256.clone(),
-        networks: vec![internal.name.clone(), egress.name.clone()],
+        networks: std::iter::once(internal.name.clone())
+            .chain(
+                options
+                    .egress_network
+                    .is_none()
+                    .then(|| egress.name.clone()),
+            )
+            .collect(),
         agent_container: plan.agent.container_name.clone(),
         launcher_pid: options.launcher_pid,
         ready: false,
@@ -313,6 +343,38 @@ fn launch_steps(
     Ok(BottleHandle {
         metadata,
         state_dir,
+    })
+}
+
+/// Creates the internal network with a subnet of our choosing (compose can pin the
+/// egress sidecar's address only on a user-configured subnet): a random /24 in
+/// 10.213.0.0/16, retried on overlap with the engine's other networks.
+fn create_internal_network(
+    backend: &dyn Backend,
+    network: &dyn Fn(&str, bool, Option<String>) -> NetworkSpec,
+) -> Result<crate::backend::NetworkInfo> {
+    let [first, ..] = crate::ca::random_bytes::<1>()?;
+    let mut last_error = None;
+    for attempt in 0..32u8 {
+        let third = first.wrapping_add(attempt.wrapping_mul(37));
+        match backend.create_network(&network(
+            "internal",
+            true,
+            Some(format!("10.213.{third}.0/24")),
+        )) {
+            Ok(info) => return Ok(info),
+            Err(BackendError::Command { detail, .. }) if detail.contains("overlap") => {
+                last_error = Some(detail);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(BackendError::Command {
+        command: "docker network create --internal".into(),
+        detail: format!(
+            "no free /24 in 10.213.0.0/16 after 32 tries: {}",
+            last_error.unwrap_or_default()
+        ),
     })
 }
 

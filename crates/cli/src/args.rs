@@ -110,6 +110,9 @@ pub struct TestingArgs {
     /// Create the bottle's egress network `--internal` too, so nothing can leave.
     #[arg(long, hide = true)]
     pub egress_network_internal: bool,
+    /// Use this existing network as the bottle's egress network (never removed).
+    #[arg(long, hide = true, value_name = "NETWORK")]
+    pub egress_network: Option<String>,
     /// PEM bundle the egress proxy trusts for upstreams, beside the system roots.
     #[arg(long, hide = true, value_name = "FILE")]
     pub egress_extra_ca: Option<PathBuf>,

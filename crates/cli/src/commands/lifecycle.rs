@@ -70,6 +70,7 @@ pub fn start(
         sidecar_image: engine::sidecar_image(),
         sidecar_user: host::owner_of(&state_root),
         egress_network_internal: testing.egress_network_internal,
+        egress_network: testing.egress_network.clone(),
         egress_extras: extras,
         health_timeout: Duration::from_secs(testing.health_timeout),
         now_unix: now_unix(),
