@@ -372,7 +372,10 @@ impl Backend for DockerBackend {
         }
         let mut args = vec!["inspect", "--format", "{{json .}}"];
         args.extend(ids.iter().map(String::as_str));
-        let inspected = docker(&args)?;
+        // A container can vanish between `ps` and `inspect` (compose removing it):
+        // keep what could still be inspected.
+        let os_args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let inspected = run("docker", &os_args, None, &[])?;
         let mut containers = Vec::new();
         for line in String::from_utf8_lossy(&inspected.stdout).lines() {
             let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {

@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use compose_render::{AGENT_SERVICE, LABEL_ROLE, LABEL_SLUG, LaunchFacts, render, to_yaml};
+use compose_render::{
+    AGENT_SERVICE, LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT, LaunchFacts, render, to_yaml,
+};
 use plan::{BottlePlan, ImagePlan};
 
 use crate::backend::{Backend, BuildSpec, ComposeCall, ExecSpec, NetworkSpec};
@@ -118,6 +120,25 @@ fn launch_steps(
     create_private_dir(&options.state_root)?;
     create_private_dir(&state_dir)?;
     teardown.remove_state_dir();
+    // Metadata first: from here on `gc` can tell a launch in progress (live launcher)
+    // from one whose launcher died.
+    let project = compose_project(&slug);
+    let compose_file = state_dir.join(COMPOSE_FILE);
+    let mut metadata = Metadata {
+        slug: slug.clone(),
+        agent: plan.agent.name.clone(),
+        compose_project: project.clone(),
+        compose_file: compose_file.clone(),
+        created: options.now_unix.max(0) as u64,
+        manifest: options.manifest.clone(),
+        manifest_sha256: options.manifest_sha256.clone(),
+        networks: Vec::new(),
+        agent_container: plan.agent.container_name.clone(),
+        launcher_pid: options.launcher_pid,
+        ready: false,
+        files: Vec::new(),
+    };
+    metadata.write(&state_dir)?;
 
     // 1. Images: the agent image, then the derived image whose workdir is the project.
     check(interrupted)?;
@@ -196,6 +217,10 @@ fn launch_steps(
         labels: BTreeMap::from([
             (LABEL_SLUG.to_owned(), slug.clone()),
             (LABEL_ROLE.to_owned(), role.to_owned()),
+            (
+                LABEL_STATE_ROOT.to_owned(),
+                options.state_root.display().to_string(),
+            ),
         ]),
     };
     let internal = create_internal_network(backend, &network)?;
@@ -251,29 +276,14 @@ fn launch_steps(
     }
 
     // 5. Compose file and metadata; 6. compose up with secrets only in its environment.
-    let project = compose_project(&slug);
-    let compose_file = state_dir.join(COMPOSE_FILE);
-    let mut metadata = Metadata {
-        slug: slug.clone(),
-        agent: plan.agent.name.clone(),
-        compose_project: project.clone(),
-        compose_file: compose_file.clone(),
-        created: options.now_unix.max(0) as u64,
-        manifest: options.manifest.clone(),
-        manifest_sha256: options.manifest_sha256.clone(),
-        networks: std::iter::once(internal.name.clone())
-            .chain(
-                options
-                    .egress_network
-                    .is_none()
-                    .then(|| egress.name.clone()),
-            )
-            .collect(),
-        agent_container: plan.agent.container_name.clone(),
-        launcher_pid: options.launcher_pid,
-        ready: false,
-        files: Vec::new(),
-    };
+    metadata.networks = std::iter::once(internal.name.clone())
+        .chain(
+            options
+                .egress_network
+                .is_none()
+                .then(|| egress.name.clone()),
+        )
+        .collect();
     let mut plan = plan.clone();
     let env = compose_render::compose_process_env(&plan);
     teardown.compose_down(project.clone(), compose_file.clone());

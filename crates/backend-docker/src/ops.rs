@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use compose_render::{EGRESS_PROXY_PORT, EGRESS_SERVICE, LABEL_ROLE, LABEL_SLUG};
+use compose_render::{EGRESS_PROXY_PORT, EGRESS_SERVICE, LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT};
 
 use crate::backend::{Backend, ContainerInfo, ExecSpec};
 use crate::error::{BackendError, Result};
@@ -45,7 +45,9 @@ pub fn list(backend: &dyn Backend, state_root: &Path) -> Result<Vec<BottleStatus
         }
     }
     let mut by_slug: BTreeMap<String, Vec<ContainerInfo>> = BTreeMap::new();
-    for container in backend.containers_with_label(LABEL_SLUG)? {
+    // Only this state root's bottles: another root (another user, another test) owns
+    // its own.
+    for container in backend.containers_with_label(&root_label(state_root))? {
         if let Some(slug) = container.labels.get(LABEL_SLUG).cloned() {
             slugs.insert(slug.clone());
             by_slug.entry(slug).or_default().push(container);
@@ -63,6 +65,10 @@ pub fn list(backend: &dyn Backend, state_root: &Path) -> Result<Vec<BottleStatus
             }
         })
         .collect())
+}
+
+fn root_label(state_root: &Path) -> String {
+    format!("{LABEL_STATE_ROOT}={}", state_root.display())
 }
 
 /// One bottle by slug (error if neither disk nor engine knows it).
@@ -138,31 +144,34 @@ fn remove_bottle(
         }
     }
     // Whatever compose did not remove (no compose file, a half-started project).
-    let label = format!("{LABEL_SLUG}={}", bottle.slug);
-    match backend.containers_with_label(&label) {
-        Ok(left) => {
-            let ids: Vec<String> = left.into_iter().map(|c| c.id).collect();
-            if let Err(e) = backend.remove_containers(&ids) {
-                problems.push(e);
-            }
-        }
-        Err(e) => problems.push(e),
-    }
-    match backend.networks_with_label(&label) {
-        Ok(networks) => {
-            for network in networks {
-                if let Err(e) = backend.remove_network(&network) {
-                    problems.push(e);
-                }
-            }
-        }
-        Err(e) => problems.push(e),
-    }
+    problems.extend(sweep_labelled(backend, &bottle.slug));
     if let Err(e) = backend.remove_image(&format!("bot-bottle/derived:{}", bottle.slug)) {
         problems.push(e);
     }
     if let Err(e) = archive_log_and_remove(state_root, &bottle.slug) {
         problems.push(e);
+    }
+    problems
+}
+
+/// Removes containers and networks carrying the bottle's label.
+fn sweep_labelled(backend: &dyn Backend, slug: &str) -> Vec<BackendError> {
+    let mut problems = Vec::new();
+    let label = format!("{LABEL_SLUG}={slug}");
+    match backend.containers_with_label(&label) {
+        Ok(left) => {
+            let ids: Vec<String> = left.into_iter().map(|c| c.id).collect();
+            problems.extend(backend.remove_containers(&ids).err());
+        }
+        Err(e) => problems.push(e),
+    }
+    match backend.networks_with_label(&label) {
+        Ok(networks) => problems.extend(
+            networks
+                .iter()
+                .filter_map(|n| backend.remove_network(n).err()),
+        ),
+        Err(e) => problems.push(e),
     }
     problems
 }
@@ -200,7 +209,7 @@ pub fn gc(
     let mut garbage = Vec::new();
     let mut problems = Vec::new();
     let mut labelled_networks: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for network in backend.networks_with_label(LABEL_SLUG)? {
+    for network in backend.networks_with_label(&root_label(state_root))? {
         let slug = network
             .strip_prefix("bot-bottle-")
             .and_then(|rest| rest.rsplit_once('-').map(|(slug, _)| slug.to_owned()))
@@ -250,6 +259,12 @@ pub fn gc(
         }
         if !dry_run {
             problems.extend(remove_bottle(backend, state_root, &bottle));
+            if matches!(reason, GarbageReason::LauncherDied { .. }) {
+                // The dead launcher's `compose up` child may outlive it and still be
+                // creating containers: sweep the labels once more after it settles.
+                std::thread::sleep(Duration::from_secs(2));
+                problems.extend(sweep_labelled(backend, &bottle.slug));
+            }
         }
         garbage.push(Garbage {
             slug: bottle.slug,

@@ -47,6 +47,11 @@ impl LaunchFacts {
         }
     }
 
+    /// The state root that owns this bottle (the state dir's parent).
+    pub fn state_root(&self) -> &Path {
+        self.state_dir.parent().unwrap_or(&self.state_dir)
+    }
+
     /// Host directory bind-mounted read-only into the egress sidecar (policy, CA).
     pub fn egress_config_dir(&self) -> PathBuf {
         self.state_dir.join("egress/config")

@@ -44,6 +44,9 @@ pub const SIDECAR_AUDIT_DIR: &str = "/var/log/bot-bottle";
 pub const LABEL_SLUG: &str = "dev.bot-bottle.slug";
 /// Agent name label.
 pub const LABEL_AGENT: &str = "dev.bot-bottle.agent";
+/// State root label: which state directory owns the bottle, so `ls` and `gc` of one
+/// state root never touch another's bottles.
+pub const LABEL_STATE_ROOT: &str = "dev.bot-bottle.state-root";
 /// Role label: agent, egress, git-gate or supervise.
 pub const LABEL_ROLE: &str = "dev.bot-bottle.role";
 
@@ -114,11 +117,15 @@ fn host_path(path: &Path) -> String {
     literal(&path.display().to_string())
 }
 
-fn labels(plan: &BottlePlan, role: &str) -> BTreeMap<String, String> {
+fn labels(plan: &BottlePlan, facts: &LaunchFacts, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_SLUG.to_owned(), plan.slug.to_string()),
         (LABEL_AGENT.to_owned(), literal(&plan.agent.name)),
         (LABEL_ROLE.to_owned(), role.to_owned()),
+        (
+            LABEL_STATE_ROOT.to_owned(),
+            literal(&facts.state_root().display().to_string()),
+        ),
     ])
 }
 
@@ -135,7 +142,7 @@ fn hardened_sidecar(plan: &BottlePlan, facts: &LaunchFacts, role: &str, port: u1
             SIDECAR_CONFIG_DIR.to_owned(),
         ]),
         user: Some(facts.sidecar_user.clone()),
-        labels: labels(plan, role),
+        labels: labels(plan, facts, role),
         cap_drop: vec!["ALL".to_owned()],
         security_opt: vec!["no-new-privileges:true".to_owned()],
         read_only: Some(true),
@@ -307,7 +314,7 @@ fn agent_service(
         )],
         networks: BTreeMap::from([(INTERNAL_NETWORK.to_owned(), ServiceNetwork::default())]),
         dns: vec![facts.egress_ip.clone()],
-        labels: labels(plan, AGENT_SERVICE),
+        labels: labels(plan, facts, AGENT_SERVICE),
         cap_drop: vec!["ALL".to_owned()],
         // Enough for provisioning (`docker exec -u root` copying files, installing the
         // CA) and ordinary package installs; nothing that touches the network stack.

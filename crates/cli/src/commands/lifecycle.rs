@@ -23,8 +23,10 @@ fn user_error(error: BackendError) -> CliError {
     CliError::User(error.to_string())
 }
 
+/// The state root, absolute: it is also a label value that `ls` and `gc` match.
 fn state_root() -> Result<std::path::PathBuf, CliError> {
-    state::state_root(&host::environment()).map_err(user_error)
+    let root = state::state_root(&host::environment()).map_err(user_error)?;
+    Ok(std::path::absolute(&root).unwrap_or(root))
 }
 
 fn now_unix() -> i64 {

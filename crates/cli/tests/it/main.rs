@@ -1,5 +1,6 @@
 //! Integration tests: the real `bottle` binary against the fixtures.
 
+mod docker;
 mod fixtures;
 mod lifecycle;
 mod plan_cmd;

@@ -1,0 +1,215 @@
+//! The lifecycle on a real Docker engine, through the real binary. Gated at run time:
+//! without an engine or the images (`cargo xtask images`) it skips with a message,
+//! except under CI, where it must run.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command as Std;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+use crate::fixtures::bottle;
+
+const AGENT_IMAGE: &str = "bot-bottle/test-agent:dev";
+const SENTINEL: &str = "sentinel-docker-secret-7f3a9c";
+const TOKEN: &str = "sentinel-docker-token-51be0d";
+
+fn docker_ready() -> bool {
+    let works = |args: &[&str]| Std::new("docker").args(args).output().is_ok_and(|o| o.status.success());
+    let sidecar = format!("bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION"));
+    let ready = works(&["info"]) && works(&["image", "inspect", AGENT_IMAGE]) && works(&["image", "inspect", &sidecar]);
+    if !ready {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the Docker tests: start the engine and run `cargo xtask images`"
+        );
+        eprintln!("SKIPPED: no Docker engine or no images (run `cargo xtask images`)");
+    }
+    ready
+}
+
+struct Bottles {
+    dir: tempfile::TempDir,
+}
+
+impl Bottles {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn manifest(&self) -> PathBuf {
+        let path = self.dir.path().join("bottle.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "bottles:\n  box:\n    image: {{ref: {AGENT_IMAGE}}}\n    env:\n      MODE: test\n      SECRET_THING: {{value: \"${{DOCKER_TEST_SECRET}}\", secret: true}}\n    egress:\n      allow:\n        - host: api.example.com\n      routes:\n        - host: api.example.com\n          header: x-api-key\n          token_env: DOCKER_TEST_TOKEN\nagents:\n  box:\n    bottle: box\n    command: [bash]\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+    fn bottle(&self) -> Command {
+        let mut cmd = bottle();
+        cmd.env("BOT_BOTTLE_STATE_DIR", self.state())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("DOCKER_TEST_SECRET", SENTINEL)
+            .env("DOCKER_TEST_TOKEN", TOKEN);
+        cmd
+    }
+    fn start(&self, extra: &[&str]) -> String {
+        let manifest = self.manifest();
+        let output = self
+            .bottle()
+            .args(["start", "box", "-d", "-f", manifest.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "start failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+    fn exec(&self, slug: &str, script: &str) -> (i32, String) {
+        let output = self.bottle().args(["exec", slug, "--", "sh", "-c", script]).output().unwrap();
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        (output.status.code().unwrap_or(-1), text)
+    }
+}
+
+fn labelled(kind: &str, slug: &str) -> Vec<String> {
+    let filter = format!("label=dev.bot-bottle.slug={slug}");
+    let args: Vec<&str> = match kind {
+        "container" => vec!["ps", "-a", "-q", "--filter", &filter],
+        _ => vec!["network", "ls", "-q", "--filter", &filter],
+    };
+    let out = Std::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+}
+
+fn everything_in(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&everything_in(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}
+
+/// Removes the bottle even when an assertion fails half way.
+struct DownOnDrop<'a>(&'a Bottles, String);
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.bottle().args(["down", &self.1]).output();
+    }
+}
+
+#[test]
+fn real_bottle_start_ls_exec_egress_down() {
+    if !docker_ready() {
+        return;
+    }
+    let bottles = Bottles::new();
+    let slug = bottles.start(&["--egress-static-host", "later.test=127.0.0.1"]);
+    let guard = DownOnDrop(&bottles, slug.clone());
+    let state_dir = bottles.state().join(&slug);
+
+    let ls = bottles.bottle().args(["ls", "--json"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(listed[0]["slug"], slug.as_str());
+    assert_eq!(listed[0]["running"], true, "{listed}");
+
+    // The agent runs as its image's user, in the project dir, with placeholders only.
+    let (code, out) = bottles.exec(&slug, "id -u; env");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("1000\n"), "{out}");
+    assert!(out.contains("MODE=test") && out.contains("SECRET_THING=") && !out.contains(TOKEN), "{out}");
+    assert!(out.contains("DOCKER_TEST_TOKEN=") && out.contains("bottle-placeholder"), "{out}");
+
+    // Denied by the allowlist, with the hint.
+    let (_, out) = bottles.exec(&slug, "curl -sS -m 10 http://later.test/x");
+    assert!(out.contains("not in the bottle's egress allowlist"), "{out}");
+    assert!(out.contains(&format!("bottle egress allow {slug} later.test")), "{out}");
+
+    // Allowed after `egress allow` without a restart: now SSRF (127.0.0.1) stops it.
+    let policy = state_dir.join("egress/config/policy.json");
+    let before = std::fs::read(&policy).unwrap();
+    bottles.bottle().args(["egress", "allow", &slug, "later.test"]).assert().success();
+    assert_ne!(std::fs::read(&policy).unwrap(), before);
+    assert_eq!(std::fs::metadata(&policy).unwrap().permissions().mode() & 0o777, 0o600);
+    let (_, out) = bottles.exec(&slug, "curl -sS -m 10 http://later.test/x");
+    assert!(out.contains("an internal address") && !out.contains("allowlist"), "{out}");
+    // A bad change is refused and changes nothing.
+    let after = std::fs::read(&policy).unwrap();
+    bottles.bottle().args(["egress", "allow", &slug, "bad host"]).assert().code(1);
+    assert_eq!(std::fs::read(&policy).unwrap(), after);
+
+    // Outside names do not resolve inside the bottle.
+    let (code, _) = bottles.exec(&slug, "getent hosts example.com");
+    assert_ne!(code, 0, "an outside name resolved");
+
+    // Modes and secrets on disk.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state_dir), 0o700);
+    assert_eq!(mode(&state_dir.join("egress/config/ca-key.pem")), 0o600);
+    let on_disk = everything_in(&state_dir);
+    assert!(!on_disk.contains(SENTINEL) && !on_disk.contains(TOKEN), "a secret is in the state dir");
+
+    drop(guard);
+    assert!(labelled("container", &slug).is_empty(), "containers left after down");
+    assert!(labelled("network", &slug).is_empty(), "networks left after down");
+    assert!(!state_dir.exists(), "state left after down");
+    let log = std::fs::read_to_string(bottles.state().join("logs").join(format!("{slug}.compose.log"))).unwrap();
+    assert!(!log.contains(SENTINEL) && !log.contains(TOKEN), "a secret is in compose.log");
+}
+
+#[test]
+fn real_launcher_killed_mid_start_is_collected_by_gc() {
+    if !docker_ready() {
+        return;
+    }
+    let bottles = Bottles::new();
+    let manifest = bottles.manifest();
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("bottle"))
+        .env("BOT_BOTTLE_STATE_DIR", bottles.state())
+        .env("DOCKER_TEST_SECRET", SENTINEL)
+        .env("DOCKER_TEST_TOKEN", TOKEN)
+        .args(["start", "box", "-d", "-f", manifest.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has created its networks (before compose up finishes).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let slug = loop {
+        assert!(Instant::now() < deadline, "the launch never created its networks");
+        let dirs: Vec<String> = std::fs::read_dir(bottles.state())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "logs")
+            .collect();
+        if let Some(slug) = dirs.first()
+            && !labelled("network", slug).is_empty()
+        {
+            break slug.clone();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dry = bottles.bottle().args(["gc", "--dry-run"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&dry.stdout).contains(&slug), "{}", String::from_utf8_lossy(&dry.stdout));
+    // Whatever compose may still be creating settles within a few seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    bottles.bottle().arg("gc").assert().success();
+    assert!(labelled("container", &slug).is_empty(), "containers left after gc");
+    assert!(labelled("network", &slug).is_empty(), "networks left after gc");
+    assert!(!bottles.state().join(&slug).exists(), "state left after gc");
+}
