@@ -117,6 +117,8 @@ pub trait Backend {
     fn engine_version(&self) -> Result<String>;
     /// Whether an image exists locally.
     fn image_exists(&self, reference: &str) -> Result<bool>;
+    /// The image's id (`sha256:...`).
+    fn image_id(&self, reference: &str) -> Result<String>;
     /// The user an image runs as (`Config.User`; empty means root).
     fn image_user(&self, reference: &str) -> Result<String>;
     /// Builds an image; the error carries the tail of the build log.

@@ -157,6 +157,11 @@ impl Backend for DockerBackend {
         Ok(run("docker", &args, None, &[])?.success())
     }
 
+    fn image_id(&self, reference: &str) -> Result<String> {
+        let out = docker(&["image", "inspect", "--format", "{{.Id}}", reference])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     fn image_user(&self, reference: &str) -> Result<String> {
         let out = docker(&[
             "image",

@@ -277,6 +277,10 @@ impl Backend for FakeBackend {
         Ok(self.state.borrow().images.contains(reference))
     }
 
+    fn image_id(&self, reference: &str) -> Result<String> {
+        Ok(format!("sha256:fake-{reference}"))
+    }
+
     fn image_user(&self, _reference: &str) -> Result<String> {
         Ok("1000:1000".into())
     }

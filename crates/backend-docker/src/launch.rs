@@ -54,6 +54,9 @@ pub struct BottleHandle {
     pub state_dir: PathBuf,
 }
 
+/// Repository of derived agent images (a content-addressed cache shared by bottles).
+pub const DERIVED_IMAGE_REPO: &str = "bot-bottle/derived";
+
 /// Compose project name of a slug.
 pub fn compose_project(slug: &str) -> String {
     format!("bot-bottle-{slug}")
@@ -142,7 +145,6 @@ fn launch_steps(
 
     // 1. Images: the agent image, then the derived image whose workdir is the project.
     check(interrupted)?;
-    let labels = BTreeMap::from([(LABEL_SLUG.to_owned(), slug.clone())]);
     let base_image = match &plan.image {
         ImagePlan::Existing { reference } => {
             if !backend.image_exists(reference)? {
@@ -177,12 +179,11 @@ fn launch_steps(
         });
     }
     check(interrupted)?;
-    let agent_image = format!("bot-bottle/derived:{slug}");
-    let derived_dir = state_dir.join("derived-image");
-    create_private_dir(&derived_dir)?;
-    let workdir = plan.agent.workdir.display().to_string();
     // The derived image only adds the project directory as working dir; it runs as the
-    // base image's user, so the agent has no more rights than its image gave it.
+    // base image's user, so the agent has no more rights than its image gave it. It is
+    // content-addressed (base image id + Dockerfile) and kept as a cache: warm starts
+    // skip the build.
+    let workdir = plan.agent.workdir.display().to_string();
     let user = backend.image_user(&base_image)?;
     let restore_user = if user.is_empty() {
         String::new()
@@ -193,20 +194,28 @@ fn launch_steps(
         "FROM {base_image}\nUSER root\nRUN mkdir -p {dir} && chmod 0777 {dir}\n{restore_user}WORKDIR {dir}\n",
         dir = shell_quote(&workdir)
     );
-    state::write_atomic(
-        &derived_dir.join("Dockerfile"),
-        dockerfile.as_bytes(),
-        0o600,
-    )?;
-    let started = Instant::now();
-    backend.build_image(&BuildSpec {
-        context: derived_dir.clone(),
-        dockerfile: derived_dir.join("Dockerfile"),
-        tag: agent_image.clone(),
-        labels: labels.clone(),
-    })?;
-    teardown.remove_image(agent_image.clone());
-    progress.done("derived image built", started.elapsed());
+    let base_id = backend.image_id(&base_image)?;
+    let digest = sidecar_config::policy_version(format!("{base_id}\n{dockerfile}").as_bytes());
+    let agent_image = format!("{DERIVED_IMAGE_REPO}:{}", &digest[..16]);
+    if backend.image_exists(&agent_image)? {
+        progress.step(&format!("derived image {agent_image} is cached"));
+    } else {
+        let derived_dir = state_dir.join("derived-image");
+        create_private_dir(&derived_dir)?;
+        state::write_atomic(
+            &derived_dir.join("Dockerfile"),
+            dockerfile.as_bytes(),
+            0o600,
+        )?;
+        let started = Instant::now();
+        backend.build_image(&BuildSpec {
+            context: derived_dir.clone(),
+            dockerfile: derived_dir.join("Dockerfile"),
+            tag: agent_image.clone(),
+            labels: BTreeMap::from([("dev.bot-bottle.image".to_owned(), "derived".to_owned())]),
+        })?;
+        progress.done("derived image built", started.elapsed());
+    }
 
     // 2. Networks, created outside compose and labelled; the internal CIDR inspected.
     check(interrupted)?;

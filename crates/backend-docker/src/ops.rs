@@ -145,9 +145,7 @@ fn remove_bottle(
     }
     // Whatever compose did not remove (no compose file, a half-started project).
     problems.extend(sweep_labelled(backend, &bottle.slug));
-    if let Err(e) = backend.remove_image(&format!("bot-bottle/derived:{}", bottle.slug)) {
-        problems.push(e);
-    }
+    // Derived images are a content-addressed cache shared by bottles: they stay.
     if let Err(e) = archive_log_and_remove(state_root, &bottle.slug) {
         problems.push(e);
     }

@@ -16,9 +16,16 @@ const SENTINEL: &str = "sentinel-docker-secret-7f3a9c";
 const TOKEN: &str = "sentinel-docker-token-51be0d";
 
 fn docker_ready() -> bool {
-    let works = |args: &[&str]| Std::new("docker").args(args).output().is_ok_and(|o| o.status.success());
+    let works = |args: &[&str]| {
+        Std::new("docker")
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     let sidecar = format!("bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION"));
-    let ready = works(&["info"]) && works(&["image", "inspect", AGENT_IMAGE]) && works(&["image", "inspect", &sidecar]);
+    let ready = works(&["info"])
+        && works(&["image", "inspect", AGENT_IMAGE])
+        && works(&["image", "inspect", &sidecar]);
     if !ready {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -35,7 +42,9 @@ struct Bottles {
 
 impl Bottles {
     fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn state(&self) -> PathBuf {
         self.dir.path().join("state")
@@ -67,11 +76,19 @@ impl Bottles {
             .args(extra)
             .output()
             .unwrap();
-        assert!(output.status.success(), "start failed:\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "start failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap().trim().to_owned()
     }
     fn exec(&self, slug: &str, script: &str) -> (i32, String) {
-        let output = self.bottle().args(["exec", slug, "--", "sh", "-c", script]).output().unwrap();
+        let output = self
+            .bottle()
+            .args(["exec", slug, "--", "sh", "-c", script])
+            .output()
+            .unwrap();
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
         (output.status.code().unwrap_or(-1), text)
@@ -85,7 +102,10 @@ fn labelled(kind: &str, slug: &str) -> Vec<String> {
         _ => vec!["network", "ls", "-q", "--filter", &filter],
     };
     let out = Std::new("docker").args(args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn everything_in(dir: &Path) -> String {
@@ -128,25 +148,51 @@ fn real_bottle_start_ls_exec_egress_down() {
     let (code, out) = bottles.exec(&slug, "id -u; env");
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("1000\n"), "{out}");
-    assert!(out.contains("MODE=test") && out.contains("SECRET_THING=") && !out.contains(TOKEN), "{out}");
-    assert!(out.contains("DOCKER_TEST_TOKEN=") && out.contains("bottle-placeholder"), "{out}");
+    assert!(
+        out.contains("MODE=test") && out.contains("SECRET_THING=") && !out.contains(TOKEN),
+        "{out}"
+    );
+    assert!(
+        out.contains("DOCKER_TEST_TOKEN=") && out.contains("bottle-placeholder"),
+        "{out}"
+    );
 
     // Denied by the allowlist, with the hint.
     let (_, out) = bottles.exec(&slug, "curl -sS -m 10 http://later.test/x");
-    assert!(out.contains("not in the bottle's egress allowlist"), "{out}");
-    assert!(out.contains(&format!("bottle egress allow {slug} later.test")), "{out}");
+    assert!(
+        out.contains("not in the bottle's egress allowlist"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("bottle egress allow {slug} later.test")),
+        "{out}"
+    );
 
     // Allowed after `egress allow` without a restart: now SSRF (127.0.0.1) stops it.
     let policy = state_dir.join("egress/config/policy.json");
     let before = std::fs::read(&policy).unwrap();
-    bottles.bottle().args(["egress", "allow", &slug, "later.test"]).assert().success();
+    bottles
+        .bottle()
+        .args(["egress", "allow", &slug, "later.test"])
+        .assert()
+        .success();
     assert_ne!(std::fs::read(&policy).unwrap(), before);
-    assert_eq!(std::fs::metadata(&policy).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&policy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let (_, out) = bottles.exec(&slug, "curl -sS -m 10 http://later.test/x");
-    assert!(out.contains("an internal address") && !out.contains("allowlist"), "{out}");
+    assert!(
+        out.contains("an internal address") && !out.contains("allowlist"),
+        "{out}"
+    );
     // A bad change is refused and changes nothing.
     let after = std::fs::read(&policy).unwrap();
-    bottles.bottle().args(["egress", "allow", &slug, "bad host"]).assert().code(1);
+    bottles
+        .bottle()
+        .args(["egress", "allow", &slug, "bad host"])
+        .assert()
+        .code(1);
     assert_eq!(std::fs::read(&policy).unwrap(), after);
 
     // Outside names do not resolve inside the bottle.
@@ -158,14 +204,32 @@ fn real_bottle_start_ls_exec_egress_down() {
     assert_eq!(mode(&state_dir), 0o700);
     assert_eq!(mode(&state_dir.join("egress/config/ca-key.pem")), 0o600);
     let on_disk = everything_in(&state_dir);
-    assert!(!on_disk.contains(SENTINEL) && !on_disk.contains(TOKEN), "a secret is in the state dir");
+    assert!(
+        !on_disk.contains(SENTINEL) && !on_disk.contains(TOKEN),
+        "a secret is in the state dir"
+    );
 
     drop(guard);
-    assert!(labelled("container", &slug).is_empty(), "containers left after down");
-    assert!(labelled("network", &slug).is_empty(), "networks left after down");
+    assert!(
+        labelled("container", &slug).is_empty(),
+        "containers left after down"
+    );
+    assert!(
+        labelled("network", &slug).is_empty(),
+        "networks left after down"
+    );
     assert!(!state_dir.exists(), "state left after down");
-    let log = std::fs::read_to_string(bottles.state().join("logs").join(format!("{slug}.compose.log"))).unwrap();
-    assert!(!log.contains(SENTINEL) && !log.contains(TOKEN), "a secret is in compose.log");
+    let log = std::fs::read_to_string(
+        bottles
+            .state()
+            .join("logs")
+            .join(format!("{slug}.compose.log")),
+    )
+    .unwrap();
+    assert!(
+        !log.contains(SENTINEL) && !log.contains(TOKEN),
+        "a secret is in compose.log"
+    );
 }
 
 #[test]
@@ -187,7 +251,10 @@ fn real_launcher_killed_mid_start_is_collected_by_gc() {
     // Kill it once it has created its networks (before compose up finishes).
     let deadline = Instant::now() + Duration::from_secs(120);
     let slug = loop {
-        assert!(Instant::now() < deadline, "the launch never created its networks");
+        assert!(
+            Instant::now() < deadline,
+            "the launch never created its networks"
+        );
         let dirs: Vec<String> = std::fs::read_dir(bottles.state())
             .into_iter()
             .flatten()
@@ -205,11 +272,21 @@ fn real_launcher_killed_mid_start_is_collected_by_gc() {
     child.kill().unwrap();
     child.wait().unwrap();
     let dry = bottles.bottle().args(["gc", "--dry-run"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&dry.stdout).contains(&slug), "{}", String::from_utf8_lossy(&dry.stdout));
+    assert!(
+        String::from_utf8_lossy(&dry.stdout).contains(&slug),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
     // Whatever compose may still be creating settles within a few seconds.
     std::thread::sleep(Duration::from_secs(3));
     bottles.bottle().arg("gc").assert().success();
-    assert!(labelled("container", &slug).is_empty(), "containers left after gc");
-    assert!(labelled("network", &slug).is_empty(), "networks left after gc");
+    assert!(
+        labelled("container", &slug).is_empty(),
+        "containers left after gc"
+    );
+    assert!(
+        labelled("network", &slug).is_empty(),
+        "networks left after gc"
+    );
     assert!(!bottles.state().join(&slug).exists(), "state left after gc");
 }

@@ -74,16 +74,6 @@ impl World {
             engine["networks"].as_object().is_none_or(|n| n.is_empty()),
             "{context}: networks left"
         );
-        let images: Vec<&str> = engine["images"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.as_str())
-            .collect();
-        assert!(
-            !images.iter().any(|i| i.starts_with("bot-bottle/derived")),
-            "{context}: derived image left: {images:?}"
-        );
         assert!(
             self.bottle_dirs().is_empty(),
             "{context}: state left: {:?}",
@@ -358,4 +348,20 @@ fn supervise_bottles_are_refused_until_the_sidecar_exists() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("supervise"));
     world.assert_nothing_left("refused supervise");
+}
+
+#[test]
+fn the_derived_image_is_built_once_and_reused() {
+    let world = World::new();
+    let first = world.start("fixtures/valid/minimal.yaml", "dev");
+    world.bottle().args(["down", &first]).assert().success();
+    let second = world.start("fixtures/valid/minimal.yaml", "dev");
+    let calls = world.engine_state()["calls"].to_string();
+    assert_eq!(
+        calls.matches("build:bot-bottle/derived").count(),
+        1,
+        "{calls}"
+    );
+    world.bottle().args(["down", &second]).assert().success();
+    world.assert_nothing_left("after two bottles");
 }
