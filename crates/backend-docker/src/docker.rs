@@ -22,6 +22,18 @@ pub struct DockerBackend {
     compose: ComposeFlavor,
 }
 
+/// Oldest Engine API bot-bottle drives (Docker 20.10).
+const MIN_API: &str = "1.41";
+
+/// Whether `api` (`MAJOR.MINOR`) is at least `min`.
+fn api_at_least(api: &str, min: &str) -> bool {
+    let parse = |v: &str| -> Option<(u32, u32)> {
+        let (major, minor) = v.split_once('.')?;
+        Some((major.parse().ok()?, minor.parse().ok()?))
+    };
+    matches!((parse(api), parse(min)), (Some(a), Some(m)) if a >= m)
+}
+
 /// Lines of output kept in error messages (build logs can be long).
 const TAIL_LINES: usize = 25;
 
@@ -91,13 +103,10 @@ impl DockerBackend {
     /// Finds the docker CLI and a compose flavour; fails with a clear message when
     /// either is missing or the engine does not answer.
     pub fn detect() -> Result<Self> {
+        let format = "{{.Server.Version}} {{.Server.APIVersion}}";
         let version = run(
             "docker",
-            &[
-                "version".into(),
-                "--format".into(),
-                "{{.Server.Version}}".into(),
-            ],
+            &["version".into(), "--format".into(), format.into()],
             None,
             &[],
         )
@@ -107,6 +116,15 @@ impl DockerBackend {
         if !version.success() {
             return Err(BackendError::NoEngine {
                 detail: tail(&version.stderr),
+            });
+        }
+        let text = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+        let api = text.split_whitespace().nth(1).unwrap_or_default();
+        if !api_at_least(api, MIN_API) {
+            return Err(BackendError::NoEngine {
+                detail: format!(
+                    "the engine ({text}) speaks Engine API {api}; bot-bottle needs {MIN_API} or newer (Docker 20.10+)"
+                ),
             });
         }
         let works = |program: &str, args: &[&str]| {
@@ -456,5 +474,20 @@ impl Backend for DockerBackend {
         let mut args = vec!["rm", "-f", "-v"];
         args.extend(ids.iter().map(String::as_str));
         docker(&args).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_compare_numerically() {
+        assert!(api_at_least("1.41", "1.41"));
+        assert!(api_at_least("1.47", "1.41"));
+        assert!(api_at_least("2.0", "1.41"));
+        assert!(!api_at_least("1.40", "1.41"));
+        assert!(!api_at_least("1.9", "1.41"));
+        assert!(!api_at_least("", "1.41"));
     }
 }

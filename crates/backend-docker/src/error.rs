@@ -42,6 +42,9 @@ pub enum BackendError {
     /// Data on disk did not have the expected shape.
     #[error("reading `{}`: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
+    /// The manifest asks for something this version cannot run yet.
+    #[error("{0}")]
+    Unsupported(String),
     /// The launch was interrupted (Ctrl-C, SIGTERM).
     #[error("interrupted")]
     Interrupted,

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use compose_render::{
-    AGENT_SERVICE, LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT, LaunchFacts, render, to_yaml,
-};
+use compose_render::{LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT, LaunchFacts, render, to_yaml};
 use plan::{BottlePlan, ImagePlan};
 
 use crate::backend::{Backend, BuildSpec, ComposeCall, ExecSpec, NetworkSpec};
@@ -114,7 +112,7 @@ fn launch_steps(
 ) -> Result<BottleHandle> {
     let slug = plan.slug.to_string();
     if plan.supervise.enabled {
-        return Err(BackendError::BadPolicyChange(
+        return Err(BackendError::Unsupported(
             "this bottle turns on `supervise`, and the supervise sidecar is not available yet; set `supervise: false`".into(),
         ));
     }
@@ -248,7 +246,7 @@ fn launch_steps(
     };
     let egress_ip = fixed_address(&internal.cidr, internal.gateway.as_deref())?;
 
-    let mut facts = LaunchFacts {
+    let facts = LaunchFacts {
         internal_network: internal.name.clone(),
         egress_network: egress.name.clone(),
         internal_cidr: internal.cidr.clone(),
@@ -338,7 +336,6 @@ fn launch_steps(
             detail: redact(&last_lines(&stderr, 25), &secret_values(&plan)),
         });
     }
-    facts.sidecar_image = options.sidecar_image.clone();
 
     // Wait for health: v1 has no `up --wait`.
     wait_healthy(
@@ -597,7 +594,6 @@ fn provision(backend: &dyn Backend, plan: &BottlePlan) -> Result<()> {
         }
         exec(None, &["sh", "-c", &script], None)?;
     }
-    let _ = AGENT_SERVICE;
     Ok(())
 }
 

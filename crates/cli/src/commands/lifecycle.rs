@@ -133,6 +133,7 @@ pub fn ls(json: bool) -> Result<(), CliError> {
                     "created": b.metadata.as_ref().map(|m| m.created),
                     "ready": b.metadata.as_ref().is_some_and(|m| m.ready),
                     "running": b.running(),
+                    "manifest_changed": manifest_changed(b),
                     "state_dir": b.state_dir,
                     "services": b.containers.iter().map(|c| serde_json::json!({
                         "name": c.name,
@@ -164,6 +165,7 @@ pub fn ls(json: bool) -> Result<(), CliError> {
             |m| human_age(now.saturating_sub(m.created)),
         );
         let state = match (&b.metadata, b.running()) {
+            (_, true) if manifest_changed(b) => "running*",
             (_, true) => "running",
             (Some(m), false) if !m.ready => "starting",
             (None, _) => "orphaned",
@@ -196,8 +198,24 @@ pub fn ls(json: bool) -> Result<(), CliError> {
             b.state_dir.display()
         );
     }
+    if bottles.iter().any(manifest_changed) {
+        text.push_str(
+            "* the manifest changed since the bottle started: restart it to apply the changes\n",
+        );
+    }
     output::print(&text);
     Ok(())
+}
+
+/// Whether the manifest a bottle started from changed since (or is gone).
+fn manifest_changed(bottle: &ops::BottleStatus) -> bool {
+    bottle.metadata.as_ref().is_some_and(|m| {
+        std::fs::read(&m.manifest)
+            .map(|bytes| {
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != m.manifest_sha256
+            })
+            .unwrap_or(true)
+    })
 }
 
 fn human_age(seconds: u64) -> String {

@@ -365,3 +365,53 @@ fn the_derived_image_is_built_once_and_reused() {
     world.bottle().args(["down", &second]).assert().success();
     world.assert_nothing_left("after two bottles");
 }
+
+#[test]
+fn attached_start_runs_the_agent_then_tears_down() {
+    let world = World::new();
+    let output = world
+        .bottle()
+        .args(["start", "dev", "-f", "fixtures/valid/minimal.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let calls = world.engine_state()["calls"].to_string();
+    assert!(
+        calls.contains("exec-it:") && calls.contains(":claude"),
+        "the agent command did not run: {calls}"
+    );
+    assert!(
+        calls.find("exec-it:").unwrap() < calls.rfind("compose:down").unwrap(),
+        "teardown before the agent ran"
+    );
+    world.assert_nothing_left("after the attached session");
+}
+
+#[test]
+fn ls_flags_a_changed_manifest() {
+    let world = World::new();
+    let manifest = world.dir.path().join("bottle.yaml");
+    std::fs::copy(
+        workspace_root().join("fixtures/valid/minimal.yaml"),
+        &manifest,
+    )
+    .unwrap();
+    let slug = world.start(manifest.to_str().unwrap(), "dev");
+    let listed = |w: &World| -> serde_json::Value {
+        serde_json::from_slice(&w.bottle().args(["ls", "--json"]).output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(listed(&world)[0]["manifest_changed"], false);
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(&manifest).unwrap() + "# edited\n",
+    )
+    .unwrap();
+    assert_eq!(listed(&world)[0]["manifest_changed"], true);
+    let human = world.bottle().arg("ls").output().unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("manifest changed"));
+    world.bottle().args(["down", &slug]).assert().success();
+}
