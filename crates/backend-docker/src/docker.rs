@@ -141,10 +141,46 @@ impl DockerBackend {
         Ok(Self { compose })
     }
 
+    /// Program and arguments of a compose call: always `-p PROJECT -f FILE`.
+    fn compose_command(&self, call: &ComposeCall) -> (&'static str, Vec<OsString>) {
+        let (program, mut args): (&str, Vec<OsString>) = match self.compose {
+            ComposeFlavor::V2 => ("docker", vec!["compose".into()]),
+            ComposeFlavor::V1 => ("docker-compose", Vec::new()),
+        };
+        args.extend([
+            "-p".into(),
+            call.project.clone().into(),
+            "-f".into(),
+            call.file.clone().into(),
+        ]);
+        args.extend(call.args.iter().map(OsString::from));
+        (program, args)
+    }
+
     /// Which compose this backend drives.
     pub fn compose_flavor(&self) -> &ComposeFlavor {
         &self.compose
     }
+}
+
+/// `docker exec [-i] [-t] [-u USER] [-w DIR] CONTAINER COMMAND...`
+fn exec_args(spec: &ExecSpec, stdin: bool, tty: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["exec".into()];
+    if stdin {
+        args.push("-i".into());
+    }
+    if tty {
+        args.push("-t".into());
+    }
+    if let Some(user) = &spec.user {
+        args.extend(["-u".into(), user.into()]);
+    }
+    if let Some(dir) = &spec.workdir {
+        args.extend(["-w".into(), dir.into()]);
+    }
+    args.push(spec.container.clone().into());
+    args.extend(spec.command.iter().map(OsString::from));
+    args
 }
 
 fn labels_of(json: &serde_json::Value) -> BTreeMap<String, String> {
@@ -278,33 +314,13 @@ impl Backend for DockerBackend {
     }
 
     fn compose(&self, call: &ComposeCall) -> Result<Captured> {
-        let (program, mut args): (&str, Vec<OsString>) = match self.compose {
-            ComposeFlavor::V2 => ("docker", vec!["compose".into()]),
-            ComposeFlavor::V1 => ("docker-compose", Vec::new()),
-        };
-        args.extend([
-            "-p".into(),
-            call.project.clone().into(),
-            "-f".into(),
-            call.file.clone().into(),
-        ]);
-        args.extend(call.args.iter().map(OsString::from));
+        let (program, args) = self.compose_command(call);
         run(program, &args, None, &call.env)
     }
 
     fn compose_follow(&self, call: &ComposeCall, on_line: &mut dyn FnMut(&str)) -> Result<i32> {
         use std::io::BufRead;
-        let (program, mut args): (&str, Vec<OsString>) = match self.compose {
-            ComposeFlavor::V2 => ("docker", vec!["compose".into()]),
-            ComposeFlavor::V1 => ("docker-compose", Vec::new()),
-        };
-        args.extend([
-            "-p".into(),
-            call.project.clone().into(),
-            "-f".into(),
-            call.file.clone().into(),
-        ]);
-        args.extend(call.args.iter().map(OsString::from));
+        let (program, args) = self.compose_command(call);
         let reader = duct::cmd(program, &args)
             .stderr_to_stdout()
             .stdin_null()
@@ -339,34 +355,13 @@ impl Backend for DockerBackend {
     }
 
     fn exec(&self, spec: &ExecSpec) -> Result<Captured> {
-        let mut args: Vec<OsString> = vec!["exec".into()];
-        if spec.stdin.is_some() {
-            args.push("-i".into());
-        }
-        if let Some(user) = &spec.user {
-            args.extend(["-u".into(), user.into()]);
-        }
-        if let Some(dir) = &spec.workdir {
-            args.extend(["-w".into(), dir.into()]);
-        }
-        args.push(spec.container.clone().into());
-        args.extend(spec.command.iter().map(OsString::from));
+        let args = exec_args(spec, spec.stdin.is_some(), false);
         run("docker", &args, spec.stdin.as_deref(), &[])
     }
 
     fn exec_interactive(&self, spec: &ExecSpec) -> Result<i32> {
-        let mut args: Vec<OsString> = vec!["exec".into(), "-i".into()];
-        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-            args.push("-t".into());
-        }
-        if let Some(user) = &spec.user {
-            args.extend(["-u".into(), user.into()]);
-        }
-        if let Some(dir) = &spec.workdir {
-            args.extend(["-w".into(), dir.into()]);
-        }
-        args.push(spec.container.clone().into());
-        args.extend(spec.command.iter().map(OsString::from));
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+        let args = exec_args(spec, true, tty);
         // Inherited stdio: the docker CLI owns the TTY.
         let status =
             duct::cmd("docker", &args)

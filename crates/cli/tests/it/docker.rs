@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 
-use crate::fixtures::bottle;
+use crate::fixtures::{all_file_contents, bottle};
 
 const AGENT_IMAGE: &str = "bot-bottle/test-agent:dev";
 const SENTINEL: &str = "sentinel-docker-secret-7f3a9c";
@@ -108,19 +108,6 @@ fn labelled(kind: &str, slug: &str) -> Vec<String> {
         .collect()
 }
 
-fn everything_in(dir: &Path) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            text.push_str(&everything_in(&path));
-        } else if let Ok(bytes) = std::fs::read(&path) {
-            text.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    text
-}
-
 /// Removes the bottle even when an assertion fails half way.
 struct DownOnDrop<'a>(&'a Bottles, String);
 impl Drop for DownOnDrop<'_> {
@@ -203,7 +190,7 @@ fn real_bottle_start_ls_exec_egress_down() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&state_dir), 0o700);
     assert_eq!(mode(&state_dir.join("egress/config/ca-key.pem")), 0o600);
-    let on_disk = everything_in(&state_dir);
+    let on_disk = all_file_contents(&state_dir);
     assert!(
         !on_disk.contains(SENTINEL) && !on_disk.contains(TOKEN),
         "a secret is in the state dir"

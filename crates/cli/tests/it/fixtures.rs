@@ -63,6 +63,20 @@ pub fn relative(path: &Path) -> String {
         .to_string()
 }
 
+/// Every file below `dir`, concatenated: for "no secret anywhere on disk" checks.
+pub fn all_file_contents(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            text.push_str(&all_file_contents(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}
+
 pub fn valid_fixtures() -> Vec<PathBuf> {
     fixture_files("valid")
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-use crate::fixtures::{SENTINELS, bottle, workspace_root};
+use crate::fixtures::{SENTINELS, all_file_contents, bottle, workspace_root};
 
 /// A fake engine and a state root in a temp dir.
 struct World {
@@ -80,19 +80,6 @@ impl World {
             self.bottle_dirs()
         );
     }
-}
-
-fn read_all_files(dir: &Path) -> String {
-    let mut text = String::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            text.push_str(&read_all_files(&path));
-        } else {
-            text.push_str(&String::from_utf8_lossy(&std::fs::read(&path).unwrap()));
-        }
-    }
-    text
 }
 
 #[test]
@@ -217,7 +204,7 @@ fn secrets_stay_out_of_every_file_and_modes_are_private() {
     let world = World::new();
     let slug = world.start("fixtures/valid/credential-routes.yaml", "claude");
     let state_dir = world.state().join(&slug);
-    let everything = read_all_files(&state_dir);
+    let everything = all_file_contents(&state_dir);
     for (name, secret) in SENTINELS {
         assert!(
             !everything.contains(secret),
