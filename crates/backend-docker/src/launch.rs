@@ -111,11 +111,6 @@ fn launch_steps(
     teardown: &mut Teardown,
 ) -> Result<BottleHandle> {
     let slug = plan.slug.to_string();
-    if plan.supervise.enabled {
-        return Err(BackendError::Unsupported(
-            "this bottle turns on `supervise`, and the supervise sidecar is not available yet; set `supervise: false`".into(),
-        ));
-    }
     backend.engine_version()?;
     let state_dir = options.state_root.join(&slug);
     create_private_dir(&options.state_root)?;
@@ -280,6 +275,9 @@ fn launch_steps(
         create_private_dir(&facts.git_gate_config_dir())?;
         create_private_dir(&facts.git_gate_mirrors_dir())?;
         sidecar_config::write_git_gate_config(plan, &facts)?;
+    }
+    if plan.supervise.enabled {
+        sidecar_config::write_supervise_config(plan, &facts)?;
     }
 
     // 5. Compose file and metadata; 6. compose up with secrets only in its environment.
@@ -593,6 +591,24 @@ fn provision(backend: &dyn Backend, plan: &BottlePlan) -> Result<()> {
             ));
         }
         exec(None, &["sh", "-c", &script], None)?;
+    }
+    if plan.supervise.enabled {
+        // The agent's MCP client finds the approval tools with no setup: Claude Code
+        // reads user-scope servers from ~/.claude.json (left alone if the image has one).
+        let url = format!(
+            "http://{}:{}{}",
+            compose_render::SUPERVISE_SERVICE,
+            compose_render::SUPERVISE_PORT,
+            supervise::MCP_PATH
+        );
+        let config =
+            serde_json::json!({"mcpServers": {"bot-bottle": {"type": "http", "url": url}}});
+        let script = "mkdir -p \"$HOME/.bot-bottle\" && cat > \"$HOME/.bot-bottle/mcp.json\" && { [ -e \"$HOME/.claude.json\" ] || cp \"$HOME/.bot-bottle/mcp.json\" \"$HOME/.claude.json\"; }";
+        exec(
+            None,
+            &["sh", "-c", script],
+            Some(config.to_string().into_bytes()),
+        )?;
     }
     Ok(())
 }

@@ -434,7 +434,10 @@ pub fn change_egress(
     let started = Instant::now();
     loop {
         match running_policy_version(backend, &container) {
-            Ok(running) if running == version => return Ok(version),
+            Ok(running) if running == version => {
+                crate::sidecar_config::write_policy_view(&bottle.state_dir)?;
+                return Ok(version);
+            }
             _ if started.elapsed() > confirm_timeout => break,
             _ => std::thread::sleep(Duration::from_millis(100)),
         }

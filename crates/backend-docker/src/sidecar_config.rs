@@ -176,3 +176,72 @@ pub fn write_git_gate_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<(
     );
     write_atomic(&facts.git_gate_passwd_file(), passwd.as_bytes(), 0o644)
 }
+
+/// Writes the supervise sidecar's config and its policy view, and creates the request
+/// queue (writable by the sidecar) and the decisions dir (written only by the host CLI;
+/// mounted read-only).
+pub fn write_supervise_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<()> {
+    for dir in [
+        facts.supervise_config_dir(),
+        facts.supervise_queue_dir(),
+        facts.supervise_decisions_dir(),
+    ] {
+        crate::state::create_private_dir(&dir)?;
+    }
+    let mut config = supervise::SuperviseConfig::new(plan.slug.to_string());
+    config.audit_log = Some(Path::new(SIDECAR_AUDIT_DIR).join("supervise.jsonl"));
+    config
+        .write(&facts.supervise_config_dir())
+        .map_err(|e| BackendError::Corrupt {
+            path: facts.supervise_config_dir(),
+            detail: e.to_string(),
+        })?;
+    write_policy_view(&facts.state_dir)
+}
+
+/// Rewrites the supervise sidecar's view of the egress policy (what the agent's
+/// `policy()` tool shows) from the bottle's current `policy.json`. A bottle without
+/// supervise has no view to write.
+pub fn write_policy_view(state_dir: &Path) -> Result<()> {
+    let config_dir = state_dir.join("supervise/config");
+    if !config_dir.is_dir() {
+        return Ok(());
+    }
+    let policy_path = state_dir
+        .join("egress/config")
+        .join(egress::config::POLICY_FILE_NAME);
+    let bytes = std::fs::read(&policy_path).map_err(BackendError::io("reading", &policy_path))?;
+    let policy =
+        egress::config::EgressConfig::from_json(&bytes).map_err(|e| BackendError::Corrupt {
+            path: policy_path.clone(),
+            detail: e.to_string(),
+        })?;
+    let view = supervise::PolicyView {
+        allow: policy
+            .allow
+            .iter()
+            .map(|rule| supervise::AllowView {
+                host: rule.host.clone(),
+                ports: rule.ports.clone(),
+                methods: rule.methods.clone(),
+                paths: rule.path_prefixes.clone(),
+            })
+            .collect(),
+        credentials: policy
+            .routes
+            .iter()
+            .map(|route| supervise::CredentialView {
+                host: route.host.clone(),
+                header: route.header.clone(),
+            })
+            .collect(),
+        dlp: policy.dlp.enabled,
+        ssrf: policy.ssrf.enabled,
+        version: policy_version(&bytes),
+    };
+    let path = config_dir.join(supervise::config::DEFAULT_POLICY_VIEW);
+    view.write(&path).map_err(|e| BackendError::Corrupt {
+        path,
+        detail: e.to_string(),
+    })
+}

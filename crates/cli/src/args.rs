@@ -97,6 +97,33 @@ pub enum Command {
     /// Change a running bottle's egress policy (atomic apply + reload, confirmed).
     #[command(subcommand)]
     Egress(EgressCommand),
+    /// List the agents' pending requests (egress, questions) across bottles.
+    Requests {
+        /// Only this bottle's requests.
+        slug: Option<String>,
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        /// Keep watching and print new requests as they come (a bell on a terminal).
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+    },
+    /// Approve a request: egress is applied (atomically, confirmed) before the agent hears.
+    Approve {
+        /// Request id (or an unambiguous prefix of 4+ hex digits).
+        id: String,
+        /// A note for the agent; the answer, for a question.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Deny a request.
+    Deny {
+        /// Request id (or an unambiguous prefix).
+        id: String,
+        /// A note for the agent.
+        #[arg(long)]
+        note: Option<String>,
+    },
     /// Print the JSON Schema of the manifest (for editors).
     Schema,
     /// Run a sidecar inside a bottle (used by the rendered compose file).
@@ -156,6 +183,12 @@ pub enum SidecarCommand {
     /// The egress proxy: allowlist, TLS interception, credentials, DLP, SSRF, audit.
     Egress {
         /// Directory holding `policy.json` and the bottle CA (mounted read-only).
+        #[arg(long, value_name = "DIR")]
+        config: PathBuf,
+    },
+    /// The approval channel: an MCP server the agent asks, decisions from the host.
+    Supervise {
+        /// Directory holding `supervise.json` and the policy view (mounted read-only).
         #[arg(long, value_name = "DIR")]
         config: PathBuf,
     },

@@ -31,6 +31,9 @@ pub const GIT_GATE_PORT: u16 = 9418;
 /// Port of the supervise MCP server.
 pub const SUPERVISE_PORT: u16 = 8765;
 
+/// How long the agent's MCP client waits for a tool call (ms): above supervise's
+/// 600 s decision timeout.
+pub const MCP_TOOL_TIMEOUT_MS: u32 = 660_000;
 /// Where sidecars find their config directory.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle/config";
 /// Where the agent finds the bottle CA certificate.
@@ -279,6 +282,11 @@ fn agent_service(
     }
     for name in ["NO_PROXY", "no_proxy"] {
         environment.push(format!("{name}={no_proxy}"));
+    }
+    if plan.supervise.enabled {
+        // Approval calls wait for a human: the MCP client must wait longer than the
+        // sidecar's decision timeout (600 s) instead of giving up after a minute.
+        environment.push(format!("MCP_TOOL_TIMEOUT={MCP_TOOL_TIMEOUT_MS}"));
     }
     for name in [
         "NODE_EXTRA_CA_CERTS",

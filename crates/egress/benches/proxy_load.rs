@@ -280,6 +280,35 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU seconds of this process (upstream, sampler) plus its reaped children (oha).
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14 to 17.
+    let ticks: u64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    Some(ticks as f64 / 100.0)
+}
+
+/// (busy, total) jiffies of all CPUs from /proc/stat.
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let values: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().take(8).sum();
+    // idle + iowait are not busy.
+    let idle = values.get(3)? + values.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
 /// Samples VmRSS every 100 ms until stopped; returns the peak in KiB.
 struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -424,6 +453,10 @@ struct Measured {
     ok: u64,
     failed: u64,
     proxy_cpu: Option<f64>,
+    /// Busy share of all CPUs of the machine (load generator, upstream, proxy).
+    machine_cpu: Option<f64>,
+    /// CPU used by anything else on the machine, in cores.
+    other_cpu: Option<f64>,
     peak_rss_kib: Option<u64>,
 }
 
@@ -501,6 +534,8 @@ fn measure(oha_bin: &Path, route: &Route, url: &str, clients: u32, secs: u64) ->
         _ => None,
     };
     let cpu_before = route.pid.and_then(cpu_seconds);
+    let machine_before = machine_jiffies();
+    let own_before = own_cpu_seconds();
     let started = Instant::now();
     let duration = format!("{secs}s");
     let report = oha(oha_bin, route, url, clients, &["-z", &duration]);
@@ -508,6 +543,21 @@ fn measure(oha_bin: &Path, route: &Route, url: &str, clients: u32, secs: u64) ->
     let peak_rss_kib = sampler.map(RssSampler::finish);
     let proxy_cpu = match (cpu_before, route.pid.and_then(cpu_seconds)) {
         (Some(before), Some(after)) => Some((after - before) / wall),
+        _ => None,
+    };
+    let machine = machine_jiffies();
+    let own = own_cpu_seconds();
+    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let machine_cpu = match (machine_before, machine) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1 - b0) as f64 / (t1 - t0) as f64),
+        _ => None,
+    };
+    // Cores busy with something other than this bench (other builds...).
+    let other_cpu = match (machine_cpu, own_before, own) {
+        (Some(busy), Some(o0), Some(o1)) => {
+            let proxy = proxy_cpu.unwrap_or(0.0);
+            Some((busy * cores - (o1 - o0) / wall - proxy).max(0.0))
+        }
         _ => None,
     };
     let (ok, failed) = status_counts(&report);
@@ -526,6 +576,8 @@ fn measure(oha_bin: &Path, route: &Route, url: &str, clients: u32, secs: u64) ->
         ok,
         failed,
         proxy_cpu,
+        machine_cpu,
+        other_cpu,
         peak_rss_kib,
     }
 }
@@ -621,13 +673,29 @@ fn main() {
         });
     }
 
-    let bodies = [("small", SMALL_BYTES), ("1 MiB", LARGE_BYTES)];
+    // Diagnostics: BENCH_ROUTES=egress,direct and BENCH_BODIES=small or large
+    // narrow the matrix (the targets then say what they could check).
+    let wanted = |var: &str, name: &str| {
+        std::env::var(var)
+            .map(|v| v.split(',').any(|w| w.trim() == name))
+            .unwrap_or(true)
+    };
+    routes.retain(|r| wanted("BENCH_ROUTES", r.name));
+    let bodies: Vec<(&str, usize)> = [("small", SMALL_BYTES), ("1 MiB", LARGE_BYTES)]
+        .into_iter()
+        .filter(|(b, _)| {
+            wanted(
+                "BENCH_BODIES",
+                if *b == "small" { "small" } else { "large" },
+            )
+        })
+        .collect();
     let url_for = |body: &str| {
         let path = if body == "small" { "small" } else { "large" };
         format!("https://127.0.0.1:{}/{path}", upstream.port())
     };
     for route in &routes {
-        for (body, bytes) in bodies {
+        for &(body, bytes) in &bodies {
             check_route(&oha_bin, route, &url_for(body), bytes);
         }
         // Warm-up: leaf cache, upstream pool, mitmproxy's imports.
@@ -635,13 +703,21 @@ fn main() {
     }
 
     let mut results: BTreeMap<(&str, &str, u32), Measured> = BTreeMap::new();
-    for (body, _) in bodies {
+    for &(body, _) in &bodies {
         for clients in CLIENTS {
             for route in &routes {
                 let m = measure(&oha_bin, route, &url_for(body), clients, secs);
                 eprintln!(
-                    "bench: {:<8} {:<5} c={:<2} {:>9.1} rps p50 {:.3} ms p99 {:.3} ms ({} ok, {} failed)",
-                    route.name, body, clients, m.rps, m.p50_ms, m.p99_ms, m.ok, m.failed
+                    "bench: {:<8} {:<5} c={:<2} {:>9.1} rps p50 {:.3} ms p99 {:.3} ms ({} ok, {} failed, peak RSS {})",
+                    route.name,
+                    body,
+                    clients,
+                    m.rps,
+                    m.p50_ms,
+                    m.p99_ms,
+                    m.ok,
+                    m.failed,
+                    m.peak_rss_kib.map(mib).unwrap_or_default()
                 );
                 results.insert((route.name, body, clients), m);
             }
@@ -656,10 +732,10 @@ fn main() {
         "\n## egress proxy load benchmark ({secs}s per run, HTTP/1.1 keep-alive, TLS both hops, 127.0.0.1)\n\n"
     ));
     out.push_str(
-        "| route | body | clients | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU | non-200/errors |\n",
+        "| route | body | clients | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU (1 core = 100%) | machine CPU (all cores) | other load (cores) | proxy peak RSS | non-200/errors |\n",
     );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (body, _) in bodies {
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for &(body, _) in &bodies {
         for clients in CLIENTS {
             let direct = results.get(&("direct", body, clients)).copied();
             for route in &routes {
@@ -671,7 +747,7 @@ fn main() {
                     _ => "–".to_owned(),
                 };
                 out.push_str(&format!(
-                    "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} |\n",
                     route.name,
                     body,
                     clients,
@@ -683,6 +759,13 @@ fn main() {
                     m.proxy_cpu
                         .map(|c| format!("{:.0}%", c * 100.0))
                         .unwrap_or_else(|| "–".to_owned()),
+                    m.machine_cpu
+                        .map(|c| format!("{:.0}%", c * 100.0))
+                        .unwrap_or_else(|| "–".to_owned()),
+                    m.other_cpu
+                        .map(|c| format!("{c:.2}"))
+                        .unwrap_or_else(|| "–".to_owned()),
+                    m.peak_rss_kib.map(mib).unwrap_or_else(|| "–".to_owned()),
                     m.failed,
                 ));
             }
@@ -708,7 +791,7 @@ fn main() {
     out.push_str("\ntargets:\n");
     if mitmdump_bin.is_some() {
         let mut worst = f64::INFINITY;
-        for (body, _) in bodies {
+        for &(body, _) in &bodies {
             for clients in CLIENTS {
                 if let (Some(e), Some(m)) = (
                     results.get(&("egress", body, clients)),
@@ -727,7 +810,7 @@ fn main() {
             if worst >= 5.0 { "MET" } else { "MISSED" }
         ));
     }
-    for (body, _) in bodies {
+    for &(body, _) in &bodies {
         if let (Some(e), Some(d)) = (
             results.get(&("egress", body, 1)),
             results.get(&("direct", body, 1)),

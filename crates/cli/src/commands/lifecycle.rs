@@ -19,12 +19,12 @@ use crate::commands::plan_cmd::unknown_agent;
 use crate::progress::TerminalProgress;
 use crate::{CliError, engine, host, loaded, output};
 
-fn user_error(error: BackendError) -> CliError {
+pub(crate) fn user_error(error: BackendError) -> CliError {
     CliError::User(error.to_string())
 }
 
 /// The state root, absolute: it is also a label value that `ls` and `gc` match.
-fn state_root() -> Result<std::path::PathBuf, CliError> {
+pub(crate) fn state_root() -> Result<std::path::PathBuf, CliError> {
     let root = state::state_root(&host::environment()).map_err(user_error)?;
     Ok(std::path::absolute(&root).unwrap_or(root))
 }

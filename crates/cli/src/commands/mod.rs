@@ -3,6 +3,7 @@
 mod lifecycle;
 mod plan_cmd;
 mod render;
+mod requests;
 mod schema;
 mod sidecar;
 mod validate;
@@ -32,6 +33,9 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Down { slug } => lifecycle::down(&slug),
         Command::Gc { dry_run } => lifecycle::gc(dry_run),
         Command::Egress(command) => lifecycle::egress(command),
+        Command::Requests { slug, json, watch } => requests::list(slug.as_deref(), json, watch),
+        Command::Approve { id, note } => requests::decide(&id, note, true),
+        Command::Deny { id, note } => requests::decide(&id, note, false),
         Command::Schema => schema::run(),
         Command::Sidecar(command) => sidecar::run(command),
     }

@@ -15,6 +15,9 @@ pub fn run(command: SidecarCommand) -> Result<(), CliError> {
         SidecarCommand::Egress { config } => {
             egress::run(&config).map_err(|error| CliError::User(format!("egress: {error}")))
         }
+        SidecarCommand::Supervise { config } => {
+            supervise::run(&config).map_err(|error| CliError::User(format!("supervise: {error}")))
+        }
         SidecarCommand::Probe { url, print } => probe(&url, print),
     }
 }

@@ -319,22 +319,112 @@ fn gc_leaves_live_bottles_alone() {
 }
 
 #[test]
-fn supervise_bottles_are_refused_until_the_sidecar_exists() {
+fn supervise_requests_are_listed_approved_and_applied() {
     let world = World::new();
-    let out = world
+    let slug = world.start("fixtures/valid/every-field.yaml", "implementer");
+    let dir = world.state().join(&slug).join("supervise");
+    assert!(dir.join("config/supervise.json").exists());
+    let view = std::fs::read_to_string(dir.join("config/policy-view.json")).unwrap();
+    assert!(
+        view.contains("api.anthropic.com") && view.contains("x-api-key"),
+        "{view}"
+    );
+    for (name, secret) in SENTINELS {
+        assert!(!view.contains(secret), "{name} is in the policy view");
+    }
+    // What the sidecar writes when the agent calls request_egress / ask_human.
+    let file_request = |id: &str, body: serde_json::Value| {
+        let mut request =
+            serde_json::json!({"id": id, "bottle_slug": slug, "created": 1_800_000_000u64});
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        std::fs::write(
+            dir.join("queue").join(format!("{id}.json")),
+            request.to_string(),
+        )
+        .unwrap();
+    };
+    let egress_id = "a1".repeat(16);
+    let question_id = "b2".repeat(16);
+    let denied_id = "c3".repeat(16);
+    file_request(
+        &egress_id,
+        serde_json::json!({"kind": "egress", "host": "docs.rs", "port": 443, "reason": "read the docs"}),
+    );
+    file_request(
+        &question_id,
+        serde_json::json!({"kind": "question", "question": "which branch?"}),
+    );
+    file_request(
+        &denied_id,
+        serde_json::json!({"kind": "egress", "host": "evil.example", "reason": "trust me"}),
+    );
+
+    let listed = world
         .bottle()
-        .args([
-            "start",
-            "implementer",
-            "-d",
-            "-f",
-            "fixtures/valid/every-field.yaml",
-        ])
+        .args(["requests", "--json"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("supervise"));
-    world.assert_nothing_left("refused supervise");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    let human = world.bottle().arg("requests").output().unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("egress docs.rs:443"));
+
+    world
+        .bottle()
+        .args(["approve", &egress_id[..8], "--note", "go ahead"])
+        .assert()
+        .success();
+    let policy_path = world.state().join(&slug).join("egress/config/policy.json");
+    let policy = std::fs::read(&policy_path).unwrap();
+    assert!(String::from_utf8_lossy(&policy).contains("docs.rs"));
+    let decision: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("decisions").join(format!("{egress_id}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(decision["outcome"], "approved");
+    assert_eq!(decision["note"], "go ahead");
+    let version = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&policy));
+    assert_eq!(
+        decision["policy_version"],
+        version.as_str(),
+        "the decision names the applied policy"
+    );
+    let view = std::fs::read_to_string(dir.join("config/policy-view.json")).unwrap();
+    assert!(
+        view.contains("docs.rs") && view.contains(&version),
+        "the policy view was not refreshed"
+    );
+
+    world
+        .bottle()
+        .args(["approve", &question_id])
+        .assert()
+        .code(1); // an answer is required
+    world
+        .bottle()
+        .args(["approve", &question_id, "--note", "main"])
+        .assert()
+        .success();
+    world
+        .bottle()
+        .args(["deny", &denied_id, "--note", "no"])
+        .assert()
+        .success();
+    assert!(
+        !String::from_utf8_lossy(&std::fs::read(&policy_path).unwrap()).contains("evil.example")
+    );
+    world
+        .bottle()
+        .args(["approve", &denied_id])
+        .assert()
+        .code(1); // decided already
+    let left = world.bottle().arg("requests").output().unwrap();
+    assert!(String::from_utf8_lossy(&left.stdout).contains("no pending requests"));
+    world.bottle().args(["down", &slug]).assert().success();
+    world.assert_nothing_left("after supervise");
 }
 
 #[test]
