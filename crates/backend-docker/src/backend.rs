@@ -20,6 +20,9 @@ pub struct NetworkSpec {
     pub internal: bool,
     /// `--subnet`: needed where compose pins a container's address.
     pub subnet: Option<String>,
+    /// `--ip-range`: where the engine hands out dynamic addresses, so a pinned address
+    /// outside it can never be taken by a container that starts first.
+    pub ip_range: Option<String>,
     /// Labels (slug, role).
     pub labels: BTreeMap<String, String>,
 }

@@ -259,6 +259,10 @@ impl Backend for DockerBackend {
             args.push("--subnet".to_owned());
             args.push(subnet.clone());
         }
+        if let Some(range) = &spec.ip_range {
+            args.push("--ip-range".to_owned());
+            args.push(range.clone());
+        }
         for (key, value) in &spec.labels {
             args.push("--label".to_owned());
             args.push(format!("{key}={value}"));

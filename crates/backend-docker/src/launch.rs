@@ -213,6 +213,7 @@ fn launch_steps(
     // 2. Networks, created outside compose and labelled; the internal CIDR inspected.
     check(interrupted)?;
     let network = |role: &str, internal: bool, subnet: Option<String>| NetworkSpec {
+        ip_range: subnet.as_ref().map(|s| s.replace(".0/24", ".0/25")),
         name: format!("bot-bottle-{slug}-{role}"),
         internal,
         subnet,
@@ -239,7 +240,7 @@ fn launch_steps(
             created
         }
     };
-    let egress_ip = fixed_address(&internal.cidr, internal.gateway.as_deref())?;
+    let egress_ip = fixed_address(&internal.cidr)?;
 
     let facts = LaunchFacts {
         internal_network: internal.name.clone(),
@@ -392,25 +393,20 @@ fn create_internal_network(
     })
 }
 
-/// The address the egress sidecar gets on the internal network: the first host
-/// address after the gateway (the engine never hands out addresses it reserved).
-fn fixed_address(cidr: &str, gateway: Option<&str>) -> Result<String> {
+/// The address the egress sidecar gets on the internal network: the subnet's last
+/// host address, outside the range the engine hands out to other containers.
+fn fixed_address(cidr: &str) -> Result<String> {
     let bad = || BackendError::Corrupt {
         path: PathBuf::from(cidr),
-        detail: "not an IPv4 subnet".into(),
+        detail: "not an IPv4 /24".into(),
     };
-    let (network, _) = cidr.split_once('/').ok_or_else(bad)?;
+    let (network, bits) = cidr.split_once('/').ok_or_else(bad)?;
     let network: std::net::Ipv4Addr = network.parse().map_err(|_| bad())?;
-    let base = u32::from(network);
-    let gateway = gateway
-        .and_then(|g| g.parse::<std::net::Ipv4Addr>().ok())
-        .map(u32::from);
-    let candidate = match gateway {
-        Some(g) if g == base + 1 => base + 2,
-        Some(g) if g == base + 2 => base + 3,
-        _ => base + 2,
-    };
-    Ok(std::net::Ipv4Addr::from(candidate).to_string())
+    if bits != "24" {
+        return Err(bad());
+    }
+    // The last host address: dynamic addresses come from the lower half (`--ip-range`).
+    Ok(std::net::Ipv4Addr::from(u32::from(network) + 254).to_string())
 }
 
 fn shell_quote(text: &str) -> String {
@@ -618,17 +614,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn egress_address_skips_the_gateway() {
-        assert_eq!(
-            fixed_address("172.20.0.0/16", Some("172.20.0.1")).unwrap(),
-            "172.20.0.2"
-        );
-        assert_eq!(
-            fixed_address("10.0.0.0/24", Some("10.0.0.2")).unwrap(),
-            "10.0.0.3"
-        );
-        assert_eq!(fixed_address("10.0.0.0/24", None).unwrap(), "10.0.0.2");
-        assert!(fixed_address("fd00::/64", None).is_err());
+    fn egress_address_is_outside_the_dynamic_range() {
+        assert_eq!(fixed_address("10.213.7.0/24").unwrap(), "10.213.7.254");
+        assert!(fixed_address("172.20.0.0/16").is_err());
+        assert!(fixed_address("fd00::/64").is_err());
     }
 
     #[test]

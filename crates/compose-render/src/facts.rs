@@ -39,7 +39,7 @@ impl LaunchFacts {
             internal_network: format!("bot-bottle-{slug}-internal"),
             egress_network: format!("bot-bottle-{slug}-egress"),
             internal_cidr: "10.213.0.0/24".to_owned(),
-            egress_ip: "10.213.0.2".to_owned(),
+            egress_ip: "10.213.0.254".to_owned(),
             agent_image,
             sidecar_image: format!("bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION")),
             sidecar_user: "1000:1000".to_owned(),

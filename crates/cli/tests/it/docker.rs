@@ -50,11 +50,15 @@ impl Bottles {
         self.dir.path().join("state")
     }
     fn manifest(&self) -> PathBuf {
+        self.manifest_with("")
+    }
+    /// The test manifest, with extra bottle-level YAML (e.g. `    supervise: true\n`).
+    fn manifest_with(&self, extra: &str) -> PathBuf {
         let path = self.dir.path().join("bottle.yaml");
         std::fs::write(
             &path,
             format!(
-                "bottles:\n  box:\n    image: {{ref: {AGENT_IMAGE}}}\n    env:\n      MODE: test\n      SECRET_THING: {{value: \"${{DOCKER_TEST_SECRET}}\", secret: true}}\n    egress:\n      allow:\n        - host: api.example.com\n      routes:\n        - host: api.example.com\n          header: x-api-key\n          token_env: DOCKER_TEST_TOKEN\nagents:\n  box:\n    bottle: box\n    command: [bash]\n"
+                "bottles:\n  box:\n    image: {{ref: {AGENT_IMAGE}}}\n    env:\n      MODE: test\n      SECRET_THING: {{value: \"${{DOCKER_TEST_SECRET}}\", secret: true}}\n    egress:\n      allow:\n        - host: api.example.com\n      routes:\n        - host: api.example.com\n          header: x-api-key\n          token_env: DOCKER_TEST_TOKEN\n{extra}agents:\n  box:\n    bottle: box\n    command: [bash]\n"
             ),
         )
         .unwrap();
@@ -69,7 +73,9 @@ impl Bottles {
         cmd
     }
     fn start(&self, extra: &[&str]) -> String {
-        let manifest = self.manifest();
+        self.start_manifest(&self.manifest(), extra)
+    }
+    fn start_manifest(&self, manifest: &Path, extra: &[&str]) -> String {
         let output = self
             .bottle()
             .args(["start", "box", "-d", "-f", manifest.to_str().unwrap()])
@@ -276,4 +282,70 @@ fn real_launcher_killed_mid_start_is_collected_by_gc() {
         "networks left after gc"
     );
     assert!(!bottles.state().join(&slug).exists(), "state left after gc");
+}
+
+#[test]
+fn real_supervise_request_is_approved_and_applied() {
+    if !docker_ready() {
+        return;
+    }
+    let bottles = Bottles::new();
+    let manifest = bottles.manifest_with("    supervise: true\n");
+    let slug = bottles.start_manifest(&manifest, &["--egress-static-host", "later.test=127.0.0.1"]);
+    let _guard = DownOnDrop(&bottles, slug.clone());
+    // The agent asks over MCP (in the background: the call waits for the human).
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"request_egress","arguments":{"host":"later.test","reason":"e2e","timeout_secs":90}}}"#;
+    let script = format!(
+        "curl -sS -m 100 http://supervise:8765/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' -d '{call}' > /tmp/answer 2>&1 &"
+    );
+    let (code, out) = bottles.exec(&slug, &script);
+    assert_eq!(code, 0, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the host"
+        );
+        let listed = bottles
+            .bottle()
+            .args(["requests", &slug, "--json"])
+            .output()
+            .unwrap();
+        let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        if let Some(id) = listed[0]["request"]["id"].as_str() {
+            assert_eq!(listed[0]["request"]["host"], "later.test");
+            break id.to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    bottles
+        .bottle()
+        .args(["approve", &id, "--note", "granted"])
+        .assert()
+        .success();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let (_, out) = bottles.exec(&slug, "cat /tmp/answer");
+        if out.contains("jsonrpc") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        answer.contains("approved") && answer.contains("granted"),
+        "{answer}"
+    );
+    // The host is allowed now: the proxy's allowlist passes it (SSRF then stops 127.0.0.1).
+    let (_, out) = bottles.exec(&slug, "curl -sS -m 10 http://later.test/x");
+    assert!(out.contains("an internal address"), "{out}");
+    // The policy tool shows the new rule, never a credential.
+    let policy = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"policy","arguments":{}}}"#;
+    let (_, out) = bottles.exec(
+        &slug,
+        &format!("curl -sS -m 10 http://supervise:8765/mcp -H 'content-type: application/json' -H 'accept: application/json' -d '{policy}'"),
+    );
+    assert!(
+        out.contains("later.test") && out.contains("x-api-key") && !out.contains(TOKEN),
+        "{out}"
+    );
 }
