@@ -442,6 +442,18 @@ async fn forward(
         Decision::Deny(denial) => return deny(state, &policy, record, &denial, &what),
         Decision::Allow { rule } => record.rule = rule,
     }
+    // Upgraded connections (WebSocket) would carry frames this proxy does not scan
+    // for secrets: refuse them plainly rather than pass them unscanned.
+    if req.headers().contains_key(header::UPGRADE) {
+        let denial = Denial::new(
+            DenyKind::BadRequest,
+            "upgrade-unsupported",
+            "protocol upgrades (WebSocket) are not supported: their frames could not be scanned for secrets",
+            &host,
+            port,
+        );
+        return deny(state, &policy, record, &denial, &what);
+    }
     // Credentials are only ever injected into TLS-protected requests.
     let route = policy
         .routes

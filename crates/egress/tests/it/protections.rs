@@ -372,3 +372,30 @@ async fn hostile_input_gets_a_clean_error() {
     .await;
     assert_eq!(health.status, 200);
 }
+
+#[tokio::test]
+async fn websocket_upgrades_are_refused_not_passed_unscanned() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
+    let proxy = dir.start().await;
+    let port = upstream.port();
+    let raw = format!(
+        "GET /chat HTTP/1.1\r\nHost: upstream.test:{port}\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let response = https_via_proxy(
+        proxy.local_addr(),
+        "upstream.test",
+        port,
+        &dir.bottle_ca.cert_pem,
+        &raw,
+    )
+    .await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert!(response.body.contains("WebSocket"), "{response:?}");
+    assert_eq!(
+        upstream.seen.lock().unwrap().requests,
+        0,
+        "the upgrade reached the upstream"
+    );
+}
