@@ -23,6 +23,10 @@ pub struct NetworkSpec {
     /// `--ip-range`: where the engine hands out dynamic addresses, so a pinned address
     /// outside it can never be taken by a container that starts first.
     pub ip_range: Option<String>,
+    /// Give the host no address on this network: an `--internal` bridge still puts
+    /// the gateway address on the host, where anything listening on 0.0.0.0 would be
+    /// reachable from the agent without the proxy.
+    pub no_host_address: bool,
     /// Labels (slug, role).
     pub labels: BTreeMap<String, String>,
 }

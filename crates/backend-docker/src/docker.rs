@@ -263,6 +263,10 @@ impl Backend for DockerBackend {
             args.push("--ip-range".to_owned());
             args.push(range.clone());
         }
+        if spec.no_host_address {
+            args.push("--opt".to_owned());
+            args.push("com.docker.network.bridge.inhibit_ipv4=true".to_owned());
+        }
         for (key, value) in &spec.labels {
             args.push("--label".to_owned());
             args.push(format!("{key}={value}"));

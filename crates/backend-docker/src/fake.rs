@@ -14,6 +14,8 @@ use crate::error::{BackendError, Result};
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct FakeNetwork {
     cidr: String,
+    #[serde(default)]
+    host_address: bool,
     labels: BTreeMap<String, String>,
 }
 
@@ -316,6 +318,7 @@ impl Backend for FakeBackend {
             spec.name.clone(),
             FakeNetwork {
                 cidr: cidr.clone(),
+                host_address: !spec.no_host_address,
                 labels: spec.labels.clone(),
             },
         );

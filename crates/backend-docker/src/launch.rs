@@ -178,15 +178,20 @@ fn launch_steps(
     // skip the build.
     let workdir = plan.agent.workdir.display().to_string();
     let user = backend.image_user(&base_image)?;
-    let restore_user = if user.is_empty() {
-        String::new()
+    // The project directory belongs to that user: git refuses to work in a directory
+    // owned by someone else ("dubious ownership").
+    let (own, restore_user) = if user.is_empty() {
+        (String::new(), String::new())
     } else {
-        format!("USER {user}\n")
+        (
+            format!(" && chown {} {{dir}}", shell_quote(&user)),
+            format!("USER {user}\n"),
+        )
     };
     let dockerfile = format!(
-        "FROM {base_image}\nUSER root\nRUN mkdir -p {dir} && chmod 0777 {dir}\n{restore_user}WORKDIR {dir}\n",
-        dir = shell_quote(&workdir)
-    );
+        "FROM {base_image}\nUSER root\nRUN mkdir -p {{dir}} && chmod 0755 {{dir}}{own}\n{restore_user}WORKDIR {{dir}}\n"
+    )
+    .replace("{dir}", &shell_quote(&workdir));
     let base_id = backend.image_id(&base_image)?;
     let digest = sidecar_config::policy_version(format!("{base_id}\n{dockerfile}").as_bytes());
     let agent_image = format!("{DERIVED_IMAGE_REPO}:{}", &digest[..16]);
@@ -214,6 +219,8 @@ fn launch_steps(
     check(interrupted)?;
     let network = |role: &str, internal: bool, subnet: Option<String>| NetworkSpec {
         ip_range: subnet.as_ref().map(|s| s.replace(".0/24", ".0/25")),
+        // The agent's network: no address of the host on it.
+        no_host_address: role == "internal",
         name: format!("bot-bottle-{slug}-{role}"),
         internal,
         subnet,

@@ -276,8 +276,13 @@ pub fn gc(
 /// A change to a running bottle's egress policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PolicyChange {
-    /// Allow `host` (exact or `*.suffix`) on `port` (or the default ports).
-    Allow { host: String, port: Option<u16> },
+    /// Allow `host` (exact or `*.suffix`) on `port` (or the default ports), for
+    /// `methods` only when given (an agent's request says which it needs).
+    Allow {
+        host: String,
+        port: Option<u16>,
+        methods: Option<Vec<String>>,
+    },
     /// Stop allowing `host` (on `port`, or on every port).
     Deny { host: String, port: Option<u16> },
 }
@@ -305,7 +310,44 @@ pub fn apply_change(
     change: &PolicyChange,
 ) -> Result<egress::config::EgressConfig> {
     match change {
-        PolicyChange::Allow { host, port } => {
+        PolicyChange::Allow {
+            host,
+            port,
+            methods,
+        } => {
+            // A host the manifest limits to some methods or paths is not widened by a
+            // runtime change: a rule without those limits would lift them (and carry
+            // the host's credential into any request).
+            if config
+                .allow
+                .iter()
+                .any(|r| &r.host == host && (r.methods.is_some() || r.path_prefixes.is_some()))
+            {
+                return Err(BackendError::BadPolicyChange(format!(
+                    "{host} has method or path limits in the manifest; a runtime allow would lift them: change the manifest and restart instead"
+                )));
+            }
+            if let Some(methods) = methods {
+                let methods: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+                let rule = egress::config::AllowRule {
+                    host: host.clone(),
+                    ports: port.map(|p| vec![p]),
+                    methods: Some(methods),
+                    path_prefixes: None,
+                };
+                if config
+                    .allow
+                    .iter()
+                    .any(|r| r.host == *host && r.methods.is_none())
+                    || config.allow.contains(&rule)
+                {
+                    return Err(BackendError::BadPolicyChange(format!(
+                        "{host} is already allowed"
+                    )));
+                }
+                config.allow.push(rule);
+                return Ok(config);
+            }
             let existing = config
                 .allow
                 .iter_mut()
@@ -498,6 +540,7 @@ mod tests {
             &PolicyChange::Allow {
                 host: "a.com".into(),
                 port: None,
+                methods: None,
             },
         )
         .unwrap();
@@ -507,6 +550,7 @@ mod tests {
             &PolicyChange::Allow {
                 host: "a.com".into(),
                 port: Some(8443),
+                methods: None,
             },
         )
         .unwrap();
@@ -516,7 +560,8 @@ mod tests {
                 config(&[("a.com", None)]),
                 &PolicyChange::Allow {
                     host: "a.com".into(),
-                    port: None
+                    port: None,
+                    methods: None,
                 }
             )
             .is_err()
@@ -526,7 +571,8 @@ mod tests {
                 config(&[("a.com", Some(vec![443]))]),
                 &PolicyChange::Allow {
                     host: "a.com".into(),
-                    port: Some(443)
+                    port: Some(443),
+                    methods: None,
                 }
             )
             .is_err()
@@ -567,10 +613,59 @@ mod tests {
                 config(&[]),
                 &PolicyChange::Deny {
                     host: "a.com".into(),
-                    port: None
+                    port: None,
                 }
             )
             .is_err()
+        );
+    }
+}
+
+#[cfg(test)]
+mod widening_tests {
+    use super::*;
+
+    fn restricted() -> egress::config::EgressConfig {
+        let json = serde_json::json!({
+            "bottle_slug": "t-000000",
+            "allow": [{"host": "api.github.com", "methods": ["GET"], "path_prefixes": ["/repos/"]}],
+        });
+        egress::config::EgressConfig::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn runtime_allows_never_lift_manifest_limits() {
+        for methods in [
+            None,
+            Some(vec!["GET".to_owned()]),
+            Some(vec!["DELETE".to_owned()]),
+        ] {
+            let change = PolicyChange::Allow {
+                host: "api.github.com".into(),
+                port: Some(443),
+                methods,
+            };
+            assert!(
+                apply_change(restricted(), &change).is_err(),
+                "{change:?} widened a limited host"
+            );
+        }
+    }
+
+    #[test]
+    fn requested_methods_are_kept() {
+        let change = PolicyChange::Allow {
+            host: "docs.rs".into(),
+            port: Some(443),
+            methods: Some(vec!["get".into()]),
+        };
+        let config = apply_change(restricted(), &change).unwrap();
+        let rule = config.allow.iter().find(|r| r.host == "docs.rs").unwrap();
+        assert_eq!(rule.methods.as_deref(), Some(&["GET".to_owned()][..]));
+        assert_eq!(rule.ports.as_deref(), Some(&[443][..]));
+        assert!(
+            apply_change(config, &change).is_err(),
+            "the same rule twice"
         );
     }
 }

@@ -98,6 +98,7 @@ pub fn approve(
         RequestKind::Egress => {
             let host = request.host.clone().unwrap_or_default();
             let change = PolicyChange::Allow {
+                methods: request.methods.clone(),
                 host: host.clone(),
                 port: request.port,
             };

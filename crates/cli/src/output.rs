@@ -32,3 +32,28 @@ pub fn error(message: &str) {
 pub fn stderr_color() -> bool {
     io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
+
+/// `text` with control characters (other than newline and tab) shown escaped: output
+/// that carries agent-controlled bytes (logs, requests) must not drive the terminal.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::escape_controls("a\u{1b}[2Jb\n\tc\u{9b}"),
+            "a\\u{1b}[2Jb\n\tc\\u{9b}"
+        );
+    }
+}

@@ -86,6 +86,15 @@ pub struct Service {
     pub depends_on: BTreeMap<String, DependsOn>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+}
+
+/// `logging:` driver and options (bounded json-file logs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Logging {
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
 }
 
 /// `build:` with a context, Dockerfile and build args.

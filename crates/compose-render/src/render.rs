@@ -6,7 +6,7 @@ use std::path::Path;
 use plan::{BottlePlan, EnvVar, Runtime};
 
 use crate::compose::{
-    ComposeFile, DependsOn, Healthcheck, Network, Service, ServiceNetwork, Volume,
+    ComposeFile, DependsOn, Healthcheck, Logging, Network, Service, ServiceNetwork, Volume,
 };
 use crate::facts::LaunchFacts;
 
@@ -60,6 +60,18 @@ pub const SIDECAR_PIDS: u32 = 256;
 /// Memory limit of each sidecar.
 pub const SIDECAR_MEMORY: u64 = 512 << 20;
 
+/// Container logs of every service are bounded: an agent that floods stdout (or the
+/// sidecars' audit lines) cannot fill the host's disk through the engine's log files.
+pub fn bounded_logging() -> Logging {
+    Logging {
+        driver: "json-file".to_owned(),
+        options: BTreeMap::from([
+            ("max-size".to_owned(), "10m".to_owned()),
+            ("max-file".to_owned(), "3".to_owned()),
+        ]),
+    }
+}
+
 /// The compose file of one bottle.
 pub fn render(plan: &BottlePlan, facts: &LaunchFacts) -> ComposeFile {
     let mut services = BTreeMap::new();
@@ -72,6 +84,9 @@ pub fn render(plan: &BottlePlan, facts: &LaunchFacts) -> ComposeFile {
     }
     let agent = agent_service(plan, facts, &services);
     services.insert(AGENT_SERVICE.to_owned(), agent);
+    for service in services.values_mut() {
+        service.logging = Some(bounded_logging());
+    }
     let networks = BTreeMap::from([
         (
             INTERNAL_NETWORK.to_owned(),

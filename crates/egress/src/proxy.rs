@@ -442,6 +442,17 @@ async fn forward(
         Decision::Deny(denial) => return deny(state, &policy, record, &denial, &what),
         Decision::Allow { rule } => record.rule = rule,
     }
+    // TRACE echoes the request, injected credentials included, back to the agent.
+    if matches!(method.as_str(), "TRACE" | "TRACK") {
+        let denial = Denial::new(
+            DenyKind::BadRequest,
+            "trace-refused",
+            "TRACE would echo the request (and any injected credential) back to the client",
+            &host,
+            port,
+        );
+        return deny(state, &policy, record, &denial, &what);
+    }
     // Upgraded connections (WebSocket) would carry frames this proxy does not scan
     // for secrets: refuse them plainly rather than pass them unscanned.
     if req.headers().contains_key(header::UPGRADE) {

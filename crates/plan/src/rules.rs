@@ -39,6 +39,9 @@ impl HostPattern {
             return Err("`*` is allowed only as a leading `*.` label".into());
         }
         check_dns_name(&name)?;
+        if looks_like_numeric_address(&name) {
+            return Err("this spells an IP address (resolvers read `0x7f.1` or `127.1` as one); write addresses in dotted decimal".into());
+        }
         if suffix && !name.contains('.') {
             return Err(
                 "a wildcard must sit under a domain with at least two labels (`*.example.com`)"
@@ -113,6 +116,21 @@ fn check_dns_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether every label of `name` is a number (decimal, `0x` hex or octal): resolvers
+/// and proxies read such a name as an IPv4 address (`0x7f.1`, `127.1`, `2130706433`),
+/// so it must not pass as a host name that hides an internal address.
+pub fn looks_like_numeric_address(name: &str) -> bool {
+    name.split('.').all(|label| {
+        let digits = label
+            .strip_prefix("0x")
+            .or_else(|| label.strip_prefix("0X"));
+        match digits {
+            Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+        }
+    })
 }
 
 /// Names of bottles and agents: they end up in compose project and container names.

@@ -296,65 +296,17 @@ pub fn is_valid_id(id: &str) -> bool {
 /// no scheme, port, path, IP address or trailing dot.
 pub fn validate_host(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
-    if raw.contains("://") {
-        return Err("write the bare host name, without a scheme".into());
-    }
-    if raw.contains('/') {
-        return Err("write the host only, without a path".into());
-    }
     if raw.parse::<IpAddr>().is_ok() || raw.starts_with('[') {
         return Err("ask for a host name, not an IP address".into());
     }
-    if raw.contains(':') {
+    if raw.contains(':') && !raw.contains("://") {
         return Err("write the host only; give the port in `port`".into());
     }
-    let lower = raw.to_ascii_lowercase();
-    let (wildcard, name) = match lower.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, lower.as_str()),
-    };
-    if name.contains('*') {
-        return Err("`*` is allowed only as a leading `*.` label".into());
+    if raw.contains('/') && !raw.contains("://") {
+        return Err("write the host only, without a path".into());
     }
-    if name.is_empty() {
-        return Err("the host name is empty".into());
-    }
-    if name.ends_with('.') {
-        return Err("drop the trailing dot".into());
-    }
-    if name.len() > 253 {
-        return Err("a host name has at most 253 characters".into());
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err("empty label (two dots in a row)".into());
-        }
-        if label.len() > 63 {
-            return Err("a label has at most 63 characters".into());
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err("a host name has only letters, digits, `-` and `.`".into());
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err("a label cannot start or end with `-`".into());
-        }
-    }
-    if name
-        .rsplit('.')
-        .next()
-        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err("ask for a host name, not an IP address".into());
-    }
-    if wildcard && !name.contains('.') {
-        return Err(
-            "a wildcard must sit under a domain with two labels or more (`*.example.com`)".into(),
-        );
-    }
-    Ok(lower)
+    // The same rules as the manifest's hosts (numeric spellings of addresses refused).
+    plan::rules::HostPattern::parse(raw).map(|pattern| pattern.to_string())
 }
 
 /// Validates HTTP methods (tokens of letters) and returns them uppercase,

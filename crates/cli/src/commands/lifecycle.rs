@@ -286,14 +286,18 @@ pub fn logs(slug: &str, follow: bool) -> Result<(), CliError> {
     if !follow {
         for audit in ["egress.jsonl", "git-gate.jsonl"] {
             if let Ok(text) = std::fs::read_to_string(bottle.state_dir.join("audit").join(audit)) {
-                output::print(&format!("== {audit} ==\n{}", redact(&text, &secrets)));
+                let text = output::escape_controls(&redact(&text, &secrets));
+                output::print(&format!("== {audit} ==\n{text}"));
             }
         }
         output::print("== compose logs ==\n");
     }
     backend
         .compose_follow(&call, &mut |line| {
-            output::print(&format!("{}\n", redact(line, &secrets)))
+            output::print(&format!(
+                "{}\n",
+                output::escape_controls(&redact(line, &secrets))
+            ))
         })
         .map_err(user_error)?;
     Ok(())
@@ -356,7 +360,11 @@ pub fn egress(command: EgressCommand) -> Result<(), CliError> {
     };
     let (host, port) = ops::parse_host_port(&host).map_err(user_error)?;
     let change = if allow {
-        PolicyChange::Allow { host, port }
+        PolicyChange::Allow {
+            host,
+            port,
+            methods: None,
+        }
     } else {
         PolicyChange::Deny { host, port }
     };

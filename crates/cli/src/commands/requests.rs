@@ -11,18 +11,9 @@ use supervise::RequestKind;
 use crate::commands::lifecycle::{state_root, user_error};
 use crate::{CliError, engine, output};
 
-/// Control characters in agent-supplied text are shown escaped: the agent must not
-/// be able to drive the human's terminal.
+/// Agent-supplied text, with control characters escaped.
 fn shown(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    output::escape_controls(text)
 }
 
 fn line(pending: &PendingRequest) -> String {

@@ -188,6 +188,36 @@ fn real_bottle_start_ls_exec_egress_down() {
         .code(1);
     assert_eq!(std::fs::read(&policy).unwrap(), after);
 
+    // The host has no address on the agent's network: a host service listening on
+    // every interface is not reachable from the agent at the subnet's first address.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("metadata.json")).unwrap()).unwrap();
+    let internal = metadata["networks"][0].as_str().unwrap().to_owned();
+    let subnet = Std::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Subnet}}",
+            &internal,
+        ])
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&subnet.stdout)
+        .trim()
+        .replace(".0/24", ".1");
+    let probe = format!(
+        "python3 -c 'import socket; socket.create_connection((\"{first}\", {port}), timeout=3)' && echo CONNECTED"
+    );
+    let (_, out) = bottles.exec(&slug, &probe);
+    assert!(
+        !out.contains("CONNECTED"),
+        "the agent reached a host listener at {first}:{port}: {out}"
+    );
+    drop(listener);
+
     // Outside names do not resolve inside the bottle.
     let (code, _) = bottles.exec(&slug, "getent hosts example.com");
     assert_ne!(code, 0, "an outside name resolved");

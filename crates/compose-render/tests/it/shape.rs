@@ -155,6 +155,11 @@ fn every_service_is_labelled_and_hardened() {
             );
             assert!(service.pids_limit.is_some(), "{name}/{service_name}");
             assert_eq!(service.init, Some(true));
+            assert_eq!(
+                service.logging,
+                Some(bounded_logging()),
+                "{name}/{service_name}: unbounded logs"
+            );
             if service_name != AGENT_SERVICE {
                 assert_eq!(
                     service.read_only,

@@ -399,3 +399,28 @@ async fn websocket_upgrades_are_refused_not_passed_unscanned() {
         "the upgrade reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn trace_is_refused_so_credentials_cannot_echo_back() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
+    let proxy = dir.start().await;
+    let port = upstream.port();
+    let raw =
+        format!("TRACE / HTTP/1.1\r\nHost: upstream.test:{port}\r\nConnection: close\r\n\r\n");
+    let response = https_via_proxy(
+        proxy.local_addr(),
+        "upstream.test",
+        port,
+        &dir.bottle_ca.cert_pem,
+        &raw,
+    )
+    .await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert_eq!(
+        upstream.seen.lock().unwrap().requests,
+        0,
+        "TRACE reached the upstream"
+    );
+}

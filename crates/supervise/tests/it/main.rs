@@ -450,6 +450,10 @@ async fn bad_arguments_are_tool_errors() {
             json!({"host": "10.0.0.1", "reason": "x"}),
             "not an IP address",
         ),
+        (
+            json!({"host": "0xa.0xd5.0x7.0x1", "reason": "x"}),
+            "spells an IP address",
+        ),
         (json!({"host": "docs.rs"}), "missing field `reason`"),
         (json!({"host": "docs.rs", "reason": "x", "port": 0}), "port"),
         (
