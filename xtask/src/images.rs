@@ -4,7 +4,7 @@
 //!
 //! - [`BASE`]: Debian bookworm with ca-certificates, git, openssh-client, curl and
 //!   python3, so one base serves the sidecars (the git gate needs git and ssh) and
-//!   the e2e test agent. Kept when present; else imported from a cached rootfs
+//!   the e2e test agent; plus openssh-server for e2e's fake upstream. Kept when present; else imported from a cached rootfs
 //!   tarball; else built from a pulled `debian:bookworm-slim`; else (no registry,
 //!   the usual case in CI) bootstrapped with `debootstrap` from Debian's mirrors.
 //! - [`sidecar_image`] and [`SIDECAR_DEV`]: the `bottle` binary (which carries every
@@ -40,11 +40,18 @@ const PULL_SOURCE: &str = "debian:bookworm-slim";
 /// registry answers well within this; an unreachable one can hang on connect.
 const PULL_TIMEOUT: Duration = Duration::from_secs(20);
 /// What the base holds beyond Debian's minimal set, and why: git and ssh for the git
-/// gate, curl/git/python3 for the test agent, ca-certificates for everyone.
+/// gate, curl/git/python3 for the test agent, ca-certificates for everyone, and
+/// openssh-server for the e2e suite's fake upstream (`docker build` has no network,
+/// so it cannot be added later; no sshd runs anywhere else, and the host keys its
+/// install generates are removed from the rootfs).
+///
+/// Changing this list changes [`base_packages_id`]: the cached tarball's name and the
+/// base image's label, so neither an old cache nor an old image is reused.
 const BASE_PACKAGES: &[&str] = &[
     "ca-certificates",
     "git",
     "openssh-client",
+    "openssh-server",
     "curl",
     "python3",
 ];
@@ -54,8 +61,24 @@ const IMPORT_PATH: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 const IMAGE_LABEL: &str = "dev.bot-bottle.image";
 /// Where `BOT_BOTTLE_DEBIAN_MIRROR` points debootstrap (unset: debootstrap's default).
 const MIRROR_VAR: &str = "BOT_BOTTLE_DEBIAN_MIRROR";
+/// The label on the base image naming its package list ([`base_packages_id`]).
+const PACKAGES_LABEL: &str = "dev.bot-bottle.base-packages";
+
+/// A short, stable id of [`BASE_PACKAGES`] (FNV-1a, 32 bits of hex): part of the cached
+/// tarball's name and the base image's [`PACKAGES_LABEL`].
+pub fn base_packages_id() -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in BASE_PACKAGES.join(",").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", hash as u32 ^ (hash >> 32) as u32)
+}
+
 /// The cached debootstrap rootfs, relative to the cache directory.
-const BASE_TARBALL: &str = "base-bookworm.tar";
+fn base_tarball() -> String {
+    format!("base-bookworm-{}.tar", base_packages_id())
+}
 
 /// The versioned sidecar tag the renderer writes into compose files.
 pub fn sidecar_image() -> String {
@@ -322,13 +345,48 @@ fn image_id(tag: &str) -> Result<Option<String>, Failure> {
     Ok((ran.status.success() && !id.is_empty()).then(|| id.to_string()))
 }
 
+/// The value of `label` on `image`: `None` when the image is missing, `Some("")`
+/// when it lacks the label.
+fn image_label(image: &str, label: &str) -> Result<Option<String>, Failure> {
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "image",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{label}\"}}}}"),
+        image,
+    ]);
+    let ran = proc::run(cmd)?;
+    Ok(ran.status.success().then(|| {
+        let value = ran.output.trim();
+        if value == "<no value>" {
+            String::new()
+        } else {
+            value.to_string()
+        }
+    }))
+}
+
 /// Step 1: makes sure [`BASE`] exists, by the cheapest route available.
+/// Where `build` puts the release `bottle` binary it builds.
+pub fn release_bottle() -> Result<PathBuf, Failure> {
+    Ok(Workspace::locate()?.target.join("release/bottle"))
+}
+
 fn ensure_base(workspace: &Workspace) -> Result<(), Failure> {
-    if image_exists(BASE)? {
-        Step::start(&format!("base: {BASE} present, kept")).finish("");
-        return Ok(());
+    let id = base_packages_id();
+    match image_label(BASE, PACKAGES_LABEL)? {
+        Some(label) if label == id => {
+            Step::start(&format!("base: {BASE} present, kept")).finish("");
+            return Ok(());
+        }
+        Some(_) => Step::start(&format!(
+            "base: {BASE} present but built for another package list, replacing it"
+        ))
+        .finish(""),
+        None => {}
     }
-    let tarball = workspace.cache_dir()?.join(BASE_TARBALL);
+    let tarball = workspace.cache_dir()?.join(base_tarball());
     if tarball.is_file() {
         Step::start(&format!(
             "base: reusing the debootstrap rootfs cached in {}",
@@ -345,7 +403,10 @@ fn ensure_base(workspace: &Workspace) -> Result<(), Failure> {
         let mut cmd = Command::new("docker");
         cmd.args(["import", "--change", IMPORT_PATH])
             .args(["--change", r#"CMD ["/bin/bash"]"#])
-            .args(["--change", &format!("LABEL {IMAGE_LABEL}=base")])
+            .args([
+                "--change",
+                &format!("LABEL {IMAGE_LABEL}=base {PACKAGES_LABEL}={id}"),
+            ])
             .args([
                 "--message",
                 "bot-bottle base: debootstrap --variant=minbase bookworm",
@@ -395,9 +456,10 @@ fn base_from_registry(workspace: &Workspace) -> Result<bool, Failure> {
         "FROM {PULL_SOURCE}\n\
          RUN apt-get update \\\n \
          && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {} \\\n \
-         && rm -rf /var/lib/apt/lists/*\n\
-         LABEL {IMAGE_LABEL}=base\n",
-        BASE_PACKAGES.join(" ")
+         && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*\n\
+         LABEL {IMAGE_LABEL}=base {PACKAGES_LABEL}={}\n",
+        BASE_PACKAGES.join(" "),
+        base_packages_id()
     );
     match docker_build(workspace, "base", &dockerfile, &[], &[BASE], true) {
         Ok(()) => {
@@ -528,8 +590,14 @@ path-exclude /usr/share/lintian/*
 /// documentation, manuals and translations (a quarter of the rootfs; licences are
 /// kept). Installs [`DPKG_SLIM`] so derived images stay that way.
 fn trim_rootfs(rootfs: &Path) -> Result<(), Failure> {
-    for file in ["etc/resolv.conf", "etc/hostname"] {
-        let path = rootfs.join(file);
+    let host_keys = fs::read_dir(rootfs.join("etc/ssh"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ssh_host_"))
+        .map(|e| e.path());
+    let files = ["etc/resolv.conf", "etc/hostname"].map(|f| rootfs.join(f));
+    for path in files.into_iter().chain(host_keys) {
         if path.symlink_metadata().is_ok() {
             fs::remove_file(&path)
                 .map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;

@@ -1,5 +1,6 @@
 //! Developer tasks. `cargo xtask help` lists them.
 
+mod e2e;
 mod images;
 mod proc;
 
@@ -13,7 +14,8 @@ tasks:
   images   build bot-bottle/base:bookworm, bot-bottle/sidecar:<version> (+ :dev) and
            bot-bottle/test-agent:dev; `images --check` lists which exist
            (`cargo xtask images --help` for options)
-  e2e      real bottles on real Docker (not yet available: see issue 7)";
+  e2e      real bottles on real Docker against a fake internet: builds the images,
+           runs every scenario, cleans up (`cargo xtask e2e --help` for options)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,12 +25,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("images") => images::main(&args[1..]),
-        Some("e2e") => {
-            eprintln!(
-                "cargo xtask e2e: the end-to-end suite lands with the backend, egress and git-gate sidecars (issue 7)"
-            );
-            ExitCode::from(2)
-        }
+        Some("e2e") => e2e::main(&args[1..]),
         Some(other) => {
             eprintln!("unknown task `{other}`; try `cargo xtask help`");
             ExitCode::from(2)
