@@ -2,14 +2,10 @@
 //! file. Records carry names (rules, DLP findings), never secret values; URL
 //! queries are not logged because they can carry credentials.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::clock::UtcDateTime;
 use crate::error::Error;
 
 /// One audit line.
@@ -42,7 +38,7 @@ impl AuditRecord {
     /// A record stamped now.
     pub fn now(event: &'static str, action: &'static str) -> Self {
         Self {
-            time: UtcDateTime::now().rfc3339(),
+            time: audit_lines::rfc3339_utc(std::time::SystemTime::now()),
             event,
             method: String::new(),
             host: String::new(),
@@ -66,47 +62,22 @@ pub fn loggable_path(path_and_query: &str) -> String {
 
 /// Where audit lines go.
 #[derive(Debug)]
-pub struct AuditLog {
-    file: Option<Mutex<File>>,
-    to_stdout: bool,
-}
+pub struct AuditLog(audit_lines::JsonLines);
 
 impl AuditLog {
     /// Opens (appending) the audit file if one is configured.
     pub fn open(path: Option<&Path>, to_stdout: bool) -> Result<Self, Error> {
-        let file = match path {
-            Some(path) => Some(Mutex::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| Error::OpenAuditLog {
-                        path: path.to_path_buf(),
-                        source,
-                    })?,
-            )),
-            None => None,
-        };
-        Ok(Self { file, to_stdout })
+        audit_lines::JsonLines::open("egress", path, to_stdout)
+            .map(Self)
+            .map_err(|source| Error::OpenAuditLog {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                source,
+            })
     }
 
     /// Writes one record; IO errors go to stderr, never fail a request.
     pub fn write(&self, record: &AuditRecord) {
-        let Ok(mut line) = serde_json::to_string(record) else {
-            return;
-        };
-        line.push('\n');
-        if self.to_stdout {
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(line.as_bytes());
-            let _ = stdout.flush();
-        }
-        if let Some(file) = &self.file
-            && let Ok(mut file) = file.lock()
-            && let Err(e) = file.write_all(line.as_bytes())
-        {
-            eprintln!("egress: cannot write audit log: {e}");
-        }
+        self.0.write(record);
     }
 }
 

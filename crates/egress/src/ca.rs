@@ -15,8 +15,8 @@ use rustls::crypto::CryptoProvider;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::clock::{UtcDateTime, unix_now};
 use crate::error::Error;
+use audit_lines::{civil_date, unix_now};
 
 /// Leaves are valid from a day ago (clock skew) to this many days ahead.
 const LEAF_VALIDITY_DAYS: i64 = 7;
@@ -152,6 +152,6 @@ impl LeafMinter {
 
 /// The UTC calendar day of an instant, as rcgen wants it.
 fn ymd(unix_secs: i64) -> (i32, u8, u8) {
-    let t = UtcDateTime::from_unix_seconds(unix_secs);
-    (t.year as i32, t.month, t.day)
+    let (year, month, day) = civil_date(unix_secs);
+    (year as i32, month, day)
 }

@@ -41,7 +41,6 @@
 pub mod audit;
 pub mod body;
 pub mod ca;
-pub mod clock;
 pub mod config;
 pub mod dlp;
 pub mod dns_sink;

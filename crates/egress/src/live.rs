@@ -12,7 +12,6 @@ use std::time::Duration;
 use hyper::header::{HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
 
-use crate::clock::UtcDateTime;
 use crate::config::{EgressConfig, POLICY_FILE_NAME};
 use crate::dlp::{DlpEngine, KnownSecret};
 use crate::error::Error;
@@ -203,7 +202,7 @@ fn compile_policy(
     );
     Ok(LivePolicy {
         version: hex::encode(Sha256::digest(bytes)),
-        loaded_at: UtcDateTime::now().rfc3339(),
+        loaded_at: audit_lines::rfc3339_utc(std::time::SystemTime::now()),
         config,
         allow,
         dlp,

@@ -1,11 +1,8 @@
 //! The audit log: one JSON line per request and per decision seen (and per
 //! timeout or refused decision file), to stdout and the configured file.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -64,7 +61,7 @@ impl AuditEntry {
     /// An entry about `request`, stamped now.
     pub fn for_request(request: &Request, event: Event, outcome: &str) -> Self {
         Self {
-            time: rfc3339_utc(SystemTime::now()),
+            time: audit_lines::rfc3339_utc(SystemTime::now()),
             bottle: request.bottle_slug.clone(),
             event,
             id: request.id.clone(),
@@ -96,93 +93,32 @@ impl AuditEntry {
     }
 }
 
-/// Where audit lines go: stdout always, and a file if configured.
+/// Where audit lines go: stdout, and a file if configured.
 #[derive(Debug)]
-pub struct AuditLog {
-    file: Option<(PathBuf, Mutex<std::fs::File>)>,
-}
+pub struct AuditLog(audit_lines::JsonLines);
 
 impl AuditLog {
-    /// Opens (appends to) `path`, if any.
+    /// Opens (appending, creating) the audit file if one is configured.
     pub fn open(path: Option<&Path>) -> Result<Self, Error> {
-        let file = match path {
-            None => None,
-            Some(path) => {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o640)
-                    .open(path)
-                    .map_err(|source| Error::AuditLog {
-                        path: path.to_owned(),
-                        source,
-                    })?;
-                Some((path.to_owned(), Mutex::new(file)))
-            }
-        };
-        Ok(Self { file })
+        audit_lines::JsonLines::open("supervise", path, true)
+            .map(Self)
+            .map_err(|source| Error::AuditLog {
+                path: path.map(Path::to_path_buf).unwrap_or_default(),
+                source,
+            })
     }
 
-    /// Writes one line; a failing file write is reported on stderr and
-    /// does not fail the request.
+    /// Writes one entry; a failed file write is reported on stderr and never fails
+    /// the operation it records.
     pub fn record(&self, entry: &AuditEntry) {
-        let line = serde_json::to_string(entry).expect("audit entries serialize");
-        println!("{line}");
-        if let Some((path, file)) = &self.file {
-            let mut file = file.lock().unwrap_or_else(|poison| poison.into_inner());
-            if let Err(error) = writeln!(file, "{line}") {
-                eprintln!("supervise: writing audit log {}: {error}", path.display());
-            }
-        }
+        self.0.write(entry);
     }
-}
-
-/// `time` as RFC 3339 in UTC with milliseconds.
-pub fn rfc3339_utc(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs();
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::request::Outcome;
-    use std::time::Duration;
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339_utc(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_764_000_000_123);
-        assert_eq!(rfc3339_utc(t), "2025-11-24T16:00:00.123Z");
-    }
 
     #[test]
     fn lines_go_to_the_file() {
