@@ -42,6 +42,10 @@ struct FakeState {
     containers: Vec<FakeContainer>,
     calls: Vec<String>,
     next_id: u32,
+    /// Names reported as taken once (`BOT_BOTTLE_FAKE_FAIL=name-taken`), as if another
+    /// container held them.
+    #[serde(default)]
+    names_reported_taken: BTreeSet<String>,
 }
 
 /// The fake engine.
@@ -182,7 +186,13 @@ impl FakeBackend {
             let name = spec["container_name"]
                 .as_str()
                 .map_or_else(|| format!("{}-{service}-1", call.project), str::to_owned);
-            if state.containers.iter().any(|c| c.name == name) {
+            // `name-taken`: the agent's container name is taken the first time it is
+            // asked for (another container holds it).
+            let taken_once = self.fail_at.as_deref() == Some("name-taken")
+                && spec["container_name"].is_string()
+                && state.names_reported_taken.is_empty()
+                && state.names_reported_taken.insert(name.clone());
+            if taken_once || state.containers.iter().any(|c| c.name == name) {
                 return Ok(Captured {
                     code: Some(1),
                     stdout: Vec::new(),

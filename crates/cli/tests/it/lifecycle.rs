@@ -492,3 +492,35 @@ fn ls_flags_a_changed_manifest() {
     assert!(String::from_utf8_lossy(&human.stdout).contains("manifest changed"));
     world.bottle().args(["down", &slug]).assert().success();
 }
+
+#[test]
+fn an_unpinned_container_name_conflict_is_retried_with_a_suffix() {
+    let world = World::new();
+    let output = world
+        .bottle()
+        .env("BOT_BOTTLE_FAKE_FAIL", "name-taken")
+        .args(["start", "dev", "-d", "-f", "fixtures/valid/minimal.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("retrying as"));
+    let slug = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let names = world.engine_state()["containers"].to_string();
+    assert!(names.contains(&format!("{slug}-agent-2")), "{names}");
+    let metadata: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(world.state().join(&slug).join("metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metadata["agent_container"], format!("{slug}-agent-2"));
+    world
+        .bottle()
+        .args(["exec", &slug, "--", "true"])
+        .assert()
+        .success();
+    world.bottle().args(["down", &slug]).assert().success();
+    world.assert_nothing_left("after the retried start");
+}
