@@ -424,3 +424,59 @@ async fn trace_is_refused_so_credentials_cannot_echo_back() {
         "TRACE reached the upstream"
     );
 }
+
+#[tokio::test]
+async fn a_secret_split_across_two_writes_never_partly_leaves() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
+    let proxy = dir.start().await;
+    let port = upstream.port();
+    let (first_half, second_half) = REAL_TOKEN.split_at(REAL_TOKEN.len() / 2);
+    let mut first = vec![b'a'; 64 * 1024];
+    first.extend_from_slice(first_half.as_bytes());
+    let second = format!("{second_half}{}", "b".repeat(1024));
+    let length = first.len() + second.len();
+    let Tunnel::Open(tls) = connect_tunnel(
+        proxy.local_addr(),
+        &format!("other.test:{port}"),
+        "other.test",
+        &dir.bottle_ca.cert_pem,
+    )
+    .await
+    else {
+        panic!("tunnel refused")
+    };
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    let writer_task = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _ = writer.write_all(head.as_bytes()).await;
+        let _ = writer.write_all(&first).await;
+        let _ = writer.flush().await;
+        // Let the proxy forward what it has before the rest of the secret arrives.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = writer.write_all(second.as_bytes()).await;
+        let _ = writer.flush().await;
+    });
+    let mut raw = Vec::new();
+    use tokio::io::AsyncReadExt;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        reader.read_to_end(&mut raw),
+    )
+    .await;
+    writer_task.abort();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    let seen = upstream.seen.lock().unwrap();
+    assert!(
+        !seen
+            .body_bytes
+            .windows(first_half.len())
+            .any(|w| w == first_half.as_bytes()),
+        "the first half of the secret reached the upstream before the second half was scanned"
+    );
+}
