@@ -5,10 +5,12 @@ use crate::support::*;
 
 #[tokio::test]
 async fn curl_through_interception_reaches_the_upstream() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let url = format!("https://other.test:{}/hello?x=1", upstream.port());
     let (status, body) = curl(proxy.local_addr(), &dir.bottle_ca_path(), &[&url]).await;
     assert_eq!(status, 200, "{body}");
@@ -23,10 +25,12 @@ async fn curl_through_interception_reaches_the_upstream() {
 
 #[tokio::test]
 async fn curl_is_rejected_without_the_bottle_ca() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let wrong_ca = dir.path().join("wrong-ca.pem");
     std::fs::write(&wrong_ca, TestCa::new("unrelated").cert_pem).unwrap();
     let url = format!("https://other.test:{}/", upstream.port());
@@ -39,10 +43,12 @@ async fn curl_is_rejected_without_the_bottle_ca() {
 
 #[tokio::test]
 async fn rust_client_posts_a_body_through_the_tunnel() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let port = upstream.port();
     let body = "{\"hello\": \"world\"}";
     let request = format!(
@@ -83,10 +89,12 @@ async fn plain_http_absolute_form_is_forwarded() {
 
 #[tokio::test]
 async fn credential_is_injected_in_place_of_the_placeholder() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let url = format!("https://upstream.test:{}/v1/messages", upstream.port());
     let auth = format!("Authorization: Bearer {PLACEHOLDER}");
     let (status, body) = curl(

@@ -125,10 +125,12 @@ async fn method_and_path_rules_apply_inside_the_tunnel() {
 
 #[tokio::test]
 async fn host_header_must_match_the_connect_target() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let port = upstream.port();
     let raw = format!("GET / HTTP/1.1\r\nHost: denied.test:{port}\r\nConnection: close\r\n\r\n");
     let response = https_via_proxy(
@@ -145,10 +147,12 @@ async fn host_header_must_match_the_connect_target() {
 
 #[tokio::test]
 async fn secrets_in_url_header_and_body_are_blocked() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let port = upstream.port();
     let ca = dir.bottle_ca_path();
     let base = format!("https://other.test:{port}");
@@ -233,10 +237,12 @@ async fn secrets_in_url_header_and_body_are_blocked() {
 
 #[tokio::test]
 async fn secret_mid_body_aborts_the_streamed_upstream_request() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let port = upstream.port();
     let mut body = vec![b'a'; 256 * 1024];
     body.extend_from_slice(REAL_TOKEN.as_bytes());
@@ -375,10 +381,12 @@ async fn hostile_input_gets_a_clean_error() {
 
 #[tokio::test]
 async fn websocket_upgrades_are_refused_not_passed_unscanned() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let port = upstream.port();
     let raw = format!(
         "GET /chat HTTP/1.1\r\nHost: upstream.test:{port}\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -402,10 +410,12 @@ async fn websocket_upgrades_are_refused_not_passed_unscanned() {
 
 #[tokio::test]
 async fn trace_is_refused_so_credentials_cannot_echo_back() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let port = upstream.port();
     let raw =
         format!("TRACE / HTTP/1.1\r\nHost: upstream.test:{port}\r\nConnection: close\r\n\r\n");
@@ -427,10 +437,12 @@ async fn trace_is_refused_so_credentials_cannot_echo_back() {
 
 #[tokio::test]
 async fn a_secret_split_across_two_writes_never_partly_leaves() {
-    let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
-    let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
-    let proxy = dir.start().await;
+    let Standard {
+        upstream,
+        dir,
+        proxy,
+        ..
+    } = Standard::start().await;
     let port = upstream.port();
     let (first_half, second_half) = REAL_TOKEN.split_at(REAL_TOKEN.len() / 2);
     let mut first = vec![b'a'; 64 * 1024];

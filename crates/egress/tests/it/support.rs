@@ -208,6 +208,28 @@ impl EchoUpstream {
 }
 
 /// A config directory with the bottle CA, the upstream CA bundle and a policy.
+/// The setup most tests share: an HTTPS echo upstream with its own CA, and a proxy
+/// on [`standard_policy`] (loopback exempt from SSRF) that trusts that CA.
+pub struct Standard {
+    pub upstream: EchoUpstream,
+    pub dir: ProxyDir,
+    pub proxy: Proxy,
+}
+
+impl Standard {
+    pub async fn start() -> Self {
+        let upstream_ca = TestCa::new("it upstream CA");
+        let upstream = EchoUpstream::https(&upstream_ca).await;
+        let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
+        let proxy = dir.start().await;
+        Self {
+            upstream,
+            dir,
+            proxy,
+        }
+    }
+}
+
 pub struct ProxyDir {
     pub dir: tempfile::TempDir,
     pub bottle_ca: TestCa,
