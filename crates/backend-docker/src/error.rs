@@ -42,6 +42,10 @@ pub enum BackendError {
     /// Data on disk did not have the expected shape.
     #[error("reading `{}`: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
+    /// A file the agent image ships cannot be merged into (provisioning never replaces
+    /// one).
+    #[error("cannot provision `{path}` in the agent container: {detail}")]
+    AgentFile { path: String, detail: String },
     /// The manifest asks for something this version cannot run yet.
     #[error("{0}")]
     Unsupported(String),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use compose_render::{LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT, LaunchFacts, render, to_yaml};
 use plan::{BottlePlan, ImagePlan};
 
-use crate::backend::{Backend, BuildSpec, ComposeCall, ExecSpec, NetworkSpec};
+use crate::backend::{Backend, BuildSpec, ComposeCall, NetworkSpec};
 use crate::error::{BackendError, Result};
 use crate::progress::Progress;
 use crate::sidecar_config::{self, EgressExtras};
@@ -287,6 +287,15 @@ fn launch_steps(
     if plan.supervise.enabled {
         sidecar_config::write_supervise_config(plan, &facts)?;
     }
+    // What the agent keeps across bottles (sessions, memory): made here so the mount
+    // has a source; kept on teardown, removed by `bottle down --purge`.
+    // An existing one belongs to the image's user by now: leave its mode alone.
+    for dir in &plan.agent.profile.persist {
+        let path = facts.persist_dir(&plan.agent.name, &dir.name);
+        if !path.is_dir() {
+            create_private_dir(&path)?;
+        }
+    }
 
     // 5. Compose file and metadata; 6. compose up with secrets only in its environment.
     metadata.networks = std::iter::once(internal.name.clone())
@@ -355,7 +364,7 @@ fn launch_steps(
     // 7. Provision via docker exec.
     check(interrupted)?;
     let started = Instant::now();
-    provision(backend, &plan)?;
+    crate::provision::provision(backend, &plan)?;
     progress.done("provisioned", started.elapsed());
 
     metadata.ready = true;
@@ -518,102 +527,6 @@ fn wait_healthy(
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// Provisioning inside the agent container: trust the bottle CA, copy the prompt and
-/// skills, point git remotes at the gate.
-fn provision(backend: &dyn Backend, plan: &BottlePlan) -> Result<()> {
-    let container = plan.agent.container_name.clone();
-    let exec = |user: Option<&str>, command: &[&str], stdin: Option<Vec<u8>>| -> Result<()> {
-        let out = backend.exec(&ExecSpec {
-            container: container.clone(),
-            user: user.map(str::to_owned),
-            workdir: None,
-            command: command.iter().map(|s| s.to_string()).collect(),
-            stdin,
-        })?;
-        if out.success() {
-            Ok(())
-        } else {
-            Err(BackendError::Command {
-                command: format!("docker exec {container} {}", command.join(" ")),
-                detail: last_lines(&String::from_utf8_lossy(&out.stderr), 10),
-            })
-        }
-    };
-    exec(
-        Some("root"),
-        &[
-            "sh",
-            "-c",
-            "mkdir -p /usr/local/share/ca-certificates && cp /etc/bot-bottle/ca/ca.crt /usr/local/share/ca-certificates/bot-bottle.crt && if command -v update-ca-certificates >/dev/null; then update-ca-certificates >/dev/null 2>&1; fi",
-        ],
-        None,
-    )?;
-    if let Some(prompt) = &plan.agent.prompt_file {
-        let text =
-            std::fs::read(prompt).map_err(BackendError::io("reading prompt file", prompt))?;
-        exec(
-            None,
-            &[
-                "sh",
-                "-c",
-                "mkdir -p \"$HOME/.bot-bottle\" \"$HOME/.claude\" && cat > \"$HOME/.bot-bottle/prompt.md\" && cp \"$HOME/.bot-bottle/prompt.md\" \"$HOME/.claude/CLAUDE.md\"",
-            ],
-            Some(text),
-        )?;
-    }
-    for skills in &plan.agent.skills_dirs {
-        let name = skills
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "skills".into());
-        let tar = duct::cmd!("tar", "-C", skills, "-cf", "-", ".")
-            .stdout_capture()
-            .stderr_null()
-            .run()
-            .map_err(BackendError::io("archiving skills directory", skills))?;
-        let script = format!(
-            "mkdir -p \"$HOME/.claude/skills/{name}\" && tar -C \"$HOME/.claude/skills/{name}\" -xf -"
-        );
-        exec(None, &["sh", "-c", &script], Some(tar.stdout))?;
-    }
-    if plan.git_gate.enabled() {
-        let mut script = String::from("git init -q . 2>/dev/null || true\n");
-        for upstream in &plan.git_gate.upstreams {
-            let url = format!(
-                "http://{}:{}/{}.git",
-                compose_render::GIT_GATE_SERVICE,
-                compose_render::GIT_GATE_PORT,
-                upstream.name
-            );
-            script.push_str(&format!(
-                "git remote add {name} {url} 2>/dev/null || git remote set-url {name} {url}\n",
-                name = shell_quote(&upstream.name),
-                url = shell_quote(&url)
-            ));
-        }
-        exec(None, &["sh", "-c", &script], None)?;
-    }
-    if plan.supervise.enabled {
-        // The agent's MCP client finds the approval tools with no setup: Claude Code
-        // reads user-scope servers from ~/.claude.json (left alone if the image has one).
-        let url = format!(
-            "http://{}:{}{}",
-            compose_render::SUPERVISE_SERVICE,
-            compose_render::SUPERVISE_PORT,
-            supervise::MCP_PATH
-        );
-        let config =
-            serde_json::json!({"mcpServers": {"bot-bottle": {"type": "http", "url": url}}});
-        let script = "mkdir -p \"$HOME/.bot-bottle\" && cat > \"$HOME/.bot-bottle/mcp.json\" && { [ -e \"$HOME/.claude.json\" ] || cp \"$HOME/.bot-bottle/mcp.json\" \"$HOME/.claude.json\"; }";
-        exec(
-            None,
-            &["sh", "-c", script],
-            Some(config.to_string().into_bytes()),
-        )?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

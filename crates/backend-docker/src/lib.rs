@@ -13,6 +13,7 @@ pub mod fake;
 pub mod launch;
 pub mod ops;
 pub mod progress;
+pub mod provision;
 pub mod requests;
 pub mod sidecar_config;
 pub mod state;

@@ -39,7 +39,8 @@ pub fn list(backend: &dyn Backend, state_root: &Path) -> Result<Vec<BottleStatus
     if let Ok(entries) = std::fs::read_dir(state_root) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != LOGS_DIR && entry.path().is_dir() {
+            if name != LOGS_DIR && name != compose_render::AGENTS_STATE_DIR && entry.path().is_dir()
+            {
                 slugs.insert(name);
             }
         }
@@ -115,6 +116,17 @@ pub fn running_secrets(bottle: &BottleStatus) -> Vec<String> {
 pub fn down(backend: &dyn Backend, state_root: &Path, slug: &str) -> Result<Vec<BackendError>> {
     let bottle = find(backend, state_root, slug)?;
     Ok(remove_bottle(backend, state_root, &bottle))
+}
+
+/// Removes what `agent` keeps across bottles (its sessions and memory); whether there
+/// was anything.
+pub fn purge_agent_state(state_root: &Path, agent: &str) -> Result<bool> {
+    let dir = compose_render::agent_state_dir(state_root, agent);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(BackendError::io("removing", dir)(error)),
+    }
 }
 
 fn remove_bottle(

@@ -60,6 +60,9 @@ pub enum Command {
         detach: bool,
         #[command(flatten)]
         testing: TestingArgs,
+        /// Extra arguments for the agent's command, after `--` (e.g. `-- --resume ID`).
+        #[arg(last = true)]
+        agent_args: Vec<String>,
     },
     /// List bottles: running ones and leftovers.
     Ls {
@@ -87,6 +90,9 @@ pub enum Command {
     Down {
         /// The bottle's slug.
         slug: String,
+        /// Also remove what the agent keeps across bottles (its sessions and memory).
+        #[arg(long)]
+        purge: bool,
     },
     /// Remove what bottles whose launcher died left behind.
     Gc {

@@ -33,6 +33,9 @@ pub enum CliError {
     /// A bug or an environment failure.
     #[error("{0}")]
     Internal(String),
+    /// The command ran a program that failed: exit with its status (nothing to print).
+    #[error("exit status {0}")]
+    Exit(i32),
 }
 
 /// Runs the CLI with `args` and returns the process exit code.
@@ -48,6 +51,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitC
     match commands::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Reported) => ExitCode::from(1),
+        Err(CliError::Exit(code)) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(CliError::User(message)) => {
             output::error(&message);
             ExitCode::from(1)

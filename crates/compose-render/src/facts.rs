@@ -27,6 +27,15 @@ pub struct LaunchFacts {
     pub state_dir: PathBuf,
 }
 
+/// What an agent keeps across its bottles (sessions, memory; never credentials):
+/// `<state root>/agents/<agent>/`. `bottle down --purge` removes it.
+pub fn agent_state_dir(state_root: &Path, agent: &str) -> PathBuf {
+    state_root.join(AGENTS_STATE_DIR).join(agent)
+}
+
+/// The state root's directory of per-agent state: not a bottle's state dir.
+pub const AGENTS_STATE_DIR: &str = "agents";
+
 impl LaunchFacts {
     /// Deterministic stand-ins for dry runs and snapshots.
     pub fn preview(plan: &BottlePlan) -> Self {
@@ -50,6 +59,12 @@ impl LaunchFacts {
     /// The state root that owns this bottle (the state dir's parent).
     pub fn state_root(&self) -> &Path {
         self.state_dir.parent().unwrap_or(&self.state_dir)
+    }
+
+    /// Host directory of one of the agent's persisted directories (see
+    /// [`agent_state_dir`]).
+    pub fn persist_dir(&self, agent: &str, name: &str) -> PathBuf {
+        agent_state_dir(self.state_root(), agent).join(name)
     }
 
     /// Host directory bind-mounted read-only into the egress sidecar (policy, CA).

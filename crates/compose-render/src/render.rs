@@ -31,15 +31,15 @@ pub const GIT_GATE_PORT: u16 = 9418;
 /// Port of the supervise MCP server.
 pub const SUPERVISE_PORT: u16 = 8765;
 
-/// How long the agent's MCP client waits for a tool call (ms): above supervise's
-/// 600 s decision timeout.
-pub const MCP_TOOL_TIMEOUT_MS: u32 = 660_000;
 /// Where sidecars find their config directory.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle/config";
 /// Where the agent finds the bottle CA certificate.
 pub const AGENT_CA_DIR: &str = "/etc/bot-bottle/ca";
 /// The bottle CA certificate inside the agent.
 pub const AGENT_CA_CERT: &str = "/etc/bot-bottle/ca/ca.crt";
+/// Where the agent's persisted directories are mounted; provisioning links each into
+/// the agent's home (the image's home is not known when rendering).
+pub const AGENT_PERSIST_DIR: &str = "/var/lib/bot-bottle/persist";
 /// Where sidecars write audit logs.
 pub const SIDECAR_AUDIT_DIR: &str = "/var/log/bot-bottle";
 
@@ -298,11 +298,6 @@ fn agent_service(
     for name in ["NO_PROXY", "no_proxy"] {
         environment.push(format!("{name}={no_proxy}"));
     }
-    if plan.supervise.enabled {
-        // Approval calls wait for a human: the MCP client must wait longer than the
-        // sidecar's decision timeout (600 s) instead of giving up after a minute.
-        environment.push(format!("MCP_TOOL_TIMEOUT={MCP_TOOL_TIMEOUT_MS}"));
-    }
     for name in [
         "NODE_EXTRA_CA_CERTS",
         "SSL_CERT_FILE",
@@ -330,11 +325,19 @@ fn agent_service(
         command: Some(vec!["sleep".to_owned(), "infinity".to_owned()]),
         working_dir: Some(host_path(&plan.agent.workdir)),
         environment,
-        volumes: vec![Volume::bind(
+        volumes: std::iter::once(Volume::bind(
             host_path(&facts.ca_public_dir()),
             AGENT_CA_DIR,
             true,
-        )],
+        ))
+        .chain(plan.agent.profile.persist.iter().map(|dir| {
+            Volume::bind(
+                host_path(&facts.persist_dir(&plan.agent.name, &dir.name)),
+                format!("{AGENT_PERSIST_DIR}/{}", dir.name),
+                false,
+            )
+        }))
+        .collect(),
         networks: BTreeMap::from([(INTERNAL_NETWORK.to_owned(), ServiceNetwork::default())]),
         dns: vec![facts.egress_ip.clone()],
         labels: labels(plan, facts, AGENT_SERVICE),

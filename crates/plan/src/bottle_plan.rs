@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use crate::manifest::Runtime;
+use crate::profile::AgentProfile;
 use crate::rules::HostPattern;
 use crate::secret::Secret;
 
@@ -35,6 +36,26 @@ pub struct BottlePlan {
     pub supervise: SupervisePlan,
     /// Resource limits of the agent container.
     pub limits: LimitsPlan,
+}
+
+impl BottlePlan {
+    /// Hosts the agent program needs that the allowlist does not let through (none
+    /// when `ANTHROPIC_BASE_URL` points the program elsewhere): `start` warns of them.
+    pub fn missing_profile_hosts(&self) -> Vec<&crate::profile::NeededHost> {
+        if self.env.vars.contains_key("ANTHROPIC_BASE_URL") {
+            return Vec::new();
+        }
+        self.agent
+            .profile
+            .needs_hosts
+            .iter()
+            .filter(|needed| {
+                !self.egress.allow.iter().any(|rule| {
+                    rule.host.matches(&needed.host) && rule.ports.contains(&needed.port)
+                })
+            })
+            .collect()
+    }
 }
 
 /// A launch's unique name: `<agent>-<6 hex digits>`.
@@ -82,6 +103,8 @@ pub struct AgentPlan {
     pub container_name_pinned: bool,
     /// Working directory inside the container: the user's project path.
     pub workdir: PathBuf,
+    /// What provisioning does for the program (first-run state, settings, sessions).
+    pub profile: AgentProfile,
 }
 
 /// Where the agent image comes from.

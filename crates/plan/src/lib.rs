@@ -13,6 +13,7 @@ mod parse;
 mod placeholder;
 pub mod planner;
 pub mod problem;
+pub mod profile;
 pub mod rules;
 pub mod schema;
 mod secret;
@@ -26,5 +27,8 @@ pub use planner::{
     FileRef, HostFacts, MISSING_VALUE, ManifestPlan, MissingEnv, env_file_paths, plan_manifest,
 };
 pub use problem::{Problem, ProblemKind, Problems, Severity};
+pub use profile::{
+    AgentKind, AgentProfile, JsonMerge, McpTarget, NeededHost, PersistDir, merge_json,
+};
 pub use secret::{REDACTED, Secret};
 pub use spanned::{SourceSpan, Spanned};

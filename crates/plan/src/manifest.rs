@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use crate::profile::AgentKind;
 use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -344,6 +345,10 @@ pub struct Agent {
     /// Pinned container name: no numeric suffix is added on conflicts.
     #[serde(default)]
     pub container_name: Option<Spanned<String>>,
+    /// Which program runs: `claude-code` or `generic` (default: `claude-code` when the
+    /// command's program is `claude`, else `generic`). Decides what is provisioned.
+    #[serde(default)]
+    pub kind: Option<Spanned<AgentKind>>,
 }
 
 /// A scalar read as text whatever its YAML type (`memory: 4g` and `memory: 1073741824`).

@@ -12,6 +12,7 @@ use crate::interpolate::{InterpolationError, interpolate};
 use crate::manifest::{self, Manifest};
 use crate::placeholder::placeholder_for;
 use crate::problem::{Problem, ProblemKind, Problems};
+use crate::profile::{AgentKind, AgentProfile, ProfileInputs};
 use crate::rules::{self, HostPattern};
 use crate::secret::Secret;
 use crate::spanned::{SourceSpan, Spanned};
@@ -501,7 +502,7 @@ impl Ctx<'_> {
             .iter()
             .filter_map(|rule| self.allow_rule(rule))
             .collect();
-        let mut routes = Vec::new();
+        let mut routes: Vec<RoutePlan> = Vec::new();
         let mut seen_routes = BTreeSet::new();
         for route in &egress.routes {
             if let Some(plan) = self.route(route, &allow) {
@@ -518,6 +519,30 @@ impl Ctx<'_> {
                         },
                         route.span,
                         "one route per host, path prefix and header; remove the repeat",
+                    );
+                    continue;
+                }
+                // One credential per host and path: the proxy applies the first route
+                // that matches a request, so a later one whose token is also set would
+                // go unused. Say so, and keep its placeholder out of the agent's env.
+                if let Some(used) = routes
+                    .iter()
+                    .find(|r| r.host == plan.host && r.path_prefix == plan.path_prefix)
+                {
+                    self.problems.push(
+                        Problem::error(
+                            ProblemKind::UnusedRoute {
+                                host: plan.host.clone(),
+                                used: used.token_env.clone(),
+                                unused: plan.token_env.clone(),
+                            },
+                            route.span,
+                        )
+                        .warning()
+                        .help(format!(
+                            "the first route in the manifest whose token is set wins; unset {} to use {}",
+                            used.token_env, plan.token_env
+                        )),
                     );
                     continue;
                 }
@@ -896,6 +921,30 @@ impl Ctx<'_> {
             .iter()
             .filter_map(|s| self.path(s, "skills directory", true))
             .collect();
+        let kind = agent
+            .kind
+            .as_ref()
+            .map_or_else(|| AgentKind::from_command(&command), |k| k.value);
+        let workdir = self.facts.project_dir.clone();
+        let api_key = match bottle.env.vars.get("ANTHROPIC_API_KEY") {
+            Some(EnvVar::Literal(value)) => Some(value.as_str()),
+            _ => None,
+        };
+        let profile = AgentProfile::new(
+            kind,
+            ProfileInputs {
+                workdir: &workdir,
+                api_key,
+                supervise: bottle.supervise.enabled,
+            },
+        );
+        // The program's environment, under what the manifest sets.
+        let mut env = bottle.env.clone();
+        for (var, value) in &profile.env {
+            env.vars
+                .entry(var.clone())
+                .or_insert_with(|| EnvVar::Literal(value.clone()));
+        }
         Some(BottlePlan {
             slug: Slug::new(&name.value, 0),
             bottle: bottle.name.clone(),
@@ -910,11 +959,12 @@ impl Ctx<'_> {
                     .map(|c| c.value.clone())
                     .unwrap_or_default(),
                 container_name_pinned: agent.container_name.is_some(),
-                workdir: self.facts.project_dir.clone(),
+                workdir,
+                profile,
             },
             image: bottle.image.clone()?,
             runtime: bottle.runtime,
-            env: bottle.env.clone(),
+            env,
             egress: bottle.egress.clone(),
             git_gate: bottle.git_gate.clone(),
             supervise: bottle.supervise,

@@ -54,6 +54,14 @@ pub enum ProblemKind {
     /// A file the manifest points at does not exist on the host.
     #[error("{what} `{path}` does not exist")]
     MissingFile { what: &'static str, path: String },
+    /// Two credential routes for the same host and path: only the first one whose token
+    /// is set is used, so the other token would silently go unused.
+    #[error("`{unused}` is set but not used: the route for {host} uses `{used}`")]
+    UnusedRoute {
+        host: String,
+        used: String,
+        unused: String,
+    },
     /// An env file line that is not `NAME=value`; the content is not shown (it may be secret).
     #[error("env file `{path}` line {line}: expected `NAME=value`")]
     BadEnvFileLine { path: String, line: usize },

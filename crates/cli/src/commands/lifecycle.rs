@@ -1,23 +1,17 @@
-//! `start`, `ls`, `exec`, `logs`, `down`, `gc` and `egress allow|deny`.
+//! `ls`, `exec`, `logs`, `down`, `gc` and `egress allow|deny`.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backend_docker::BackendError;
 use backend_docker::backend::{ComposeCall, ExecSpec};
-use backend_docker::launch::{LaunchOptions, launch, redact};
+use backend_docker::launch::redact;
 use backend_docker::ops::{self, PolicyChange};
-use backend_docker::sidecar_config::EgressExtras;
 use backend_docker::state::{self, COMPOSE_FILE};
 use compose_render::{AGENT_SERVICE, LABEL_ROLE};
 
-use crate::args::{EgressCommand, TestingArgs};
-use crate::commands::plan_cmd::unknown_agent;
-use crate::progress::TerminalProgress;
-use crate::{CliError, engine, host, loaded, output};
+use crate::args::EgressCommand;
+use crate::{CliError, engine, host, output};
 
 pub(crate) fn user_error(error: BackendError) -> CliError {
     CliError::User(error.to_string())
@@ -29,93 +23,10 @@ pub(crate) fn state_root() -> Result<std::path::PathBuf, CliError> {
     Ok(std::path::absolute(&root).unwrap_or(root))
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// `bottle start AGENT [-d]`.
-pub fn start(
-    path: &Path,
-    agent: &str,
-    detach: bool,
-    testing: &TestingArgs,
-) -> Result<(), CliError> {
-    let loaded = loaded::load(path, false)?;
-    let plan = loaded
-        .plan
-        .bottle_plan(agent, host::slug_entropy())
-        .ok_or_else(|| unknown_agent(agent, &loaded))?;
-    let backend = engine::backend()?;
-    let state_root = state_root()?;
-    state::create_private_dir(&state_root).map_err(user_error)?;
-    let manifest_bytes = std::fs::read(path)
-        .map_err(|e| CliError::User(format!("reading {}: {e}", path.display())))?;
-    let mut extras = EgressExtras {
-        extra_ca_bundle: testing.egress_extra_ca.clone(),
-        ..EgressExtras::default()
-    };
-    for entry in &testing.egress_static_host {
-        let (name, ip) = entry
-            .split_once('=')
-            .and_then(|(n, ip)| Some((n.to_owned(), ip.parse().ok()?)))
-            .ok_or_else(|| {
-                CliError::User(format!("--egress-static-host `{entry}`: expected NAME=IP"))
-            })?;
-        extras.static_hosts.insert(name, ip);
-    }
-    let options = LaunchOptions {
-        state_root: state_root.clone(),
-        manifest: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
-        manifest_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest_bytes)),
-        sidecar_image: engine::sidecar_image(),
-        sidecar_user: host::owner_of(&state_root),
-        egress_network_internal: testing.egress_network_internal,
-        egress_network: testing.egress_network.clone(),
-        egress_extras: extras,
-        health_timeout: Duration::from_secs(testing.health_timeout),
-        now_unix: now_unix(),
-        launcher_pid: std::process::id(),
-    };
-    // Ctrl-C and SIGTERM set a flag: the launch stops at the next step and tears
-    // down; while attached, the agent (in the docker CLI) gets the terminal's signals.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .map_err(|e| CliError::Internal(format!("installing a signal handler: {e}")))?;
-    }
-    let mut progress = TerminalProgress::new();
-    let check = || interrupted.load(Ordering::SeqCst);
-    let handle =
-        launch(backend.as_ref(), &plan, &options, &mut progress, &check).map_err(user_error)?;
-    let slug = handle.metadata.slug.clone();
-    if detach {
-        output::print(&format!("{slug}\n"));
-        return Ok(());
-    }
-    progress.note(&format!(
-        "attached to {slug}; exit the agent to tear the bottle down"
-    ));
-    let result = backend.exec_interactive(&ExecSpec {
-        container: handle.metadata.agent_container.clone(),
-        user: None,
-        workdir: Some(plan.agent.workdir.display().to_string()),
-        command: plan.agent.command.clone(),
-        stdin: None,
-    });
-    progress.note(&format!("tearing down {slug}"));
-    let problems = ops::down(backend.as_ref(), &state_root, &slug).map_err(user_error)?;
-    for problem in &problems {
-        output::error(&format!("teardown: {problem}"));
-    }
-    match result {
-        Ok(0) => Ok(()),
-        Ok(code) => Err(CliError::User(format!(
-            "the agent exited with status {code}"
-        ))),
-        Err(error) => Err(user_error(error)),
-    }
 }
 
 /// `bottle ls [--json]`.
@@ -250,7 +161,7 @@ pub fn exec(slug: &str, command: Vec<String>) -> Result<(), CliError> {
     if code == 0 {
         Ok(())
     } else {
-        std::process::exit(code)
+        Err(CliError::Exit(code))
     }
 }
 
@@ -304,15 +215,33 @@ pub fn logs(slug: &str, follow: bool) -> Result<(), CliError> {
 }
 
 /// `bottle down SLUG`.
-pub fn down(slug: &str) -> Result<(), CliError> {
+pub fn down(slug: &str, purge: bool) -> Result<(), CliError> {
     let backend = engine::backend()?;
     let root = state_root()?;
+    let agent = if purge {
+        let bottle = ops::find(backend.as_ref(), &root, slug).map_err(user_error)?;
+        Some(bottle.metadata.map(|m| m.agent).ok_or_else(|| {
+            CliError::User(format!(
+                "{slug} has no metadata, so its agent is unknown: nothing to purge"
+            ))
+        })?)
+    } else {
+        None
+    };
     let problems = ops::down(backend.as_ref(), &root, slug).map_err(user_error)?;
     report_problems(&problems)?;
     output::print(&format!(
         "{slug}: removed (log kept in {})\n",
         root.join("logs").display()
     ));
+    if let Some(agent) = agent {
+        let removed = ops::purge_agent_state(&root, &agent).map_err(user_error)?;
+        output::print(&if removed {
+            format!("{agent}: sessions and memory removed\n")
+        } else {
+            format!("{agent}: nothing kept to remove\n")
+        });
+    }
     Ok(())
 }
 

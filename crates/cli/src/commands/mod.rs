@@ -6,6 +6,7 @@ mod render;
 mod requests;
 mod schema;
 mod sidecar;
+mod start;
 mod validate;
 
 use crate::CliError;
@@ -26,11 +27,12 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             manifest,
             detach,
             testing,
-        } => lifecycle::start(&manifest.file, &agent, detach, &testing),
+            agent_args,
+        } => start::run(&manifest.file, &agent, detach, &testing, agent_args),
         Command::Ls { json } => lifecycle::ls(json),
         Command::Exec { slug, command } => lifecycle::exec(&slug, command),
         Command::Logs { slug, follow } => lifecycle::logs(&slug, follow),
-        Command::Down { slug } => lifecycle::down(&slug),
+        Command::Down { slug, purge } => lifecycle::down(&slug, purge),
         Command::Gc { dry_run } => lifecycle::gc(dry_run),
         Command::Egress(command) => lifecycle::egress(command),
         Command::Requests { slug, json, watch } => requests::list(slug.as_deref(), json, watch),

@@ -58,7 +58,8 @@ impl World {
                 entries
                     .flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != "logs")
+                    // Logs and what agents keep across bottles (sessions) stay by design.
+                    .filter(|n| n != "logs" && n != "agents")
                     .collect()
             })
             .unwrap_or_default()

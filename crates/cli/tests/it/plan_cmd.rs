@@ -59,11 +59,17 @@ fn credentials_become_placeholders_and_redacted_tokens() {
     assert!(output.status.success());
     let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let routes = plan["egress"]["routes"].as_array().unwrap();
-    assert_eq!(
-        routes.len(),
-        2,
-        "the optional route without a host value is skipped"
+    // Both tokens are set: the first route wins, the second is reported and dropped
+    // (with its placeholder); the optional route without a host value is skipped.
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0]["token_env"], "ANTHROPIC_API_KEY");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("`CLAUDE_CODE_OAUTH_TOKEN` is set but not used")
+            && stderr.contains("unset ANTHROPIC_API_KEY to use"),
+        "{stderr}"
     );
+    assert!(plan["env"]["vars"].get("CLAUDE_CODE_OAUTH_TOKEN").is_none());
     for route in routes {
         assert_eq!(route["token"], "<redacted>");
         let placeholder = route["placeholder"].as_str().unwrap();

@@ -201,9 +201,16 @@ fn config_is_mounted_as_read_only_directories() {
         for (service_name, service) in &file.services {
             for volume in &service.volumes {
                 assert_eq!(volume.kind, "bind");
+                // The bottle's own state, or what its agent keeps across bottles.
+                let agent_state =
+                    compose_render::agent_state_dir(facts.state_root(), &plan.agent.name);
                 assert!(
-                    volume.source.starts_with(facts.state_dir.to_str().unwrap()),
-                    "{name}/{service_name}"
+                    volume.source.starts_with(facts.state_dir.to_str().unwrap())
+                        || (service_name == compose_render::AGENT_SERVICE
+                            && volume.source.starts_with(agent_state.to_str().unwrap())
+                            && !volume.read_only),
+                    "{name}/{service_name}: {}",
+                    volume.source
                 );
                 // Directories, never single files: a rename must be visible inside.
                 assert!(!volume.target.ends_with(".json") && !volume.target.ends_with(".crt"));
