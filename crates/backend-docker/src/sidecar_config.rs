@@ -69,6 +69,7 @@ pub fn egress_config(
                 format: route.format.clone(),
                 secret_env: route_secret_env(index),
                 placeholder: Some(route.placeholder.clone()),
+                agent_env: Some(route.agent_env.clone()),
             })
             .collect(),
         dlp: DlpConfig {

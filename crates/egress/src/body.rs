@@ -1,11 +1,14 @@
 //! Request bodies on their way upstream: streamed chunk by chunk through the
-//! DLP [`BodyScanner`]; a finding turns the stream into an error, which makes
-//! hyper abort the upstream request, and is left in a shared slot so the
-//! proxy can answer the client with a 403 naming the rule.
+//! [`BodyScanner`], which looks for the bottle's placeholders always and for
+//! DLP findings when DLP is on; a finding turns the stream into an error,
+//! which makes hyper abort the upstream request, and is left in a shared slot
+//! so the proxy can answer the client with a 403 naming the rule. Trailers
+//! are checked for placeholders too.
 //!
 //! The last scan window of bytes is held back until the next chunk (or the end of
-//! the body) has been scanned: a secret split across two chunks is caught before
-//! any of it leaves. Everything else streams.
+//! the body) has been scanned: a secret or placeholder split across two chunks is
+//! caught before any of it leaves. Everything else streams. With DLP off and no
+//! placeholders, nothing is scanned or held.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,22 +17,32 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::dlp::{BodyScanner, Finding};
+use crate::dlp::{BodyScanner, Finding, ScanPart};
 use crate::live::LivePolicy;
+use crate::placeholder::{Location, PlaceholderId};
 
 /// Errors crossing body boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The error a body yields when DLP stops it.
+/// The error a body yields when a scan stops it.
 #[derive(Debug, thiserror::Error)]
-#[error("request body blocked by DLP rule {rule}")]
-pub struct DlpAbort {
-    /// The rule that fired.
-    pub rule: String,
+#[error("request body blocked: {what}")]
+pub struct BodyAbort {
+    /// What was found (a rule name, never the value).
+    pub what: String,
+}
+
+/// What stopped a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyFinding {
+    /// A DLP rule fired.
+    Dlp(Finding),
+    /// A placeholder was in the body or a trailer.
+    Placeholder(PlaceholderId, Location),
 }
 
 /// Where a body finding is left for the proxy to report.
-pub type FindingSlot = Arc<Mutex<Option<Finding>>>;
+pub type FindingSlot = Arc<Mutex<Option<BodyFinding>>>;
 
 /// A request body that is scanned as it streams.
 pub struct ScannedBody {
@@ -45,18 +58,17 @@ pub struct ScannedBody {
 }
 
 impl ScannedBody {
-    /// Wraps `inner`; scans it if the policy's DLP is on.
+    /// Wraps `inner`; scans it for placeholders, and for secrets if the
+    /// policy's DLP is on.
     pub fn new(inner: Incoming, policy: Arc<LivePolicy>, dest_host: &str) -> (Self, FindingSlot) {
         let finding = FindingSlot::default();
-        let scan = policy
-            .dlp
-            .enabled()
-            .then(|| (BodyScanner::new(&policy.dlp, dest_host), policy.clone()));
-        let hold = if scan.is_some() {
+        let dlp_window = if policy.dlp.enabled() {
             policy.dlp.overlap_window()
         } else {
             0
         };
+        let hold = dlp_window.max(policy.placeholders.window());
+        let scan = (hold > 0).then(|| (BodyScanner::with_window(hold, dest_host), policy.clone()));
         let body = Self {
             inner: Some(inner),
             scan,
@@ -78,6 +90,37 @@ impl ScannedBody {
             hold: 0,
             trailers: None,
         }
+    }
+}
+
+/// One scan window: placeholders first (whatever the DLP setting), then DLP.
+fn scan_chunk(policy: &LivePolicy, buffer: &[u8], dest_host: &str) -> Option<BodyFinding> {
+    if let Some(id) = policy.placeholders.find(buffer) {
+        return Some(BodyFinding::Placeholder(id, Location::Body));
+    }
+    if !policy.dlp.enabled() {
+        return None;
+    }
+    policy
+        .dlp
+        .scan(buffer, ScanPart::Body, dest_host)
+        .map(BodyFinding::Dlp)
+}
+
+impl ScannedBody {
+    /// Leaves `finding` for the proxy, drops what is held and ends the stream.
+    fn stop(&mut self, finding: BodyFinding) -> BoxError {
+        let what = match &finding {
+            BodyFinding::Dlp(f) => format!("DLP rule {}", f.rule),
+            BodyFinding::Placeholder(_, location) => format!("a placeholder in {location}"),
+        };
+        if let Ok(mut slot) = self.finding.lock() {
+            *slot = Some(finding);
+        }
+        self.inner = None;
+        self.held = Bytes::new();
+        self.trailers = None;
+        Box::new(BodyAbort { what })
     }
 }
 
@@ -111,6 +154,15 @@ impl Body for ScannedBody {
                         Ok(data) => data,
                         // Trailers: the held bytes go first, the trailers right after.
                         Err(frame) => {
+                            if let Some((_, policy)) = this.scan.as_ref()
+                                && let Some((id, location)) = frame
+                                    .trailers_ref()
+                                    .and_then(|t| policy.placeholders.find_in_trailers(t))
+                            {
+                                return Poll::Ready(Some(Err(
+                                    this.stop(BodyFinding::Placeholder(id, location))
+                                )));
+                            }
                             if this.held.is_empty() {
                                 return Poll::Ready(Some(Ok(frame)));
                             }
@@ -120,15 +172,11 @@ impl Body for ScannedBody {
                         }
                     };
                     if let Some((scanner, policy)) = this.scan.as_mut()
-                        && let Some(finding) = scanner.push(&policy.dlp, &frame)
+                        && let Some(finding) = scanner.push_with(&frame, |buffer, dest_host| {
+                            scan_chunk(policy, buffer, dest_host)
+                        })
                     {
-                        let rule = finding.rule.clone();
-                        if let Ok(mut slot) = this.finding.lock() {
-                            *slot = Some(finding);
-                        }
-                        this.inner = None;
-                        this.held = Bytes::new();
-                        return Poll::Ready(Some(Err(Box::new(DlpAbort { rule }))));
+                        return Poll::Ready(Some(Err(this.stop(finding))));
                     }
                     let mut pending = Vec::with_capacity(this.held.len() + frame.len());
                     pending.extend_from_slice(&this.held);

@@ -96,10 +96,18 @@ pub struct Route {
     pub format: String,
     /// The environment variable of the SIDECAR holding the real token.
     pub secret_env: String,
-    /// The placeholder the agent holds; seen going anywhere but `host`, it is
-    /// blocked like the secret itself.
+    /// The placeholder the agent holds instead of the token (at least 8
+    /// characters). The route replaces it by setting `header`; a request that
+    /// still carries it anywhere else (another header, the URL, the body, or
+    /// any host or path the route does not cover) is refused: a placeholder
+    /// never leaves the proxy.
     #[serde(default)]
     pub placeholder: Option<String>,
+    /// The agent's variable that holds the placeholder (e.g.
+    /// `ANTHROPIC_API_KEY`), named when a placeholder is refused; defaults to
+    /// `secret_env`.
+    #[serde(default)]
+    pub agent_env: Option<String>,
 }
 
 /// DLP settings.
@@ -273,12 +281,14 @@ mod tests {
             "static_hosts": {"upstream.test": "127.0.0.1"},
             "allow": [{"host": "*.example.com", "ports": [443], "methods": ["GET"], "path_prefixes": ["/v1/"]}],
             "routes": [{"host": "api.example.com", "header": "authorization", "format": "Bearer {token}",
-                        "secret_env": "EXAMPLE_TOKEN", "placeholder": "placeholder-123"}],
+                        "secret_env": "EXAMPLE_TOKEN", "placeholder": "placeholder-123",
+                        "agent_env": "EXAMPLE_API_KEY"}],
             "dlp": {"enabled": true, "extra_patterns": [{"name": "internal", "regex": "ACME-[0-9]{8}", "allowed_hosts": ["acme.test"]}]},
             "ssrf": {"enabled": true, "exempt_cidrs": ["10.0.0.0/8"]}
         }"#;
         let cfg = EgressConfig::from_json(json).unwrap();
         assert_eq!(cfg.routes[0].secret_env, "EXAMPLE_TOKEN");
+        assert_eq!(cfg.routes[0].agent_env.as_deref(), Some("EXAMPLE_API_KEY"));
         assert_eq!(cfg.allow[0].ports, Some(vec![443]));
         let again = EgressConfig::from_json(&serde_json::to_vec(&cfg).unwrap()).unwrap();
         assert_eq!(cfg, again);

@@ -23,7 +23,8 @@
 //!   ],
 //!   "routes": [
 //!     {"host": "api.anthropic.com", "header": "x-api-key", "format": "{token}",
-//!      "secret_env": "ANTHROPIC_API_KEY", "placeholder": "sk-ant-api03-placeholder"}
+//!      "secret_env": "BOT_BOTTLE_ROUTE_0", "agent_env": "ANTHROPIC_API_KEY",
+//!      "placeholder": "sk-ant-api03-bottle-placeholderxxxx"}
 //!   ],
 //!   "dlp": {"enabled": true, "extra_patterns": []},
 //!   "ssrf": {"enabled": true, "exempt_cidrs": ["172.30.0.0/24"]},
@@ -37,6 +38,14 @@
 //! truncated request and a reset) and the client gets a 403 naming the rule.
 //! If the upstream already answered before the rest of the body was sent,
 //! the abort still cuts the upload, but the client keeps the answer.
+//!
+//! Placeholders never leave the proxy, whatever the DLP setting
+//! ([`placeholder`]): after the route that applies (if any) has set its
+//! header, a placeholder anywhere else in the request (host, path, query,
+//! headers, trailers, body; raw or percent-encoded) refuses it with a 403
+//! that names the agent's variable, where it was found and why the route did
+//! not replace it (audit rule `placeholder-not-replaced:VAR`). Bodies are
+//! scanned for them with the same hold-back window as DLP.
 
 pub mod audit;
 pub mod body;
@@ -46,6 +55,7 @@ pub mod dlp;
 pub mod dns_sink;
 pub mod error;
 pub mod live;
+pub mod placeholder;
 pub mod policy;
 pub mod proxy;
 pub mod secret;

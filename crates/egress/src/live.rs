@@ -1,5 +1,7 @@
 //! One loaded policy version: the parsed config compiled into the decision
-//! engines, the credential routes with their secret values, and the pooled
+//! engines, the credential routes with their secret values, the placeholder
+//! guard (one small automaton over the routes' placeholders, used whatever
+//! the DLP setting: a placeholder never leaves the proxy), and the pooled
 //! upstream client (a new pool per version, so a reload also retires
 //! connections made under the old SSRF settings). Requests take one `Arc`
 //! snapshot of this and finish under it.
@@ -15,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{EgressConfig, POLICY_FILE_NAME};
 use crate::dlp::{DlpEngine, KnownSecret};
 use crate::error::Error;
+use crate::placeholder::{GuardedRoute, PlaceholderGuard};
 use crate::policy::{AllowPolicy, normalize_host};
 use crate::secret::SecretValue;
 use crate::ssrf::SsrfGuard;
@@ -82,6 +85,8 @@ pub struct LivePolicy {
     pub allow: AllowPolicy,
     /// DLP rules.
     pub dlp: DlpEngine,
+    /// The bottle's placeholders: refused wherever a route did not replace them.
+    pub placeholders: PlaceholderGuard,
     /// Credential routes.
     pub routes: Vec<CompiledRoute>,
     /// The pooled upstream client (SSRF-checked connector).
@@ -136,6 +141,7 @@ fn compile_policy(
 
     let mut routes = Vec::new();
     let mut known = Vec::new();
+    let mut guarded = Vec::new();
     for (index, route) in config.routes.iter().enumerate() {
         let host = normalize_host(&route.host);
         if host.is_empty() || host.contains('*') {
@@ -168,6 +174,16 @@ fn compile_policy(
                 route.secret_env
             )));
         }
+        guarded.push(GuardedRoute {
+            var: route
+                .agent_env
+                .clone()
+                .unwrap_or_else(|| route.secret_env.clone()),
+            placeholder: route.placeholder.clone(),
+            host: host.clone(),
+            path_prefix: route.path_prefix.clone(),
+            header: header.as_str().to_owned(),
+        });
         routes.push(CompiledRoute {
             host: host.clone(),
             path_prefix: route.path_prefix.clone(),
@@ -182,6 +198,7 @@ fn compile_policy(
         });
     }
     let dlp = DlpEngine::new(&config.dlp, &known).map_err(invalid)?;
+    let placeholders = PlaceholderGuard::new(guarded).map_err(invalid)?;
 
     let static_hosts = config
         .static_hosts
@@ -206,6 +223,7 @@ fn compile_policy(
         config,
         allow,
         dlp,
+        placeholders,
         routes,
         client,
     })
@@ -274,6 +292,10 @@ mod tests {
                 "extra pattern",
             ),
             (r#"{"bottle_slug": ""}"#, "bottle_slug"),
+            (
+                r#"{"bottle_slug": "b1", "routes": [{"host": "a.test", "header": "x", "secret_env": "TOK", "placeholder": "short"}]}"#,
+                "placeholder must be at least 8",
+            ),
             (
                 r#"{"bottle_slug": "b1", "extra_ca_bundle": "missing.pem"}"#,
                 "missing.pem",

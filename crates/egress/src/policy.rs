@@ -135,6 +135,8 @@ pub enum DenyKind {
     Path,
     /// DLP found a secret.
     Dlp,
+    /// A placeholder would have left the proxy ([`crate::placeholder`]).
+    Placeholder,
     /// The destination resolves to an internal address.
     Ssrf,
     /// The request itself is malformed or inconsistent.
@@ -150,6 +152,7 @@ impl DenyKind {
             Self::Method => "method-not-allowed",
             Self::Path => "path-not-allowed",
             Self::Dlp => "dlp",
+            Self::Placeholder => crate::placeholder::RULE_PREFIX,
             Self::Ssrf => "ssrf",
             Self::BadRequest => "bad-request",
         }
@@ -214,6 +217,12 @@ impl Denial {
             DenyKind::Dlp => body.push_str(
                 "the request carried a credential; remove it from the request (DLP findings are \
                  not overridden by the allowlist)\n",
+            ),
+            DenyKind::Placeholder => body.push_str(
+                "the agent holds a placeholder, not the credential: the proxy puts the real value \
+                 only in the route's header, on https requests to the route's host (and path \
+                 prefix), and never lets a placeholder leave; send it only where the route \
+                 expects it, or change the route in the bottle's egress manifest\n",
             ),
             DenyKind::Ssrf => body.push_str(
                 "internal addresses are blocked; exempt a range with ssrf.exempt_cidrs in the \

@@ -4,6 +4,12 @@
 //! bottle CA, and every inner request gets the full per-request policy
 //! (method, path, Host consistency, DLP, routes, SSRF at connect time).
 //! Origin-form `GET /healthz` and `GET /status` are answered locally.
+//!
+//! Placeholders never leave: whatever the DLP setting, the request line is
+//! checked for the bottle's placeholders before DLP, the headers after the
+//! route (if any) has set its header, and the body as it streams
+//! ([`crate::placeholder`]); a hit is a 403 naming the agent's variable,
+//! where it was and why the route did not replace it.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -25,11 +31,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{AuditLog, AuditRecord, loggable_path};
-use crate::body::{BoxError, ScannedBody};
+use crate::body::{BodyFinding, BoxError, ScannedBody};
 use crate::ca::LeafMinter;
 use crate::config::Limits;
 use crate::dlp::ScanPart;
 use crate::live::{LivePolicy, SecretSource, load_policy};
+use crate::placeholder::{Location, RequestContext, Unreplaced};
 use crate::policy::{Decision, Denial, DenyKind, RequestTarget, normalize_host};
 use crate::upstream::ConnectError;
 
@@ -466,10 +473,31 @@ async fn forward(
         return deny(state, &policy, record, &denial, &what);
     }
     // Credentials are only ever injected into TLS-protected requests.
-    let route = policy
+    let route_index = policy
         .routes
         .iter()
-        .find(|r| scheme == "https" && r.applies_to(&host, &path_only));
+        .position(|r| scheme == "https" && r.applies_to(&host, &path_only));
+    let route = route_index.map(|i| &policy.routes[i]);
+    let placeholder_ctx = RequestContext {
+        host: &host,
+        https: scheme == "https",
+        applied_route: route_index,
+    };
+
+    // Placeholders never leave, DLP or not: the request line first.
+    if let Some(unreplaced) = policy
+        .placeholders
+        .check_url(&placeholder_ctx, &path_and_query)
+    {
+        if unreplaced.location == Location::Host {
+            record.host = "[withheld: placeholder in host]".to_owned();
+            what = format!("{method} {scheme}://[withheld]");
+        } else {
+            what = format!("{method} {scheme}://{authority}/[withheld]");
+        }
+        record.path = "[withheld: placeholder in url]".to_owned();
+        return deny_placeholder(state, &policy, record, &unreplaced, &host, port, &what);
+    }
 
     if policy.dlp.enabled() {
         if let Some(finding) = policy.dlp.scan_url(&path_and_query, &host) {
@@ -504,11 +532,21 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    let mut injected = None;
     if let Some(route) = route
         && let Some(value) = route.header_value()
     {
         parts.headers.insert(route.header.clone(), value);
+        injected = Some(&route.header);
         record.reason = format!("credential injected into {}", route.header);
+    }
+    // The headers exactly as they would leave: no placeholder may remain.
+    if let Some(unreplaced) =
+        policy
+            .placeholders
+            .check_headers(&placeholder_ctx, &parts.headers, injected)
+    {
+        return deny_placeholder(state, &policy, record, &unreplaced, &host, port, &what);
     }
     parts.version = Version::HTTP_11;
     parts.uri = match format!("{scheme}://{authority}{path_and_query}").parse::<Uri>() {
@@ -536,15 +574,34 @@ async fn forward(
             response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
         }
         Ok(Err(error)) => {
-            if let Some(finding) = body_finding {
-                let denial = Denial::new(
-                    DenyKind::Dlp,
-                    finding.rule,
-                    "the request body carries a credential; the upstream request was aborted",
-                    &host,
-                    port,
-                );
-                return deny(state, &policy, record, &denial, &what);
+            match body_finding {
+                Some(BodyFinding::Dlp(finding)) => {
+                    let denial = Denial::new(
+                        DenyKind::Dlp,
+                        finding.rule,
+                        "the request body carries a credential; the upstream request was aborted",
+                        &host,
+                        port,
+                    );
+                    return deny(state, &policy, record, &denial, &what);
+                }
+                Some(BodyFinding::Placeholder(id, location)) => {
+                    let mut unreplaced =
+                        policy.placeholders.explain(id, location, &placeholder_ctx);
+                    unreplaced
+                        .why
+                        .push_str("; the upstream request was aborted");
+                    return deny_placeholder(
+                        state,
+                        &policy,
+                        record,
+                        &unreplaced,
+                        &host,
+                        port,
+                        &what,
+                    );
+                }
+                None => {}
             }
             if let Some(ConnectError::Ssrf { block, .. }) = find_connect_error(&error) {
                 let denial = Denial::new(
@@ -583,6 +640,26 @@ async fn forward(
             )
         }
     }
+}
+
+/// Refuses a request that would have carried a placeholder out.
+fn deny_placeholder(
+    state: &ProxyState,
+    policy: &LivePolicy,
+    record: AuditRecord,
+    unreplaced: &Unreplaced,
+    host: &str,
+    port: u16,
+    what: &str,
+) -> Response<ProxyBody> {
+    let denial = Denial::new(
+        DenyKind::Placeholder,
+        unreplaced.rule(),
+        unreplaced.reason(),
+        host,
+        port,
+    );
+    deny(state, policy, record, &denial, what)
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

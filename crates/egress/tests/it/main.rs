@@ -6,5 +6,6 @@ mod support;
 
 mod dns;
 mod forwarding;
+mod placeholders;
 mod protections;
 mod reload;

@@ -185,7 +185,7 @@ async fn secrets_in_url_header_and_body_are_blocked() {
                 format!("Authorization: Bearer {PLACEHOLDER}"),
                 format!("{base}/p"),
             ],
-            "bottle-placeholder:IT_UPSTREAM_TOKEN",
+            "placeholder-not-replaced:IT_UPSTREAM_TOKEN",
         ),
         (
             vec![
