@@ -11,6 +11,10 @@
 //!   sidecar) copied onto the base.
 //! - [`TEST_AGENT`]: the base plus a non-root `agent` user, standing in for Claude
 //!   Code in e2e.
+//! - [`CLAUDE_AGENT`]: the base plus the real Claude Code CLI ([`CLAUDE_CLI_VERSION`]),
+//!   taken from the pinned `claude-agent-sdk` wheel on PyPI (downloaded with
+//!   `python3 -m pip download`, its SHA-256 checked, the CLI extracted and cached
+//!   under `target/bot-bottle/` by the wheel's hash), and the same `agent` user.
 //!
 //! Only the docker CLI is used, with the classic builder (`DOCKER_BUILDKIT=0`): it
 //! works on old engines and without the buildx plugin, and it always resolves
@@ -29,6 +33,15 @@ pub const BASE: &str = "bot-bottle/base:bookworm";
 pub const SIDECAR_DEV: &str = "bot-bottle/sidecar:dev";
 /// The e2e stand-in for an agent.
 pub const TEST_AGENT: &str = "bot-bottle/test-agent:dev";
+/// The real Claude Code CLI at `/usr/local/bin/claude`, run as `agent` (uid/gid 1000,
+/// home `/home/agent`), for the e2e scenarios that drive Claude Code itself.
+pub const CLAUDE_AGENT: &str = "bot-bottle/claude-agent:dev";
+/// The version `claude --version` prints in [`CLAUDE_AGENT`] (followed by
+/// ` (Claude Code)`): the CLI bundled in the pinned `claude-agent-sdk` wheel.
+pub const CLAUDE_CLI_VERSION: &str = "2.1.332";
+/// What `/home/agent/.claude.json` holds in [`CLAUDE_AGENT`] before any provisioning,
+/// exactly (no newline): provisioning must merge into it, not replace it.
+pub const CLAUDE_JSON_MARKER: &str = r#"{"e2eImageMarker": "kept-by-provisioning"}"#;
 /// The workspace package version: xtask inherits `version.workspace = true`, so this
 /// is `[workspace.package] version`, the same value `compose-render` puts in
 /// `bot-bottle/sidecar:<version>`.
@@ -64,15 +77,46 @@ const MIRROR_VAR: &str = "BOT_BOTTLE_DEBIAN_MIRROR";
 /// The label on the base image naming its package list ([`base_packages_id`]).
 const PACKAGES_LABEL: &str = "dev.bot-bottle.base-packages";
 
-/// A short, stable id of [`BASE_PACKAGES`] (FNV-1a, 32 bits of hex): part of the cached
-/// tarball's name and the base image's [`PACKAGES_LABEL`].
-pub fn base_packages_id() -> String {
+/// The PyPI distribution whose wheel bundles the Claude Code CLI, and its pinned version.
+const CLAUDE_SDK: &str = "claude-agent-sdk";
+const CLAUDE_SDK_VERSION: &str = "0.2.189";
+/// The platform pip is asked for (the host's may differ; the CLI is Linux x86-64).
+const CLAUDE_WHEEL_PLATFORM: &str = "manylinux_2_17_x86_64";
+/// The wheel that version and platform resolve to, its SHA-256 (the pin: anything else
+/// is refused) and its size (for download progress only).
+const CLAUDE_WHEEL: &str = "claude_agent_sdk-0.2.189-py3-none-manylinux_2_17_x86_64.whl";
+const CLAUDE_WHEEL_SHA256: &str =
+    "b26a6a30a4e2cb025a6f5c95e1ce4469b38fcc51015c392f627bea7c948d67ad";
+const CLAUDE_WHEEL_BYTES: u64 = 177_849_519;
+/// The self-contained CLI inside the wheel.
+const CLAUDE_IN_WHEEL: &str = "claude_agent_sdk/_bundled/claude";
+/// The label on [`CLAUDE_AGENT`] naming what it was built from: the wheel's SHA-256 and
+/// [`fnv32`] of the recipe and the base image's ID ([`claude_agent_key`]).
+const CLAUDE_KEY_LABEL: &str = "dev.bot-bottle.claude-agent-key";
+/// Cache entries: the extracted CLI (`claude-cli-<wheel hash prefix>/claude`) and a
+/// run's download and extraction area (`claude-work-<pid>`).
+const CLAUDE_CLI_PREFIX: &str = "claude-cli-";
+const CLAUDE_WORK_PREFIX: &str = "claude-work-";
+/// A megabyte, as pip counts them in its progress.
+const MB: u64 = 1_000_000;
+/// How often a long step prints a progress line.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// A short, stable hash of `text` (FNV-1a 64 folded to 32 bits, in hex): names cache
+/// entries and labels images with what they were built from.
+fn fnv32(text: &str) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in BASE_PACKAGES.join(",").bytes() {
+    for byte in text.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{:08x}", hash as u32 ^ (hash >> 32) as u32)
+}
+
+/// A short, stable id of [`BASE_PACKAGES`] ([`fnv32`]): part of the cached tarball's
+/// name and the base image's [`PACKAGES_LABEL`].
+pub fn base_packages_id() -> String {
+    fnv32(&BASE_PACKAGES.join(","))
 }
 
 /// The cached debootstrap rootfs, relative to the cache directory.
@@ -96,8 +140,10 @@ pub struct Options {
 
 /// The usage text for `cargo xtask images`.
 pub const USAGE: &str = "cargo xtask images [--check] [--bottle-bin PATH]\n\n\
-  Builds bot-bottle/base:bookworm, bot-bottle/sidecar:<version> (+ :dev) and\n\
-  bot-bottle/test-agent:dev. Reruns reuse what exists.\n\n\
+  Builds bot-bottle/base:bookworm, bot-bottle/sidecar:<version> (+ :dev),\n\
+  bot-bottle/test-agent:dev and bot-bottle/claude-agent:dev (the real Claude Code\n\
+  CLI from the pinned claude-agent-sdk wheel: `python3 -m pip download` once, then\n\
+  cached under target/bot-bottle/). Reruns reuse what exists.\n\n\
   --check            list which images exist; exit 0 if all do, 1 otherwise\n\
   --bottle-bin PATH  put this bottle binary in the sidecar image instead of\n\
                      running `cargo build --release -p cli --bin bottle`\n\n\
@@ -160,6 +206,7 @@ pub fn check() -> Result<bool, Failure> {
         sidecar_image(),
         SIDECAR_DEV.to_string(),
         TEST_AGENT.to_string(),
+        CLAUDE_AGENT.to_string(),
     ] {
         let present = image_exists(&image)?;
         all &= present;
@@ -178,6 +225,7 @@ pub fn build(options: &Options) -> Result<(), Failure> {
         sidecar_image(),
         SIDECAR_DEV.to_string(),
         TEST_AGENT.to_string(),
+        CLAUDE_AGENT.to_string(),
     ];
     let before = rebuilt
         .iter()
@@ -186,6 +234,7 @@ pub fn build(options: &Options) -> Result<(), Failure> {
     ensure_base(&workspace)?;
     build_sidecar(&workspace, options.bottle_bin.as_deref())?;
     build_test_agent(&workspace)?;
+    build_claude_agent(&workspace)?;
     remove_replaced(&rebuilt, before)?;
     println!("images: all built in {}", seconds(started.elapsed()));
     Ok(())
@@ -766,6 +815,337 @@ fn build_test_agent(workspace: &Workspace) -> Result<(), Failure> {
     })
 }
 
+/// Step 4: the real Claude Code CLI on the base ([`CLAUDE_AGENT`]), kept when its
+/// [`CLAUDE_KEY_LABEL`] says it was built from this wheel, recipe and base.
+fn build_claude_agent(workspace: &Workspace) -> Result<(), Failure> {
+    let base_id =
+        image_id(BASE)?.ok_or_else(|| Failure(format!("{BASE} is missing after it was built")))?;
+    let recipe = claude_agent_recipe();
+    let key = claude_agent_key(&recipe, &base_id);
+    if image_label(CLAUDE_AGENT, CLAUDE_KEY_LABEL)?.as_deref() == Some(key.as_str()) {
+        Step::start(&format!(
+            "claude-agent: {CLAUDE_AGENT} present (Claude Code {CLAUDE_CLI_VERSION}), kept"
+        ))
+        .finish("");
+        return Ok(());
+    }
+    let cli = claude_cli(workspace)?;
+    let megabytes = fs::metadata(&cli).map(|m| m.len()).unwrap_or(0) / MB;
+    let what = format!("claude-agent: docker build {CLAUDE_AGENT} ({megabytes} MB context)");
+    with_heartbeat(&what, &|| "still building".to_string(), || {
+        let dockerfile = format!("{recipe}LABEL {CLAUDE_KEY_LABEL}={key}\n");
+        docker_build(
+            workspace,
+            "claude-agent",
+            &dockerfile,
+            &[("claude", &cli)],
+            &[CLAUDE_AGENT],
+            false,
+        )
+    })?;
+
+    let step = Step::start(&format!(
+        "claude-agent: smoke test `claude --version` in {CLAUDE_AGENT}"
+    ));
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        CLAUDE_AGENT,
+        "claude",
+        "--version",
+    ]);
+    let outcome = proc::checked(cmd).and_then(|ran| {
+        let printed = ran.output.trim().to_string();
+        if printed.starts_with(&format!("{CLAUDE_CLI_VERSION} ")) {
+            Ok(printed)
+        } else {
+            Err(Failure(format!(
+                "`claude --version` in {CLAUDE_AGENT} printed `{printed}`, expected \
+                 {CLAUDE_CLI_VERSION} (CLAUDE_CLI_VERSION does not match the pinned wheel?)"
+            )))
+        }
+    });
+    match outcome {
+        Ok(printed) => {
+            step.finish(&format!("{printed}, "));
+            Ok(())
+        }
+        Err(failure) => {
+            step.finish("failed after ");
+            Err(failure)
+        }
+    }
+}
+
+/// The Dockerfile of [`CLAUDE_AGENT`] without its [`CLAUDE_KEY_LABEL`]. The marker
+/// file comes first and the CLI last, in one layer each: the CLI's mode (0755) comes
+/// from the build context, since a `chmod` in a later layer would copy 400 MB again.
+fn claude_agent_recipe() -> String {
+    format!(
+        "FROM {BASE}\n\
+         RUN useradd --create-home --uid 1000 --user-group --shell /bin/bash agent \\\n \
+         && printf '%s' '{CLAUDE_JSON_MARKER}' > /home/agent/.claude.json \\\n \
+         && chown 1000:1000 /home/agent/.claude.json \\\n \
+         && chmod 0600 /home/agent/.claude.json\n\
+         COPY claude /usr/local/bin/claude\n\
+         LABEL {IMAGE_LABEL}=claude-agent dev.bot-bottle.claude-cli-version={CLAUDE_CLI_VERSION} \
+         dev.bot-bottle.claude-wheel-sha256={CLAUDE_WHEEL_SHA256}\n\
+         USER 1000:1000\n\
+         WORKDIR /home/agent\n"
+    )
+}
+
+/// The value of [`CLAUDE_KEY_LABEL`]: the wheel's SHA-256, then [`fnv32`] of the
+/// recipe and the base image's ID, so a new pin, recipe or base rebuilds the image.
+fn claude_agent_key(recipe: &str, base_id: &str) -> String {
+    format!(
+        "{CLAUDE_WHEEL_SHA256}.{}",
+        fnv32(&format!("{recipe}\n{base_id}"))
+    )
+}
+
+/// The cache directory of the CLI extracted from the pinned wheel.
+fn claude_cli_dir_name() -> String {
+    format!("{CLAUDE_CLI_PREFIX}{}", &CLAUDE_WHEEL_SHA256[..16])
+}
+
+/// The Claude Code CLI from the pinned wheel: cached, or downloaded with pip, its
+/// SHA-256 checked, extracted and cached (renamed into place whole, so an interrupted
+/// run leaves no half a binary). The wheel itself is not kept.
+fn claude_cli(workspace: &Workspace) -> Result<PathBuf, Failure> {
+    let cache = workspace.cache_dir()?;
+    let name = claude_cli_dir_name();
+    let pruned = prune_claude_cache(&cache, &name);
+    if pruned > 0 {
+        Step::start(&format!(
+            "claude-agent: removed {pruned} stale Claude Code cache entr{}",
+            if pruned == 1 { "y" } else { "ies" }
+        ))
+        .finish("");
+    }
+    let dir = cache.join(&name);
+    let binary = dir.join("claude");
+    if binary.is_file() {
+        Step::start(&format!(
+            "claude-agent: reusing the Claude Code CLI cached in {}",
+            dir.display()
+        ))
+        .finish("");
+        return Ok(binary);
+    }
+
+    let work = TempDir::create(&cache.join(format!("{CLAUDE_WORK_PREFIX}{}", std::process::id())))?;
+    let wheel = download_wheel(&work.0)?;
+    Step::start(&format!(
+        "claude-agent: check the SHA-256 of {CLAUDE_WHEEL}"
+    ))
+    .run(|| verify_sha256(&wheel, CLAUDE_WHEEL_SHA256))?;
+    Step::start(&format!(
+        "claude-agent: extract {CLAUDE_IN_WHEEL} into {}",
+        dir.display()
+    ))
+    .run(|| {
+        let staged = work.0.join("cli");
+        create_dir(&staged)?;
+        extract_from_zip(&wheel, CLAUDE_IN_WHEEL, &staged.join("claude"))?;
+        if dir.exists() {
+            fs::remove_dir_all(&dir)
+                .map_err(|e| Failure(format!("cannot remove {}: {e}", dir.display())))?;
+        }
+        fs::rename(&staged, &dir).map_err(|e| {
+            Failure(format!(
+                "cannot move {} to {}: {e}",
+                staged.display(),
+                dir.display()
+            ))
+        })
+    })?;
+    Ok(binary)
+}
+
+/// `python3 -m pip download` of the pinned wheel into `work/download`; its path. pip's
+/// temporary files go to `work/tmp`, so their growth is the download's progress.
+fn download_wheel(work: &Path) -> Result<PathBuf, Failure> {
+    let mut probe = Command::new("python3");
+    probe.args(["-m", "pip", "--version"]);
+    let ran = proc::run(probe)?;
+    if !ran.status.success() {
+        return Err(Failure(format!(
+            "`python3 -m pip` is not available (needed to download {CLAUDE_SDK}=={CLAUDE_SDK_VERSION} \
+             from PyPI): install python3-pip (.ci/setup does)\n{}",
+            ran.tail(5)
+        )));
+    }
+    let download = work.join("download");
+    let tmp = work.join("tmp");
+    create_dir(&download)?;
+    create_dir(&tmp)?;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
+        .args(["--platform", CLAUDE_WHEEL_PLATFORM])
+        .args(["--no-cache-dir", "--progress-bar", "off", "--no-input"])
+        .arg("--disable-pip-version-check")
+        .arg(format!("{CLAUDE_SDK}=={CLAUDE_SDK_VERSION}"))
+        .arg("-d")
+        .arg(&download)
+        .env("TMPDIR", &tmp);
+    let what = format!(
+        "claude-agent: pip download {CLAUDE_SDK}=={CLAUDE_SDK_VERSION} ({} MB)",
+        CLAUDE_WHEEL_BYTES / MB
+    );
+    let progress = || {
+        let bytes = tree_size(&tmp) + tree_size(&download);
+        format!("{} of {} MB", bytes / MB, CLAUDE_WHEEL_BYTES / MB)
+    };
+    with_heartbeat(&what, &progress, || proc::checked(cmd).map(drop))?;
+    let wheel = download.join(CLAUDE_WHEEL);
+    if wheel.is_file() {
+        return Ok(wheel);
+    }
+    let saved: Vec<String> = fs::read_dir(&download)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    Err(Failure(format!(
+        "pip downloaded {saved:?}, not {CLAUDE_WHEEL}: refusing it (only that wheel, with \
+         SHA-256 {CLAUDE_WHEEL_SHA256}, is trusted)"
+    )))
+}
+
+/// The SHA-256 of a file, in lowercase hex.
+fn sha256_file(path: &Path) -> Result<String, Failure> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let fail = |e: std::io::Error| Failure(format!("cannot read {}: {e}", path.display()));
+    let mut file = fs::File::open(path).map_err(fail)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Refuses `path` unless its SHA-256 is `expected` (lowercase hex).
+fn verify_sha256(path: &Path, expected: &str) -> Result<(), Failure> {
+    let actual = sha256_file(path)?;
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Failure(format!(
+            "{} has SHA-256 {actual}, but the pin for {CLAUDE_SDK}=={CLAUDE_SDK_VERSION} is \
+             {expected}: refusing it (a different file than the one pinned was served)",
+            path.display()
+        )))
+    }
+}
+
+/// Extracts `member` of the zip archive `archive` into `dest` (python3's zipfile: pip
+/// needs python3 anyway) and makes it executable (0755).
+fn extract_from_zip(archive: &Path, member: &str, dest: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    const SCRIPT: &str = "import shutil, sys, zipfile\n\
+        archive, member, dest = sys.argv[1:]\n\
+        with zipfile.ZipFile(archive) as z, z.open(member) as src, open(dest, 'wb') as out:\n    \
+        shutil.copyfileobj(src, out, 1 << 20)\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", SCRIPT]).arg(archive).arg(member).arg(dest);
+    proc::checked(cmd)?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o755))
+        .map_err(|e| Failure(format!("cannot chmod {}: {e}", dest.display())))
+}
+
+/// Removes Claude Code cache entries other than `keep`: CLIs of other pins and the work
+/// areas of runs that are no longer alive. How many it removed; best effort.
+fn prune_claude_cache(cache: &Path, keep: &str) -> usize {
+    let mut removed = 0;
+    for entry in fs::read_dir(cache).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = match name.strip_prefix(CLAUDE_WORK_PREFIX) {
+            Some(pid) => !Path::new("/proc").join(pid).exists(),
+            None => name.starts_with(CLAUDE_CLI_PREFIX) && name != keep,
+        };
+        if stale && fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The total size of the files under `dir` (0 when it is missing).
+fn tree_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&entry.path()),
+            Ok(t) if t.is_file() => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn create_dir(path: &Path) -> Result<(), Failure> {
+    fs::create_dir_all(path).map_err(|e| Failure(format!("cannot create {}: {e}", path.display())))
+}
+
+/// Runs `work` as the step `what`; while it runs, prints `progress()` every
+/// [`HEARTBEAT`], so that a slow download or build is never silent for long.
+fn with_heartbeat<T>(
+    what: &str,
+    progress: &(dyn Fn() -> String + Sync),
+    work: impl FnOnce() -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let step = Step::start(what);
+    let done = AtomicBool::new(false);
+    let spoke = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut next = step.started + HEARTBEAT;
+            while !done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+                if Instant::now() >= next && !done.load(Ordering::SeqCst) {
+                    if !spoke.swap(true, Ordering::SeqCst) {
+                        println!();
+                    }
+                    println!(
+                        "images:     {} after {}",
+                        progress(),
+                        seconds(step.started.elapsed())
+                    );
+                    next += HEARTBEAT;
+                }
+            }
+        });
+        let result = work();
+        done.store(true, Ordering::SeqCst);
+        result
+    });
+    if spoke.load(Ordering::SeqCst) {
+        print!("images: {what} ... ");
+    }
+    match &result {
+        Ok(_) => step.finish(""),
+        Err(_) => step.finish("failed after "),
+    }
+    result
+}
+
 /// `docker build` from a fresh context holding `dockerfile` and `files` (name in the
 /// context, source path), tagging every one of `tags`. Builds without network unless
 /// `network` (only the registry route's apt layer needs it). The context is removed
@@ -789,8 +1169,11 @@ fn docker_build(
     let path = context.0.join("Dockerfile");
     write(path.clone(), fs::write(&path, dockerfile))?;
     for (file, source) in files {
+        // A hard link when it can (the Claude Code CLI is 400 MB), else a copy; either
+        // keeps the mode, which the classic builder's COPY preserves.
         let path = context.0.join(file);
-        write(path.clone(), fs::copy(source, &path).map(drop))?;
+        let linked = fs::hard_link(source, &path).or_else(|_| fs::copy(source, &path).map(drop));
+        write(path.clone(), linked)?;
     }
 
     let mut cmd = Command::new("docker");
@@ -920,5 +1303,165 @@ mod tests {
         );
         assert_eq!(json_string_field(json, "workspace_root"), None);
         assert_eq!(json_string_field(r#"{"a":"unterminated"#, "a"), None);
+    }
+
+    #[test]
+    fn the_base_packages_id_names_the_cached_tarball() {
+        // The id is part of a cache file's name: the hash must not change under it.
+        // (This list's id is the name of the tarball cached before fnv32 was factored out.)
+        assert_eq!(
+            fnv32("ca-certificates,git,openssh-client,openssh-server,curl,python3"),
+            "f26dce65"
+        );
+        assert_eq!(base_packages_id(), fnv32(&BASE_PACKAGES.join(",")));
+    }
+
+    /// A scratch directory under the system's temp dir, removed when dropped.
+    fn scratch(name: &str) -> TempDir {
+        TempDir::create(
+            &env::temp_dir().join(format!("xtask-images-{name}-{}", std::process::id())),
+        )
+        .expect("scratch dir")
+    }
+
+    #[test]
+    fn sha256_of_a_file() {
+        let dir = scratch("sha");
+        let file = dir.0.join("abc");
+        fs::write(&file, "abc").unwrap();
+        assert_eq!(
+            sha256_file(&file).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn a_wheel_with_another_hash_is_refused() {
+        let dir = scratch("verify");
+        let file = dir.0.join(CLAUDE_WHEEL);
+        fs::write(&file, "not the wheel").unwrap();
+        let actual = sha256_file(&file).unwrap();
+        assert!(verify_sha256(&file, &actual).is_ok());
+        let err = verify_sha256(&file, CLAUDE_WHEEL_SHA256)
+            .expect_err("a mismatch is refused")
+            .0;
+        assert!(err.contains(&actual), "{err}");
+        assert!(err.contains(CLAUDE_WHEEL_SHA256), "{err}");
+        assert!(err.contains("refusing"), "{err}");
+        assert!(verify_sha256(&dir.0.join("missing"), CLAUDE_WHEEL_SHA256).is_err());
+    }
+
+    #[test]
+    fn the_pin_is_consistent() {
+        assert_eq!(CLAUDE_WHEEL_SHA256.len(), 64);
+        assert!(
+            CLAUDE_WHEEL_SHA256
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert!(CLAUDE_WHEEL.starts_with(&format!("claude_agent_sdk-{CLAUDE_SDK_VERSION}-")));
+        assert!(CLAUDE_WHEEL.ends_with(&format!("-{CLAUDE_WHEEL_PLATFORM}.whl")));
+        assert_eq!(
+            claude_cli_dir_name(),
+            format!("claude-cli-{}", &CLAUDE_WHEEL_SHA256[..16])
+        );
+    }
+
+    #[test]
+    fn the_claude_agent_recipe() {
+        let recipe = claude_agent_recipe();
+        assert!(recipe.starts_with(&format!("FROM {BASE}\n")), "{recipe}");
+        assert!(
+            recipe.contains("COPY claude /usr/local/bin/claude\n"),
+            "{recipe}"
+        );
+        assert!(recipe.contains("--uid 1000 --user-group --shell /bin/bash agent"));
+        assert!(recipe.contains(&format!("claude-cli-version={CLAUDE_CLI_VERSION}")));
+        assert!(
+            recipe.ends_with("USER 1000:1000\nWORKDIR /home/agent\n"),
+            "{recipe}"
+        );
+        // The marker goes through the shell in single quotes, and is JSON.
+        assert!(!CLAUDE_JSON_MARKER.contains('\''));
+        assert!(recipe.contains(&format!(
+            "printf '%s' '{CLAUDE_JSON_MARKER}' > /home/agent/.claude.json"
+        )));
+        let marker: serde_json::Value = serde_json::from_str(CLAUDE_JSON_MARKER).unwrap();
+        assert_eq!(marker["e2eImageMarker"], "kept-by-provisioning");
+        // A chmod after the COPY would store the 400 MB CLI twice.
+        assert!(!recipe.contains("chmod 0755"), "{recipe}");
+    }
+
+    #[test]
+    fn the_claude_agent_key_follows_the_wheel_recipe_and_base() {
+        let recipe = claude_agent_recipe();
+        let key = claude_agent_key(&recipe, "sha256:aaa");
+        assert!(key.starts_with(&format!("{CLAUDE_WHEEL_SHA256}.")), "{key}");
+        assert_eq!(key, claude_agent_key(&recipe, "sha256:aaa"));
+        assert_ne!(key, claude_agent_key(&recipe, "sha256:bbb"));
+        assert_ne!(
+            key,
+            claude_agent_key(&format!("{recipe}ENV X=1\n"), "sha256:aaa")
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_the_current_cli_and_live_work_areas() {
+        let dir = scratch("prune");
+        let keep = claude_cli_dir_name();
+        let names = [
+            keep.clone(),
+            "claude-cli-0000000000000000".to_string(),
+            format!("claude-work-{}", std::process::id()),
+            "claude-work-4294967295".to_string(),
+            "base-bookworm-f26dce65.tar".to_string(),
+        ];
+        for name in &names {
+            fs::create_dir_all(dir.0.join(name)).unwrap();
+        }
+        assert_eq!(prune_claude_cache(&dir.0, &keep), 2);
+        let mut left: Vec<String> = fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected = vec![names[0].clone(), names[2].clone(), names[4].clone()];
+        expected.sort();
+        assert_eq!(left, expected);
+    }
+
+    #[test]
+    fn extracting_one_member_of_a_zip() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("zip");
+        let archive = dir.0.join("w.whl");
+        let mut make = Command::new("python3");
+        make.args([
+            "-c",
+            "import sys, zipfile\n\
+             with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:\n    \
+             z.writestr('pkg/_bundled/claude', '#!/bin/sh\\necho hi\\n')\n    \
+             z.writestr('pkg/other', 'x')\n",
+        ])
+        .arg(&archive);
+        proc::checked(make).expect("python3 writes a zip");
+        let out = dir.0.join("claude");
+        extract_from_zip(&archive, "pkg/_bundled/claude", &out).unwrap();
+        assert_eq!(fs::read_to_string(&out).unwrap(), "#!/bin/sh\necho hi\n");
+        assert_eq!(
+            fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        assert!(extract_from_zip(&archive, "pkg/missing", &dir.0.join("x")).is_err());
+    }
+
+    #[test]
+    fn tree_sizes() {
+        let dir = scratch("size");
+        fs::create_dir_all(dir.0.join("a/b")).unwrap();
+        fs::write(dir.0.join("one"), [0u8; 10]).unwrap();
+        fs::write(dir.0.join("a/b/two"), [0u8; 32]).unwrap();
+        assert_eq!(tree_size(&dir.0), 42);
+        assert_eq!(tree_size(&dir.0.join("missing")), 0);
     }
 }

@@ -442,6 +442,14 @@ impl Backend for FakeBackend {
                 stderr: Vec::new(),
             });
         }
+        // Provisioning asks for the image user's ids.
+        if spec.command.iter().any(|a| a.contains("$(id -u)")) {
+            return Ok(Captured {
+                code: Some(0),
+                stdout: b"1000:1000".to_vec(),
+                stderr: Vec::new(),
+            });
+        }
         Ok(Captured {
             code: Some(0),
             ..Captured::default()

@@ -364,7 +364,7 @@ fn launch_steps(
     // 7. Provision via docker exec.
     check(interrupted)?;
     let started = Instant::now();
-    crate::provision::provision(backend, &plan)?;
+    crate::provision::provision(backend, &plan, &facts)?;
     progress.done("provisioned", started.elapsed());
 
     metadata.ready = true;

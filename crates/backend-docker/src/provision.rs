@@ -5,8 +5,9 @@
 //! by name; it never replaces a file the image ships.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use compose_render::{AGENT_PERSIST_DIR, GIT_GATE_PORT, GIT_GATE_SERVICE};
+use compose_render::{AGENT_PERSIST_DIR, GIT_GATE_PORT, GIT_GATE_SERVICE, LaunchFacts};
 use plan::{BottlePlan, merge_json};
 use serde_json::Value;
 
@@ -19,7 +20,7 @@ const BOTTLE_HOME_DIR: &str = ".bot-bottle";
 pub const MCP_SERVER_NAME: &str = "bot-bottle";
 
 /// Runs every provisioning step in the agent container of `plan`.
-pub fn provision(backend: &dyn Backend, plan: &BottlePlan) -> Result<()> {
+pub fn provision(backend: &dyn Backend, plan: &BottlePlan, facts: &LaunchFacts) -> Result<()> {
     let agent = Exec {
         backend,
         container: &plan.agent.container_name,
@@ -79,18 +80,21 @@ pub fn provision(backend: &dyn Backend, plan: &BottlePlan) -> Result<()> {
         agent.run(None, &script, &args, None)?;
     }
     if !profile.persist.is_empty() {
-        // The mounts are host directories made by the launcher: hand them to the
-        // image's user (the container keeps CAP_CHOWN for provisioning), then link
-        // each where the program looks, keeping whatever the image had there.
+        // The mounts are host directories the launcher made: hand each to the image's
+        // user (root in the container has no capability to do it there), then link it
+        // where the program looks, keeping whatever the image had there.
         let ids = agent.output(None, "printf '%s:%s' \"$(id -u)\" \"$(id -g)\"", &[])?;
+        let (uid, gid) = ids
+            .trim()
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+            .ok_or_else(|| BackendError::AgentFile {
+                path: "id -u".into(),
+                detail: format!("cannot tell the agent's uid from `{}`", ids.trim()),
+            })?;
         for dir in &profile.persist {
+            hand_over(&facts.persist_dir(&plan.agent.name, &dir.name), uid, gid)?;
             let mount = format!("{AGENT_PERSIST_DIR}/{}", dir.name);
-            agent.run(
-                Some("root"),
-                "chown \"$1\" \"$2\"",
-                &[ids.trim(), &mount],
-                None,
-            )?;
             agent.run(
                 None,
                 "p=\"$HOME/$1\"; if [ -d \"$p\" ] && [ ! -L \"$p\" ]; then cp -a \"$p/.\" \"$2/\" && rm -rf \"$p\"; fi; mkdir -p \"$(dirname \"$p\")\" && ln -sfn \"$2\" \"$p\"",
@@ -103,6 +107,25 @@ pub fn provision(backend: &dyn Backend, plan: &BottlePlan) -> Result<()> {
         merge_home_file(&agent, &path, &patch)?;
     }
     Ok(())
+}
+
+/// Makes a persisted host directory writable by the agent's `uid`: chown when the
+/// launcher may (root), else open its mode. Its parents stay 0700 to the launcher's
+/// user, so only that user and the container (which sees the directory alone) reach it.
+fn hand_over(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path).map_err(BackendError::io("inspecting", path))?;
+    if meta.uid() == uid {
+        return Ok(());
+    }
+    match std::os::unix::fs::chown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+                .map_err(BackendError::io("opening the mode of", path))
+        }
+        Err(error) => Err(BackendError::io("handing over", path)(error)),
+    }
 }
 
 /// The JSON each home file receives, by path: the profile's patches and, with

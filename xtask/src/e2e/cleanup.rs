@@ -39,7 +39,8 @@ pub fn state_dirs(state_root: &Path) -> BTreeSet<String> {
         .flatten()
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "logs")
+        // Logs and the agents' kept sessions are not bottles.
+        .filter(|n| n != "logs" && n != "agents")
         .collect()
 }
 

@@ -1,12 +1,16 @@
-//! The fake internet: an `--internal` network of our own with an HTTPS echo server
-//! (its own CA) and an sshd holding a bare git repository, at fixed addresses.
+//! The fake internet: an `--internal` network of our own with an HTTPS echo server,
+//! a stand-in for the Anthropic API (both with certificates from the fake internet's
+//! own CA) and an sshd holding a bare git repository, at fixed addresses.
 //! Nothing on it can send a packet off the machine, whatever the proxy does.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
 
 use super::Run;
 use super::sh::{self, cmd};
@@ -20,11 +24,20 @@ pub const ECHO_NAMES: &[&str] = &[
     "later.fake.test",
     "asked.fake.test",
 ];
+/// The names the stand-in Anthropic API (`fixtures/e2e/anthropic_api.py`) answers
+/// for (its certificate's SANs): every host Claude Code calls home to.
+pub const ANTHROPIC_NAMES: &[&str] = &[
+    "api.anthropic.com",
+    "platform.claude.com",
+    "statsig.anthropic.com",
+    "downloads.claude.ai",
+];
 /// The subnets tried for the fake internet, in order (a /24 each; the next on overlap).
 const SUBNET_THIRD_OCTETS: std::ops::Range<u8> = 77..97;
 /// Host part of each fixed address.
 const ECHO_HOST: u8 = 10;
 const SSH_HOST: u8 = 11;
+const ANTHROPIC_HOST: u8 = 12;
 
 /// What the scenarios need to know about the fake internet.
 pub struct FakeInternet {
@@ -33,10 +46,19 @@ pub struct FakeInternet {
     pub echo_ip: String,
     pub ssh_ip: String,
     pub ssh_container: String,
+    /// The stand-in Anthropic API: its address (every [`ANTHROPIC_NAMES`] maps here)
+    /// and its container (for `docker logs`).
+    pub anthropic_ip: String,
+    #[allow(dead_code, reason = "for the Claude Code scenarios' diagnostics")]
+    pub anthropic_container: String,
     /// The fake CA the egress proxy is told to trust.
     pub ca_pem: PathBuf,
     /// Every request the echo server received, one JSON object a line.
     pub echo_log: PathBuf,
+    /// Every request the stand-in Anthropic API received, one JSON object a line
+    /// (method, path, host, headers {x-api-key, authorization}, model, stream,
+    /// user_text, tools).
+    pub anthropic_log: PathBuf,
     /// The git-gate's key for the upstream and the upstream's known_hosts.
     pub ssh_key: PathBuf,
     pub known_hosts: PathBuf,
@@ -50,6 +72,11 @@ impl FakeInternet {
             .iter()
             .map(|n| format!("{n}={}", self.echo_ip))
             .collect();
+        hosts.extend(
+            ANTHROPIC_NAMES
+                .iter()
+                .map(|n| format!("{n}={}", self.anthropic_ip)),
+        );
         hosts.push("metadata.fake.test=169.254.169.254".into());
         hosts.push("loopback.fake.test=127.0.0.1".into());
         hosts.push(format!("gateway.fake.test={}", self.gateway));
@@ -63,11 +90,26 @@ impl FakeInternet {
 
     /// The echo log's records.
     pub fn echo_requests(&self) -> Vec<serde_json::Value> {
-        self.echo_log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        json_lines(&self.echo_log_text())
     }
+
+    /// The raw log of the stand-in Anthropic API.
+    pub fn anthropic_log_text(&self) -> String {
+        fs::read_to_string(&self.anthropic_log).unwrap_or_default()
+    }
+
+    /// The stand-in Anthropic API's records, in the order it received the requests.
+    pub fn anthropic_requests(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.anthropic_log_text())
+    }
+}
+
+/// The JSON objects of a JSON-lines log; a line that does not parse (one being
+/// written) is skipped.
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// The value of header `name` (case-insensitive) in an echo record.
@@ -80,21 +122,30 @@ pub fn header<'a>(record: &'a serde_json::Value, name: &str) -> Option<&'a str> 
     })
 }
 
-/// Creates the network, mints the TLS and SSH material, starts both servers and
+/// Creates the network, mints the TLS and SSH material, starts the three servers and
 /// waits until they answer.
 pub fn start(run: &Run) -> Result<FakeInternet, String> {
+    let fixtures = &run.fixtures;
+    let echo_script = fixture(fixtures, "echo_server.py")?;
+    let anthropic_script = fixture(fixtures, "anthropic_api.py")?;
+    let sshd_script = fixture(fixtures, "sshd.sh")?;
+
     let network = format!("bot-bottle-{}-internet", run.id);
     let third = create_network(run, &network)?;
     let prefix = format!("10.214.{third}");
     let echo_ip = format!("{prefix}.{ECHO_HOST}");
     let ssh_ip = format!("{prefix}.{SSH_HOST}");
+    let anthropic_ip = format!("{prefix}.{ANTHROPIC_HOST}");
     let gateway = inspect_gateway(run, &network)?;
 
-    let tls = private_dir(&run.dir.join("echo-tls"))?;
-    let log_dir = run.dir.join("echo-log");
-    fs::create_dir_all(&log_dir).map_err(|e| format!("creating {}: {e}", log_dir.display()))?;
     let ca_pem = run.dir.join("fake-internet-ca.pem");
-    mint_tls(&tls, &ca_pem, &echo_ip)?;
+    let ca = mint_ca(&ca_pem)?;
+    let tls = private_dir(&run.dir.join("echo-tls"))?;
+    mint_server_cert(&ca, &tls, ECHO_NAMES, &echo_ip)?;
+    let anthropic_tls = private_dir(&run.dir.join("anthropic-tls"))?;
+    mint_server_cert(&ca, &anthropic_tls, ANTHROPIC_NAMES, &anthropic_ip)?;
+    let log_dir = create_log_dir(&run.dir.join("echo-log"))?;
+    let anthropic_log_dir = create_log_dir(&run.dir.join("anthropic-log"))?;
 
     let ssh = private_dir(&run.dir.join("ssh"))?;
     for key in ["host_key", "client_key"] {
@@ -118,28 +169,22 @@ pub fn start(run: &Run) -> Result<FakeInternet, String> {
     let known_hosts = run.dir.join("known_hosts");
     write(&known_hosts, &format!("{ssh_ip} {}\n", fields.join(" ")))?;
 
-    let fixtures = &run.fixtures;
     let echo = format!("bot-bottle-{}-echo", run.id);
-    let mut docker = run_container(run, &echo, &network, &echo_ip);
-    docker
-        .arg("-v")
-        .arg(mount(
-            &fixtures.join("echo_server.py"),
-            "/e2e/echo_server.py",
-            true,
-        ))
-        .arg("-v")
-        .arg(mount(&tls, "/e2e/tls", true))
-        .arg("-v")
-        .arg(mount(&log_dir, "/e2e/log", false))
-        .args([BASE, "python3", "-u", "/e2e/echo_server.py"])
-        .args([
-            "--cert",
-            "/e2e/tls/server.crt",
-            "--key",
-            "/e2e/tls/server.key",
-        ])
-        .args(["--log", "/e2e/log/requests.jsonl"]);
+    let docker = https_server(
+        run_container(run, &echo, &network, &echo_ip),
+        (&echo_script, "/e2e/echo_server.py"),
+        &tls,
+        &log_dir,
+    );
+    sh::ok(docker, &run.interrupted)?;
+
+    let anthropic_container = format!("bot-bottle-{}-anthropic", run.id);
+    let docker = https_server(
+        run_container(run, &anthropic_container, &network, &anthropic_ip),
+        (&anthropic_script, "/e2e/anthropic_api.py"),
+        &anthropic_tls,
+        &anthropic_log_dir,
+    );
     sh::ok(docker, &run.interrupted)?;
 
     let ssh_container = format!("bot-bottle-{}-sshd", run.id);
@@ -155,13 +200,17 @@ pub fn start(run: &Run) -> Result<FakeInternet, String> {
     let mut docker = run_container(run, &ssh_container, &network, &ssh_ip);
     docker
         .arg("-v")
-        .arg(mount(&fixtures.join("sshd.sh"), "/e2e/sshd.sh", true))
+        .arg(mount(&sshd_script, "/e2e/sshd.sh", true))
         .arg("-v")
         .arg(mount(&public_only, "/e2e/ssh", true))
         .args([BASE, "sh", "/e2e/sshd.sh"]);
     sh::ok(docker, &run.interrupted)?;
 
-    for (container, port) in [(&echo, 443), (&ssh_container, 22)] {
+    for (container, port) in [
+        (&echo, 443),
+        (&anthropic_container, 443),
+        (&ssh_container, 22),
+    ] {
         wait_listening(run, container, port)?;
     }
     Ok(FakeInternet {
@@ -170,8 +219,11 @@ pub fn start(run: &Run) -> Result<FakeInternet, String> {
         echo_ip,
         ssh_ip,
         ssh_container,
+        anthropic_ip,
+        anthropic_container,
         ca_pem,
-        echo_log: log_dir.join("requests.jsonl"),
+        echo_log: log_dir.join(SERVER_LOG),
+        anthropic_log: anthropic_log_dir.join(SERVER_LOG),
         ssh_key: ssh.join("client_key"),
         known_hosts,
     })
@@ -248,6 +300,49 @@ fn run_container(run: &Run, name: &str, network: &str, ip: &str) -> std::process
     docker
 }
 
+/// The log file name of both HTTPS servers, in their log directories.
+const SERVER_LOG: &str = "requests.jsonl";
+
+/// Completes `docker` (a [`run_container`]) into one of the HTTPS servers: the
+/// `script` (host path, path inside) run by the base image's python3 with its
+/// certificate and key from `tls` and its request log in `log_dir`.
+fn https_server(
+    mut docker: std::process::Command,
+    script: (&Path, &str),
+    tls: &Path,
+    log_dir: &Path,
+) -> std::process::Command {
+    let (source, target) = script;
+    docker
+        .arg("-v")
+        .arg(mount(source, target, true))
+        .arg("-v")
+        .arg(mount(tls, "/e2e/tls", true))
+        .arg("-v")
+        .arg(mount(log_dir, "/e2e/log", false))
+        .args([BASE, "python3", "-u", target])
+        .args([
+            "--cert",
+            "/e2e/tls/server.crt",
+            "--key",
+            "/e2e/tls/server.key",
+        ])
+        .arg("--log")
+        .arg(format!("/e2e/log/{SERVER_LOG}"));
+    docker
+}
+
+/// `fixtures/e2e/<name>`, which must exist: bind-mounting a missing file would make
+/// docker create an empty directory in its place.
+fn fixture(fixtures: &Path, name: &str) -> Result<PathBuf, String> {
+    let path = fixtures.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing", path.display()))
+    }
+}
+
 fn mount(source: &Path, target: &str, read_only: bool) -> String {
     format!(
         "{}:{target}{}",
@@ -289,34 +384,54 @@ fn wait_listening(run: &Run, container: &str, port: u16) -> Result<(), String> {
     ))
 }
 
-/// The fake CA (into `ca_pem`) and the echo server's certificate and key (into `dir`).
-fn mint_tls(dir: &Path, ca_pem: &Path, echo_ip: &str) -> Result<(), String> {
-    let fail = |e: rcgen::Error| format!("minting the fake internet's certificates: {e}");
-    let ca_key = KeyPair::generate().map_err(fail)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+/// The fake internet's CA (its certificate written to `ca_pem`, for the egress proxy
+/// to trust): the issuer of every server certificate.
+fn mint_ca(ca_pem: &Path) -> Result<Issuer<'static, KeyPair>, String> {
+    let ca_key = KeyPair::generate().map_err(tls_failure)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(tls_failure)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.distinguished_name
         .push(DnType::CommonName, "bot-bottle e2e fake internet CA");
-    let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
-    let issuer = Issuer::new(ca, ca_key);
+    let ca_cert = ca.self_signed(&ca_key).map_err(tls_failure)?;
+    write(ca_pem, &ca_cert.pem())?;
+    Ok(Issuer::new(ca, ca_key))
+}
 
-    let mut names: Vec<String> = ECHO_NAMES.iter().map(|n| n.to_string()).collect();
-    names.push(echo_ip.to_string());
-    let mut leaf = CertificateParams::new(names).map_err(fail)?;
-    leaf.distinguished_name
-        .push(DnType::CommonName, "api.fake.test");
+/// A server certificate from `ca` for `names` and `ip` (its SANs; the first name is
+/// also its common name), written with its key to `dir/server.crt` and
+/// `dir/server.key`.
+fn mint_server_cert(
+    ca: &Issuer<'_, KeyPair>,
+    dir: &Path,
+    names: &[&str],
+    ip: &str,
+) -> Result<(), String> {
+    let mut sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    sans.push(ip.to_string());
+    let mut leaf = CertificateParams::new(sans).map_err(tls_failure)?;
+    if let Some(first) = names.first() {
+        leaf.distinguished_name.push(DnType::CommonName, *first);
+    }
     leaf.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().map_err(fail)?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(fail)?;
-
-    write(ca_pem, &ca_cert.pem())?;
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().map_err(tls_failure)?;
+    let leaf_cert = leaf.signed_by(&leaf_key, ca).map_err(tls_failure)?;
     write(&dir.join("server.crt"), &leaf_cert.pem())?;
     write(&dir.join("server.key"), &leaf_key.serialize_pem())
+}
+
+fn tls_failure(e: rcgen::Error) -> String {
+    format!("minting the fake internet's certificates: {e}")
+}
+
+/// A server's log directory (the server runs as root and writes into it).
+fn create_log_dir(path: &Path) -> Result<PathBuf, String> {
+    fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+    Ok(path.to_path_buf())
 }
 
 fn private_dir(path: &Path) -> Result<PathBuf, String> {

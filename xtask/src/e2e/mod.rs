@@ -2,7 +2,7 @@
 //!
 //! 1. removes what dead e2e runs left behind (by label and run directory);
 //! 2. builds the images (`cargo xtask images`: base, sidecar from a fresh `bottle`,
-//!    test agent);
+//!    test agent, the real Claude Code agent);
 //! 3. starts the fake internet ([`fake_internet`]) on an `--internal` network of its
 //!    own, and writes this run's copy of `fixtures/e2e/bottle.yaml.in`;
 //! 4. runs the [`scenarios`] against bottles started with the real `bottle` CLI,
@@ -15,6 +15,7 @@
 //! proxy is asked for is mapped to an address on them (`--egress-static-host`).
 
 mod bottle;
+mod claude;
 mod cleanup;
 mod fake_internet;
 mod scenarios;
@@ -72,6 +73,21 @@ impl Run {
         self.internet
             .as_ref()
             .expect("the fake internet starts before the scenarios")
+    }
+
+    /// A manifest template (`fixtures/e2e/*.in`) with this run's values filled in:
+    /// `@ECHO_IP@`, `@ANTHROPIC_IP@`, `@SSH_IP@`, `@SSH_KEY@`, `@KNOWN_HOSTS@`,
+    /// `@CLAUDE_AGENT_IMAGE@` (the real Claude Code) and `@AGENT_IMAGE@` (the test agent).
+    pub fn fill_template(&self, template: &str) -> String {
+        let net = self.net();
+        template
+            .replace("@ECHO_IP@", &net.echo_ip)
+            .replace("@ANTHROPIC_IP@", &net.anthropic_ip)
+            .replace("@SSH_IP@", &net.ssh_ip)
+            .replace("@SSH_KEY@", &net.ssh_key.display().to_string())
+            .replace("@KNOWN_HOSTS@", &net.known_hosts.display().to_string())
+            .replace("@CLAUDE_AGENT_IMAGE@", images::CLAUDE_AGENT)
+            .replace("@AGENT_IMAGE@", images::TEST_AGENT)
     }
 }
 
@@ -218,25 +234,18 @@ fn run_all(run: &mut Run, only: Option<&[String]>) -> Result<usize, String> {
     let step = Instant::now();
     let internet = fake_internet::start(run)?;
     println!(
-        "e2e: fake internet on {} (echo {}, sshd {}) ({:.1}s)",
+        "e2e: fake internet on {} (echo {}, anthropic {}, sshd {}) ({:.1}s)",
         internet.network,
         internet.echo_ip,
+        internet.anthropic_ip,
         internet.ssh_ip,
         step.elapsed().as_secs_f64()
     );
+    run.internet = Some(internet);
     let template = std::fs::read_to_string(run.fixtures.join("bottle.yaml.in"))
         .map_err(|e| format!("reading fixtures/e2e/bottle.yaml.in: {e}"))?;
-    let manifest = template
-        .replace("@ECHO_IP@", &internet.echo_ip)
-        .replace("@SSH_IP@", &internet.ssh_ip)
-        .replace("@SSH_KEY@", &internet.ssh_key.display().to_string())
-        .replace("@KNOWN_HOSTS@", &internet.known_hosts.display().to_string());
-    std::fs::write(
-        &run.manifest,
-        manifest.replace("@AGENT_IMAGE@", images::TEST_AGENT),
-    )
-    .map_err(|e| format!("writing {}: {e}", run.manifest.display()))?;
-    run.internet = Some(internet);
+    std::fs::write(&run.manifest, run.fill_template(&template))
+        .map_err(|e| format!("writing {}: {e}", run.manifest.display()))?;
 
     let run: &Run = run;
     let mut ctx = scenarios::Ctx::new(run);

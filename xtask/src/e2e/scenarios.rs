@@ -1,4 +1,4 @@
-//! The scenarios of issue 7: each checks one invariant and fails when it breaks.
+//! The scenarios of issues 7 and 11: each checks one invariant and fails when it breaks.
 
 use std::io::Read;
 use std::path::Path;
@@ -9,6 +9,7 @@ use base64::Engine as _;
 
 use super::Run;
 use super::bottle::Bottle;
+use super::claude;
 use super::fake_internet::header;
 use super::sh::{self, cmd};
 
@@ -30,6 +31,12 @@ pub const ALL: &[(&str, Check)] = &[
     ("bottles-isolated", bottles_isolated),
     ("no-secrets-on-disk", no_secrets_on_disk),
     ("down-and-gc", down_and_gc),
+    // The real Claude Code CLI (issue 11); each starts and removes its own bottle.
+    ("claude-print-api-key", claude::print_api_key),
+    ("claude-print-oauth-token", claude::print_oauth_token),
+    ("claude-mcp-supervise", claude::mcp_supervise),
+    ("claude-interactive", claude::interactive),
+    ("claude-sighup", claude::sighup),
 ];
 
 /// What scenarios share: the run and its two bottles, started on first use.
@@ -92,7 +99,7 @@ impl Curl {
     }
 }
 
-fn first_chars(text: &str, n: usize) -> String {
+pub(super) fn first_chars(text: &str, n: usize) -> String {
     let mut s: String = text.chars().take(n).collect();
     if text.chars().count() > n {
         s.push('…');
@@ -412,7 +419,7 @@ fn stream_contains(
 }
 
 /// `count` random characters from `alphabet`.
-fn random_chars(count: usize, alphabet: &[u8]) -> String {
+pub(super) fn random_chars(count: usize, alphabet: &[u8]) -> String {
     let bytes = super::random_bytes(count);
     bytes
         .iter()
@@ -882,7 +889,7 @@ fn mode_of(path: &Path) -> Option<u32> {
         .map(|m| m.permissions().mode() & 0o7777)
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(super) fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
