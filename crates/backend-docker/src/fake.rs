@@ -90,7 +90,8 @@ impl FakeBackend {
     }
 
     /// Fails the first operation whose key starts with `key` (e.g. `compose:up`,
-    /// `network:egress`, `build:`, `exec`, `health`).
+    /// `network:egress`, `build:`, `exec`, `health`); `agent-exit:N` makes the
+    /// attached agent exit with status N instead.
     pub fn fail_at(mut self, key: Option<String>) -> Self {
         self.fail_at = key;
         self
@@ -462,7 +463,12 @@ impl Backend for FakeBackend {
             spec.container,
             spec.command.join(" ")
         ))?;
-        Ok(0)
+        // `agent-exit:N`: the agent exits with status N.
+        Ok(self
+            .fail_at
+            .as_deref()
+            .and_then(|key| key.strip_prefix("agent-exit:")?.parse().ok())
+            .unwrap_or(0))
     }
 
     fn signal(&self, container: &str, signal: &str) -> Result<()> {

@@ -65,11 +65,14 @@ impl Run {
 
     /// [`Run::start_bottle`] from another manifest.
     pub fn start_bottle_from(&self, manifest: &std::path::Path) -> Result<Bottle, String> {
-        let out = sh::run_with(
-            self.bottle_cmd(&self.start_args_for(manifest)),
-            Duration::from_secs(240),
-            &self.interrupted,
-        )?;
+        self.start_detached(self.bottle_cmd(&self.start_args_for(manifest)))
+            .map(|(bottle, _)| bottle)
+    }
+
+    /// Runs `start`, a `bottle start -d` command, and reads the bottle it printed;
+    /// also the launcher's output.
+    pub fn start_detached(&self, start: Command) -> Result<(Bottle, Out), String> {
+        let out = sh::run_with(start, Duration::from_secs(240), &self.interrupted)?;
         // Remember every slug this run created, even half-started ones, for cleanup.
         super::cleanup::record_slugs(self);
         let out = out.ok()?;
@@ -81,7 +84,7 @@ impl Run {
             .find(|l| !l.is_empty())
             .ok_or_else(|| format!("`bottle start` printed no slug\n{}", out.explain()))?
             .to_string();
-        self.bottle(&slug)
+        Ok((self.bottle(&slug)?, out))
     }
 
     /// A started bottle by slug, from its metadata.json.

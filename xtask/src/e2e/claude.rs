@@ -88,22 +88,8 @@ fn bottle_with(run: &Run, args: &[String], env: &[(&str, &str)]) -> std::process
 
 /// Starts a detached Claude bottle; its handle and the launcher's stderr.
 fn start(run: &Run, env: &[(&str, &str)]) -> Result<(Bottle, String), String> {
-    let out = sh::run_with(
-        bottle_with(run, &start_args(run, true, &[])?, env),
-        Duration::from_secs(240),
-        &run.interrupted,
-    )?;
-    super::cleanup::record_slugs(run);
-    let out = out.ok()?;
-    let slug = out
-        .stdout
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .ok_or_else(|| format!("`bottle start` printed no slug\n{}", out.explain()))?
-        .to_string();
-    Ok((run.bottle(&slug)?, out.stderr))
+    let (bottle, out) = run.start_detached(bottle_with(run, &start_args(run, true, &[])?, env))?;
+    Ok((bottle, out.stderr))
 }
 
 fn down(run: &Run, bottle: &Bottle) -> Result<(), String> {
@@ -199,18 +185,7 @@ pub fn print_api_key(ctx: &mut Ctx) -> Result<(), String> {
                 first_chars(stderr, 2000)
             ));
         }
-        let before = run.net().anthropic_requests().len();
-        let out = claude(run, bottle, &["-p", "say hi"])?.ok()?;
-        if !out.stdout.contains(CANNED) {
-            return Err(format!(
-                "no canned reply from the stand-in:\n{}",
-                out.explain()
-            ));
-        }
-        let calls = messages_calls(run, before);
-        if calls.is_empty() {
-            return Err("the stand-in saw no Messages API call".into());
-        }
+        let calls = say_hi(run, bottle)?;
         for call in &calls {
             if auth_header(call, "x-api-key") != Some(creds.api_key.as_str()) {
                 return Err(format!(
@@ -233,18 +208,7 @@ pub fn print_oauth_token(ctx: &mut Ctx) -> Result<(), String> {
     let creds = credentials();
     let env = [("CLAUDE_CODE_OAUTH_TOKEN", creds.oauth_token.as_str())];
     with_bottle(run, &env, |bottle, _| {
-        let before = run.net().anthropic_requests().len();
-        let out = claude(run, bottle, &["-p", "say hi"])?.ok()?;
-        if !out.stdout.contains(CANNED) {
-            return Err(format!(
-                "no canned reply from the stand-in:\n{}",
-                out.explain()
-            ));
-        }
-        let calls = messages_calls(run, before);
-        if calls.is_empty() {
-            return Err("the stand-in saw no Messages API call".into());
-        }
+        let calls = say_hi(run, bottle)?;
         let bearer = format!("Bearer {}", creds.oauth_token);
         for call in &calls {
             if auth_header(call, "authorization") != Some(bearer.as_str()) {
@@ -256,6 +220,24 @@ pub fn print_oauth_token(ctx: &mut Ctx) -> Result<(), String> {
         }
         check_agent_holds_placeholders(run, bottle, &creds, "CLAUDE_CODE_OAUTH_TOKEN")
     })
+}
+
+/// `claude -p "say hi"` prints the stand-in's canned reply; the Messages API calls it
+/// made.
+fn say_hi(run: &Run, bottle: &Bottle) -> Result<Vec<serde_json::Value>, String> {
+    let before = run.net().anthropic_requests().len();
+    let out = claude(run, bottle, &["-p", "say hi"])?.ok()?;
+    if !out.stdout.contains(CANNED) {
+        return Err(format!(
+            "no canned reply from the stand-in:\n{}",
+            out.explain()
+        ));
+    }
+    let calls = messages_calls(run, before);
+    if calls.is_empty() {
+        return Err("the stand-in saw no Messages API call".into());
+    }
+    Ok(calls)
 }
 
 /// The real credentials appear nowhere the agent can read nor in the bottle's state;

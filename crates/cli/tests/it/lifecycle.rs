@@ -470,6 +470,36 @@ fn attached_start_runs_the_agent_then_tears_down() {
 }
 
 #[test]
+fn start_exits_with_the_agents_status_after_teardown() {
+    let world = World::new();
+    let output = world
+        .bottle()
+        .env("BOT_BOTTLE_FAKE_FAIL", "agent-exit:7")
+        .args([
+            "start",
+            "dev",
+            "-f",
+            "fixtures/valid/minimal.yaml",
+            "--",
+            "--continue",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let calls = world.engine_state()["calls"].to_string();
+    assert!(
+        calls.contains(":claude --continue"),
+        "the extra arguments did not reach the agent: {calls}"
+    );
+    world.assert_nothing_left("after the agent failed");
+}
+
+#[test]
 fn ls_flags_a_changed_manifest() {
     let world = World::new();
     let manifest = world.dir.path().join("bottle.yaml");
