@@ -769,19 +769,9 @@ fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<(),
     let step = Step::start(&format!(
         "sidecar: smoke test `bottle --version` in {SIDECAR_DEV}"
     ));
-    let mut cmd = Command::new("docker");
-    cmd.args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        SIDECAR_DEV,
-        "bottle",
-        "--version",
-    ]);
-    match proc::checked(cmd) {
-        Ok(ran) => {
-            step.finish(&format!("{}, ", ran.output.trim()));
+    match version_in(SIDECAR_DEV, "bottle") {
+        Ok(printed) => {
+            step.finish(&format!("{printed}, "));
             Ok(())
         }
         Err(failure) => {
@@ -792,6 +782,22 @@ fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<(),
             )))
         }
     }
+}
+
+/// What `PROGRAM --version` prints in `image`, run with no network: the smoke test
+/// that a binary built or fetched on the host runs on the image's base.
+fn version_in(image: &str, program: &str) -> Result<String, Failure> {
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        image,
+        program,
+        "--version",
+    ]);
+    proc::checked(cmd).map(|ran| ran.output.trim().to_string())
 }
 
 /// Step 3: the e2e test agent, the base plus a non-root `agent` (uid 1000).
@@ -847,18 +853,7 @@ fn build_claude_agent(workspace: &Workspace) -> Result<(), Failure> {
     let step = Step::start(&format!(
         "claude-agent: smoke test `claude --version` in {CLAUDE_AGENT}"
     ));
-    let mut cmd = Command::new("docker");
-    cmd.args([
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        CLAUDE_AGENT,
-        "claude",
-        "--version",
-    ]);
-    let outcome = proc::checked(cmd).and_then(|ran| {
-        let printed = ran.output.trim().to_string();
+    let outcome = version_in(CLAUDE_AGENT, "claude").and_then(|printed| {
         if printed.starts_with(&format!("{CLAUDE_CLI_VERSION} ")) {
             Ok(printed)
         } else {
