@@ -247,51 +247,28 @@ async fn secret_mid_body_aborts_the_streamed_upstream_request() {
     let mut body = vec![b'a'; 256 * 1024];
     body.extend_from_slice(REAL_TOKEN.as_bytes());
     body.extend_from_slice(&vec![b'b'; 256 * 1024]);
-    let Tunnel::Open(tls) = connect_tunnel(
-        proxy.local_addr(),
-        &format!("other.test:{port}"),
-        "other.test",
-        &dir.bottle_ca.cert_pem,
-    )
-    .await
-    else {
-        panic!("tunnel refused")
-    };
-    let (mut reader, mut writer) = tokio::io::split(tls);
     let head = format!(
         "POST /upload HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let writer_task = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let _ = writer.write_all(head.as_bytes()).await;
-        for chunk in body.chunks(16 * 1024) {
-            if writer.write_all(chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = writer.flush().await;
-    });
-    let mut raw = Vec::new();
-    use tokio::io::AsyncReadExt;
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        reader.read_to_end(&mut raw),
+    let writes = body.chunks(16 * 1024).map(<[u8]>::to_vec).collect();
+    let text = send_in_writes(
+        proxy.local_addr(),
+        &dir.bottle_ca.cert_pem,
+        "other.test",
+        port,
+        head,
+        writes,
+        std::time::Duration::ZERO,
     )
     .await;
-    writer_task.abort();
-    let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     assert!(
         text.contains("rule: bottle-secret:IT_UPSTREAM_TOKEN"),
         "{text}"
     );
-    let seen = upstream.seen.lock().unwrap();
-    let received = &seen.body_bytes;
     assert!(
-        !received
-            .windows(REAL_TOKEN.len())
-            .any(|w| w == REAL_TOKEN.as_bytes()),
+        !upstream.received(REAL_TOKEN.as_bytes()),
         "the secret reached the upstream"
     );
 }
@@ -449,46 +426,23 @@ async fn a_secret_split_across_two_writes_never_partly_leaves() {
     first.extend_from_slice(first_half.as_bytes());
     let second = format!("{second_half}{}", "b".repeat(1024));
     let length = first.len() + second.len();
-    let Tunnel::Open(tls) = connect_tunnel(
-        proxy.local_addr(),
-        &format!("other.test:{port}"),
-        "other.test",
-        &dir.bottle_ca.cert_pem,
-    )
-    .await
-    else {
-        panic!("tunnel refused")
-    };
-    let (mut reader, mut writer) = tokio::io::split(tls);
     let head = format!(
         "POST /upload HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
     );
-    let writer_task = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let _ = writer.write_all(head.as_bytes()).await;
-        let _ = writer.write_all(&first).await;
-        let _ = writer.flush().await;
-        // Let the proxy forward what it has before the rest of the secret arrives.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let _ = writer.write_all(second.as_bytes()).await;
-        let _ = writer.flush().await;
-    });
-    let mut raw = Vec::new();
-    use tokio::io::AsyncReadExt;
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        reader.read_to_end(&mut raw),
+    // Let the proxy forward what it has before the rest of the secret arrives.
+    let text = send_in_writes(
+        proxy.local_addr(),
+        &dir.bottle_ca.cert_pem,
+        "other.test",
+        port,
+        head,
+        vec![first, second.into_bytes()],
+        std::time::Duration::from_millis(300),
     )
     .await;
-    writer_task.abort();
-    let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 403"), "{text}");
-    let seen = upstream.seen.lock().unwrap();
     assert!(
-        !seen
-            .body_bytes
-            .windows(first_half.len())
-            .any(|w| w == first_half.as_bytes()),
+        !upstream.received(first_half.as_bytes()),
         "the first half of the secret reached the upstream before the second half was scanned"
     );
 }

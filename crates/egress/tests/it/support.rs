@@ -126,6 +126,16 @@ async fn echo(
 }
 
 impl EchoUpstream {
+    /// Whether `needle` arrived in any request body so far.
+    pub fn received(&self, needle: &[u8]) -> bool {
+        self.seen
+            .lock()
+            .unwrap()
+            .body_bytes
+            .windows(needle.len())
+            .any(|w| w == needle)
+    }
+
     /// HTTPS echo with a leaf from `ca` for upstream.test, other.test and 127.0.0.1.
     pub async fn https(ca: &TestCa) -> Self {
         Self::https_with_alpn(ca, b"http/1.1").await
@@ -431,6 +441,45 @@ pub async fn connect_tunnel(proxy: SocketAddr, target: &str, sni: &str, ca_pem: 
         .await
         .expect("TLS through the proxy with the bottle CA");
     Tunnel::Open(Box::new(tls))
+}
+
+/// Opens a tunnel to `host:port`, sends `head` and then each of `writes`, flushing and
+/// pausing `pause` after each (so the proxy forwards what it may before the rest
+/// arrives), and returns the raw response text. Writing stops when the proxy closes.
+pub async fn send_in_writes(
+    proxy: SocketAddr,
+    ca_pem: &str,
+    host: &str,
+    port: u16,
+    head: String,
+    writes: Vec<Vec<u8>>,
+    pause: std::time::Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Tunnel::Open(tls) = connect_tunnel(proxy, &format!("{host}:{port}"), host, ca_pem).await
+    else {
+        panic!("tunnel refused")
+    };
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let writer_task = tokio::spawn(async move {
+        if writer.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        for write in writes {
+            if writer.write_all(&write).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        reader.read_to_end(&mut raw),
+    )
+    .await;
+    writer_task.abort();
+    String::from_utf8_lossy(&raw).into_owned()
 }
 
 /// One request over an open tunnel (the request should say `Connection: close`).
