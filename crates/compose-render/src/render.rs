@@ -166,6 +166,9 @@ fn hardened_sidecar(plan: &BottlePlan, facts: &LaunchFacts, role: &str, port: u1
         read_only: Some(true),
         tmpfs: vec!["/tmp".to_owned()],
         init: Some(true),
+        // Egress and git-gate sit on two networks: they must never route between
+        // them, whatever the agent sends their way. Off in their namespace, for free.
+        sysctls: BTreeMap::from([("net.ipv4.ip_forward".to_owned(), "0".to_owned())]),
         mem_limit: Some(SIDECAR_MEMORY),
         pids_limit: Some(SIDECAR_PIDS),
         restart: Some("no".to_owned()),

@@ -162,6 +162,11 @@ fn every_service_is_labelled_and_hardened() {
             );
             if service_name != AGENT_SERVICE {
                 assert_eq!(
+                    service.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+                    Some("0"),
+                    "{name}/{service_name}: a sidecar must not forward packets"
+                );
+                assert_eq!(
                     service.read_only,
                     Some(true),
                     "{name}/{service_name}: sidecar root must be read-only"
