@@ -2,78 +2,25 @@
 //! event to stdout (so `compose logs` has it) and appended to a file in the bottle's
 //! state dir; and the UTC calendar arithmetic that audit timestamps and certificate
 //! validity need, so no crate pulls in a date library.
+//!
+//! A log is bounded ([`Limits`]): every line is at most `max_record_bytes` (long
+//! strings are cut with a `…[N bytes truncated]` marker, long arrays lose their tail),
+//! and the file is rotated before it would pass `max_file_bytes`
+//! (`x.jsonl` → `x.jsonl.1` → … → `x.jsonl.<max_files - 1>`, the oldest dropped), so
+//! a log never holds more than `max_files × max_file_bytes` on disk. Writing never
+//! fails the caller: a failed write is counted ([`JsonLines::lost`]) and reported on
+//! stderr (first, second, fourth, … failure), and the next write tries again.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+mod bound;
+mod lines;
+
+pub use bound::bounded_line;
+pub use lines::{
+    DEFAULT_MAX_FIELD_BYTES, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_FILES, DEFAULT_MAX_RECORD_BYTES,
+    JsonLines, Limits, rotated_path,
+};
+
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
-
-/// Where a sidecar's audit lines go.
-#[derive(Debug)]
-pub struct JsonLines {
-    sidecar: &'static str,
-    to_stdout: bool,
-    file: Option<(PathBuf, Mutex<File>)>,
-}
-
-impl JsonLines {
-    /// Opens `path` for appending (creating it and its directory, mode 0640), if given.
-    /// `sidecar` names the writer in the stderr message when a write fails.
-    pub fn open(
-        sidecar: &'static str,
-        path: Option<&Path>,
-        to_stdout: bool,
-    ) -> std::io::Result<Self> {
-        let file = match path {
-            None => None,
-            Some(path) => {
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent)?;
-                }
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o640)
-                    .open(path)?;
-                Some((path.to_path_buf(), Mutex::new(file)))
-            }
-        };
-        Ok(Self {
-            sidecar,
-            to_stdout,
-            file,
-        })
-    }
-
-    /// Writes one entry as one line. A failed write is reported on stderr: the decision
-    /// it records was already made and must not be undone by a full disk.
-    pub fn write<T: Serialize>(&self, entry: &T) {
-        let Ok(mut line) = serde_json::to_string(entry) else {
-            return;
-        };
-        line.push('\n');
-        if self.to_stdout {
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout
-                .write_all(line.as_bytes())
-                .and_then(|()| stdout.flush());
-        }
-        if let Some((path, file)) = &self.file {
-            let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Err(error) = file.write_all(line.as_bytes()) {
-                eprintln!(
-                    "{}: writing audit log {}: {error}",
-                    self.sidecar,
-                    path.display()
-                );
-            }
-        }
-    }
-}
 
 /// `time` as RFC 3339 in UTC with milliseconds, e.g. `2026-11-25T08:27:48.123Z`.
 pub fn rfc3339_utc(time: SystemTime) -> String {
@@ -137,27 +84,6 @@ mod tests {
         assert_eq!(
             rfc3339_utc(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
             "2026-11-18T11:06:40.000Z"
-        );
-    }
-
-    #[test]
-    fn lines_are_appended_to_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit/log.jsonl");
-        let log = JsonLines::open("test", Some(&path), false).unwrap();
-        log.write(&serde_json::json!({"a": 1}));
-        log.write(&serde_json::json!({"b": "two\nlines"}));
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(
-            lines,
-            [
-                serde_json::json!({"a": 1}),
-                serde_json::json!({"b": "two\nlines"})
-            ]
         );
     }
 }

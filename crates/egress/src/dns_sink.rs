@@ -1,11 +1,15 @@
 //! The DNS sink: the agent's resolver points here, and every query gets
 //! NXDOMAIN, so no lookup of an outside name leaves the bottle even on
-//! engines whose embedded DNS would forward it. Each query name is
-//! audit-logged. UDP and TCP (length-prefixed) are both served.
+//! engines whose embedded DNS would forward it. Query names are
+//! audit-logged, at most [`DNS_LOG_PER_SEC`] a second after a burst of
+//! [`DNS_LOG_BURST`] (a token bucket): the queries over that are answered
+//! all the same, counted, and reported in one summary line
+//! (`"repeated": N`) every [`DNS_SUMMARY_EVERY`], before the next logged
+//! query, and at shutdown. UDP and TCP (length-prefixed) are both served.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -111,7 +115,93 @@ fn qtype_name(qtype: u16) -> String {
     }
 }
 
-fn audit_answer(audit: &AuditLog, answer: &SinkAnswer, transport: &str) {
+/// Queries logged one by one per second, on average.
+pub const DNS_LOG_PER_SEC: u32 = 20;
+/// Queries logged one by one in a burst.
+pub const DNS_LOG_BURST: u32 = 200;
+/// How often the count of queries not logged one by one is reported.
+pub const DNS_SUMMARY_EVERY: Duration = Duration::from_secs(5);
+
+/// A token bucket for the sink's audit lines, and the count of queries it
+/// kept out of the log.
+#[derive(Debug)]
+pub struct DnsLogLimit {
+    per_sec: u32,
+    burst: u32,
+    state: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    /// Queries not logged since the last summary, and when the first was.
+    suppressed: u64,
+    since: Option<Instant>,
+}
+
+impl DnsLogLimit {
+    /// `per_sec` lines a second on average, `burst` at once; a full bucket.
+    pub fn new(per_sec: u32, burst: u32, now: Instant) -> Self {
+        Self {
+            per_sec,
+            burst: burst.max(1),
+            state: Mutex::new(Bucket {
+                tokens: f64::from(burst.max(1)),
+                refilled: now,
+                suppressed: 0,
+                since: None,
+            }),
+        }
+    }
+
+    /// True if a query at `now` may be logged; otherwise it is counted.
+    pub fn admit(&self, now: Instant) -> bool {
+        let mut bucket = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let elapsed = now.saturating_duration_since(bucket.refilled);
+        bucket.tokens = (bucket.tokens + elapsed.as_secs_f64() * f64::from(self.per_sec))
+            .min(f64::from(self.burst));
+        bucket.refilled = bucket.refilled.max(now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            bucket.suppressed += 1;
+            bucket.since.get_or_insert(now);
+            false
+        }
+    }
+
+    /// The summary record of the queries not logged since the last one, if any.
+    pub fn take_summary(&self, now: Instant) -> Option<AuditRecord> {
+        let (count, since) = {
+            let mut bucket = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let count = std::mem::take(&mut bucket.suppressed);
+            (count, bucket.since.take()?)
+        };
+        let span = now.saturating_duration_since(since);
+        let secs = (span.as_secs() + u64::from(span.subsec_nanos() > 0)).max(1);
+        let mut record = AuditRecord::now("dns", "deny");
+        record.rule = "dns-sink".to_owned();
+        record.port = 53;
+        record.reason = format!(
+            "{count} more queries in {secs} s answered NXDOMAIN but not logged one by one \
+             (DNS log rate limit: {}/s, burst {})",
+            self.per_sec, self.burst
+        );
+        record.repeated = Some(count);
+        Some(record)
+    }
+}
+
+fn audit_answer(audit: &AuditLog, limit: &DnsLogLimit, answer: &SinkAnswer, transport: &str) {
+    let now = Instant::now();
+    if !limit.admit(now) {
+        return;
+    }
+    if let Some(summary) = limit.take_summary(now) {
+        audit.write(&summary);
+    }
     let mut record = AuditRecord::now("dns", "deny");
     record.rule = "dns-sink".to_owned();
     match &answer.question {
@@ -163,12 +253,56 @@ pub async fn start(
             source,
         })?,
     };
-    let udp_task = tokio::spawn(serve_udp(udp, audit.clone(), shutdown.clone()));
-    let tcp_task = tokio::spawn(serve_tcp(tcp, audit, shutdown));
-    Ok((sink, vec![udp_task, tcp_task]))
+    let limit = Arc::new(DnsLogLimit::new(
+        DNS_LOG_PER_SEC,
+        DNS_LOG_BURST,
+        Instant::now(),
+    ));
+    let udp_task = tokio::spawn(serve_udp(
+        udp,
+        audit.clone(),
+        limit.clone(),
+        shutdown.clone(),
+    ));
+    let tcp_task = tokio::spawn(serve_tcp(
+        tcp,
+        audit.clone(),
+        limit.clone(),
+        shutdown.clone(),
+    ));
+    let summary_task = tokio::spawn(report_suppressed(audit, limit, shutdown));
+    Ok((sink, vec![udp_task, tcp_task, summary_task]))
 }
 
-async fn serve_udp(socket: UdpSocket, audit: Arc<AuditLog>, mut shutdown: watch::Receiver<bool>) {
+/// Writes the count of queries not logged one by one every
+/// [`DNS_SUMMARY_EVERY`], and once more at shutdown.
+async fn report_suppressed(
+    audit: Arc<AuditLog>,
+    limit: Arc<DnsLogLimit>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(DNS_SUMMARY_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.changed() => true,
+            _ = ticks.tick() => false,
+        };
+        if let Some(summary) = limit.take_summary(Instant::now()) {
+            audit.write(&summary);
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn serve_udp(
+    socket: UdpSocket,
+    audit: Arc<AuditLog>,
+    limit: Arc<DnsLogLimit>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; 4096];
     loop {
         let received = tokio::select! {
@@ -177,7 +311,7 @@ async fn serve_udp(socket: UdpSocket, audit: Arc<AuditLog>, mut shutdown: watch:
         };
         let Ok((len, peer)) = received else { continue };
         if let Some(answer) = answer_query(&buf[..len]) {
-            audit_answer(&audit, &answer, "udp");
+            audit_answer(&audit, &limit, &answer, "udp");
             let _ = socket.send_to(&answer.response, peer).await;
         }
     }
@@ -186,6 +320,7 @@ async fn serve_udp(socket: UdpSocket, audit: Arc<AuditLog>, mut shutdown: watch:
 async fn serve_tcp(
     listener: TcpListener,
     audit: Arc<AuditLog>,
+    limit: Arc<DnsLogLimit>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -195,16 +330,23 @@ async fn serve_tcp(
         };
         if let Ok((stream, _)) = accepted {
             let audit = audit.clone();
+            let limit = limit.clone();
             tokio::spawn(async move {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(10), serve_tcp_client(stream, &audit))
-                        .await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    serve_tcp_client(stream, &audit, &limit),
+                )
+                .await;
             });
         }
     }
 }
 
-async fn serve_tcp_client(mut stream: TcpStream, audit: &AuditLog) -> std::io::Result<()> {
+async fn serve_tcp_client(
+    mut stream: TcpStream,
+    audit: &AuditLog,
+    limit: &DnsLogLimit,
+) -> std::io::Result<()> {
     loop {
         let len = usize::from(stream.read_u16().await?);
         let mut query = vec![0u8; len];
@@ -212,7 +354,7 @@ async fn serve_tcp_client(mut stream: TcpStream, audit: &AuditLog) -> std::io::R
         let Some(answer) = answer_query(&query) else {
             return Ok(());
         };
-        audit_answer(audit, &answer, "tcp");
+        audit_answer(audit, limit, &answer, "tcp");
         let response_len = u16::try_from(answer.response.len()).unwrap_or(u16::MAX);
         stream.write_u16(response_len).await?;
         stream.write_all(&answer.response).await?;
@@ -275,6 +417,36 @@ mod tests {
             answer_query(&pointer).unwrap().response[3] & 0x0f,
             RCODE_FORMERR
         );
+    }
+
+    #[test]
+    fn the_log_rate_is_a_token_bucket_and_nothing_goes_uncounted() {
+        let t0 = Instant::now();
+        let limit = DnsLogLimit::new(10, 50, t0);
+        assert!(limit.take_summary(t0).is_none());
+        // The burst passes, the rest of a flood is counted.
+        let admitted = (0..1000).filter(|_| limit.admit(t0)).count();
+        assert_eq!(admitted, 50);
+        // A second later, ten more tokens.
+        let t1 = t0 + Duration::from_secs(1);
+        let admitted = (0..1000).filter(|_| limit.admit(t1)).count();
+        assert_eq!(admitted, 10);
+        let summary = limit.take_summary(t1 + Duration::from_millis(10)).unwrap();
+        assert_eq!(summary.repeated, Some(1940));
+        assert_eq!(summary.event, "dns");
+        assert_eq!(summary.rule, "dns-sink");
+        assert!(
+            summary
+                .reason
+                .starts_with("1940 more queries in 2 s answered NXDOMAIN"),
+            "{}",
+            summary.reason
+        );
+        // Counted once: the next summary is empty.
+        assert!(limit.take_summary(t1).is_none());
+        // Refilling stops at the burst.
+        let t2 = t1 + Duration::from_secs(3600);
+        assert_eq!((0..1000).filter(|_| limit.admit(t2)).count(), 50);
     }
 
     mod properties {

@@ -1,5 +1,7 @@
 //! The audit log: one JSON line per request and per decision seen (and per
-//! timeout or refused decision file), to stdout and the configured file.
+//! timeout, refused decision file, expired request, and refused asks at most
+//! every few seconds with their count), to stdout and the configured file,
+//! bounded by [`audit_lines::Limits`] (64 MiB × 4 files, 16 KiB lines).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -23,6 +25,10 @@ pub enum Event {
     InvalidDecision,
     /// The wait ended without a decision.
     Timeout,
+    /// A new ask was refused: too many pending, or too many in the last minute.
+    Refused,
+    /// A pending request nobody waited on or asked about for a while left the queue.
+    Expired,
 }
 
 /// One line of the audit log.
@@ -50,7 +56,7 @@ pub struct AuditEntry {
     /// Egress reason or question, shortened.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
-    /// `pending`, `approved`, `denied`, `answered`, `timeout`, `refused`.
+    /// `pending`, `approved`, `denied`, `answered`, `timeout`, `refused`, `expired`.
     pub outcome: String,
     /// The human's note (shortened), or why a decision file was refused.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,15 @@ pub const DEFAULT_POLICY_VIEW: &str = "policy-view.json";
 pub const DEFAULT_DECISION_TIMEOUT_SECS: u64 = 600;
 /// Longest `decision_timeout_secs` accepted (one day).
 pub const MAX_DECISION_TIMEOUT_SECS: u64 = 86_400;
+/// Default most requests pending at once; beyond, new asks are refused.
+pub const DEFAULT_MAX_PENDING: usize = 16;
+/// Default most new requests queued in any minute.
+pub const DEFAULT_MAX_REQUESTS_PER_MINUTE: usize = 10;
+/// Default time after which a pending request that no call waits on or asks
+/// about again expires (its file leaves the queue).
+pub const DEFAULT_ABANDON_AFTER_SECS: u64 = 600;
+/// Largest `max_pending` and `max_requests_per_minute` accepted.
+pub const MAX_LIMIT: usize = 1_000;
 
 /// `DIR/supervise.json`.
 ///
@@ -36,7 +45,8 @@ pub const MAX_DECISION_TIMEOUT_SECS: u64 = 86_400;
 /// Every other field has a default: `listen` `0.0.0.0:8765`, `queue_dir`
 /// `/var/lib/supervise/queue`, `decisions_dir`
 /// `/var/lib/supervise/decisions`, `decision_timeout_secs` 600,
-/// `policy_view` `policy-view.json` (relative: inside the config dir).
+/// `policy_view` `policy-view.json` (relative: inside the config dir),
+/// `max_pending` 16, `max_requests_per_minute` 10, `abandon_after_secs` 600.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SuperviseConfig {
@@ -60,6 +70,18 @@ pub struct SuperviseConfig {
     /// The policy view; a relative path resolves inside the config dir.
     #[serde(default = "default_policy_view")]
     pub policy_view: PathBuf,
+    /// Most requests pending at once: a new ask beyond is refused with a tool
+    /// error (asking again for something pending still joins it).
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Most new requests queued in any 60 s; beyond, a new ask is refused.
+    #[serde(default = "default_max_requests_per_minute")]
+    pub max_requests_per_minute: usize,
+    /// A pending request that no call waits on or asks about again for this
+    /// long expires: its file is removed from the queue, so `bottle requests`
+    /// shows only what the agent still waits for.
+    #[serde(default = "default_abandon_after_secs")]
+    pub abandon_after_secs: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -77,6 +99,15 @@ fn default_decision_timeout_secs() -> u64 {
 fn default_policy_view() -> PathBuf {
     DEFAULT_POLICY_VIEW.into()
 }
+fn default_max_pending() -> usize {
+    DEFAULT_MAX_PENDING
+}
+fn default_max_requests_per_minute() -> usize {
+    DEFAULT_MAX_REQUESTS_PER_MINUTE
+}
+fn default_abandon_after_secs() -> u64 {
+    DEFAULT_ABANDON_AFTER_SECS
+}
 
 impl SuperviseConfig {
     /// A config with every default, for the launcher to adjust and write.
@@ -89,6 +120,9 @@ impl SuperviseConfig {
             audit_log: None,
             decision_timeout_secs: DEFAULT_DECISION_TIMEOUT_SECS,
             policy_view: default_policy_view(),
+            max_pending: DEFAULT_MAX_PENDING,
+            max_requests_per_minute: DEFAULT_MAX_REQUESTS_PER_MINUTE,
+            abandon_after_secs: DEFAULT_ABANDON_AFTER_SECS,
         }
     }
 
@@ -141,6 +175,19 @@ impl SuperviseConfig {
         if !(1..=MAX_DECISION_TIMEOUT_SECS).contains(&self.decision_timeout_secs) {
             return Err(format!(
                 "decision_timeout_secs must be between 1 and {MAX_DECISION_TIMEOUT_SECS}"
+            ));
+        }
+        for (name, value) in [
+            ("max_pending", self.max_pending),
+            ("max_requests_per_minute", self.max_requests_per_minute),
+        ] {
+            if !(1..=MAX_LIMIT).contains(&value) {
+                return Err(format!("{name} must be between 1 and {MAX_LIMIT}"));
+            }
+        }
+        if !(1..=MAX_DECISION_TIMEOUT_SECS).contains(&self.abandon_after_secs) {
+            return Err(format!(
+                "abandon_after_secs must be between 1 and {MAX_DECISION_TIMEOUT_SECS}"
             ));
         }
         for (name, path) in [
@@ -343,6 +390,9 @@ mod tests {
         );
         assert_eq!(config.audit_log, None);
         assert_eq!(config.decision_timeout_secs, 600);
+        assert_eq!(config.max_pending, 16);
+        assert_eq!(config.max_requests_per_minute, 10);
+        assert_eq!(config.abandon_after_secs, 600);
         assert_eq!(
             config.policy_view,
             Path::new("/etc/bot-bottle/config/policy-view.json")
@@ -356,9 +406,18 @@ mod tests {
     fn all_fields() {
         let config = parse(
             r#"{"bottle_slug":"b","listen":"127.0.0.1:1","queue_dir":"/q","decisions_dir":"/d",
-                "audit_log":"/log/s.jsonl","decision_timeout_secs":5,"policy_view":"/p/v.json"}"#,
+                "audit_log":"/log/s.jsonl","decision_timeout_secs":5,"policy_view":"/p/v.json",
+                "max_pending":3,"max_requests_per_minute":4,"abandon_after_secs":60}"#,
         )
         .unwrap();
+        assert_eq!(
+            (
+                config.max_pending,
+                config.max_requests_per_minute,
+                config.abandon_after_secs
+            ),
+            (3, 4, 60)
+        );
         assert_eq!(config.policy_view, Path::new("/p/v.json"));
         assert_eq!(config.decision_timeout_secs, 5);
         assert_eq!(config.audit_log.as_deref(), Some(Path::new("/log/s.jsonl")));
@@ -376,6 +435,15 @@ mod tests {
             (
                 r#"{"bottle_slug":"b","decision_timeout_secs":0}"#,
                 "decision_timeout_secs",
+            ),
+            (r#"{"bottle_slug":"b","max_pending":0}"#, "max_pending"),
+            (
+                r#"{"bottle_slug":"b","max_requests_per_minute":1001}"#,
+                "max_requests_per_minute",
+            ),
+            (
+                r#"{"bottle_slug":"b","abandon_after_secs":0}"#,
+                "abandon_after_secs",
             ),
             (r#"{"bottle_slug":"b","queue_dir":"q"}"#, "absolute"),
             (

@@ -89,6 +89,30 @@ pub enum Error {
         /// The underlying I/O error.
         source: std::io::Error,
     },
+    /// The agent has as many requests pending as the bottle allows.
+    #[error(
+        "too many pending requests ({pending} of at most {max}): wait for the human to answer \
+         the ones you asked; asking again for something already pending joins it"
+    )]
+    TooManyPending {
+        /// Requests pending now.
+        pending: usize,
+        /// The cap (`max_pending`).
+        max: usize,
+    },
+    /// The agent queued as many new requests in the last minute as the bottle allows.
+    #[error(
+        "slow down: {count} requests in the last minute (at most {max} a minute); \
+         try again in {retry_after_secs} s"
+    )]
+    TooManyRequests {
+        /// New requests queued in the last 60 s.
+        count: usize,
+        /// The limit (`max_requests_per_minute`).
+        max: usize,
+        /// When the oldest of them leaves the window.
+        retry_after_secs: u64,
+    },
     /// `/dev/urandom` could not be read.
     #[error("reading /dev/urandom: {0}")]
     Random(std::io::Error),

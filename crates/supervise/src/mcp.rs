@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::Error;
 use crate::config::PolicyView;
 use crate::request::{
     MAX_QUESTION_CHARS, MAX_REASON_CHARS, Outcome, Request, RequestKind, validate_host,
@@ -27,7 +28,9 @@ pub(crate) const INVALID_PARAMS: i64 = -32602;
 const INSTRUCTIONS: &str = "This server is the approval channel of your sandbox (a bot-bottle). \
 Your network access goes through an egress proxy with an allowlist. Call `policy` to see what is \
 allowed; when a host you need is blocked, call `request_egress` with a short reason and wait for \
-the human's decision. Use `ask_human` for questions only the human can answer.";
+the human's decision. Use `ask_human` for questions only the human can answer. Ask sparingly: \
+only a few requests may be pending at once and only a few new ones a minute; asking again for \
+something pending joins it.";
 
 /// A JSON-RPC error.
 #[derive(Debug)]
@@ -152,7 +155,9 @@ pub(crate) fn tools() -> Value {
             "title": "Ask the human to allow a host",
             "description": "Ask the human to allow network access to a host the bottle's egress \
                 policy blocks, and wait for the decision. On approval the policy has been changed: \
-                retry your request. Asking again for a host already pending joins that request.",
+                retry your request. Asking again for a host already pending joins that request. \
+                New requests are limited (a few pending at once, a few a minute): ask for what \
+                the task needs, not for every host you can think of.",
             "inputSchema": {
                 "type": "object",
                 "properties": {
@@ -301,10 +306,8 @@ async fn request_egress(supervisor: &Supervisor, args: EgressArgs) -> Value {
     };
     let timeout = wait_for(supervisor, args.timeout_secs);
     match supervisor.ask(ask, timeout).await {
-        Ok((request, waited)) => outcome_result(&request, waited, timeout),
-        Err(error) => tool_error(format!(
-            "request_egress: the request could not be queued: {error}"
-        )),
+        Ok((request, waited)) => outcome_result(supervisor, &request, waited, timeout),
+        Err(error) => queue_error("request_egress", "the request", &error),
     }
 }
 
@@ -325,10 +328,35 @@ async fn ask_human(supervisor: &Supervisor, args: AskArgs) -> Value {
     };
     let timeout = wait_for(supervisor, args.timeout_secs);
     match supervisor.ask(ask, timeout).await {
-        Ok((request, waited)) => outcome_result(&request, waited, timeout),
-        Err(error) => tool_error(format!(
-            "ask_human: the question could not be queued: {error}"
-        )),
+        Ok((request, waited)) => outcome_result(supervisor, &request, waited, timeout),
+        Err(error) => queue_error("ask_human", "the question", &error),
+    }
+}
+
+/// The tool error for an ask that was not queued: a limit says so plainly
+/// (with `structuredContent.outcome` `refused`), anything else is a failure.
+fn queue_error(tool: &str, what: &str, error: &Error) -> Value {
+    match error {
+        Error::TooManyPending { pending, max } => tool_result(
+            format!("{tool}: {error}"),
+            Some(
+                json!({"outcome": "refused", "limit": "max_pending", "pending": pending, "max": max}),
+            ),
+            true,
+        ),
+        Error::TooManyRequests {
+            count,
+            max,
+            retry_after_secs,
+        } => tool_result(
+            format!("{tool}: {error}"),
+            Some(json!({
+                "outcome": "refused", "limit": "max_requests_per_minute",
+                "count": count, "max": max, "retry_after_secs": retry_after_secs,
+            })),
+            true,
+        ),
+        other => tool_error(format!("{tool}: {what} could not be queued: {other}")),
     }
 }
 
@@ -343,15 +371,22 @@ fn target(request: &Request) -> String {
     out
 }
 
-fn outcome_result(request: &Request, waited: Waited, timeout: Duration) -> Value {
+fn outcome_result(
+    supervisor: &Supervisor,
+    request: &Request,
+    waited: Waited,
+    timeout: Duration,
+) -> Value {
     let id = &request.id;
     let decision = match waited {
         Waited::Decided(decision) => decision,
         Waited::Pending | Waited::ShuttingDown => {
             let text = if matches!(waited, Waited::Pending) {
                 format!(
-                    "No decision within {} s (request {id} is still pending; ask again later).",
-                    timeout.as_secs()
+                    "No decision within {} s (request {id} is still pending; ask again later: \
+                     it expires if nobody asks about it for {} s).",
+                    timeout.as_secs(),
+                    supervisor.abandon_after().as_secs()
                 )
             } else {
                 format!(

@@ -42,6 +42,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let (stop, stopped) = watch::channel(false);
     let supervisor = Arc::new(Supervisor::new(config, stopped.clone())?);
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&supervisor), stopped.clone()));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -91,7 +92,24 @@ pub async fn serve(
     })
     .await;
     connections.abort_all();
+    let _ = housekeeping.await;
     Ok(())
+}
+
+/// Expires abandoned requests (and audits counted refusals) every quarter of
+/// the abandon window, between 100 ms and 10 s, until shutdown.
+async fn housekeeping(supervisor: Arc<Supervisor>, mut stopped: watch::Receiver<bool>) {
+    let every =
+        (supervisor.abandon_after() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let supervisor = Arc::clone(&supervisor);
+        // File work off the async workers.
+        let _ = tokio::task::spawn_blocking(move || supervisor.housekeeping()).await;
+    }
 }
 
 type Body = Full<Bytes>;

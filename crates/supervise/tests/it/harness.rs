@@ -28,6 +28,14 @@ impl Bottle {
     /// Lays out `STATE/it-bottle/supervise/{config,queue,decisions}` as the
     /// launcher does and serves on an ephemeral loopback port.
     pub async fn start(decision_timeout_secs: u64) -> Self {
+        Self::start_with(decision_timeout_secs, |_| {}).await
+    }
+
+    /// [`Bottle::start`] with the config adjusted by `adjust` before it is written.
+    pub async fn start_with(
+        decision_timeout_secs: u64,
+        adjust: impl FnOnce(&mut SuperviseConfig),
+    ) -> Self {
         let state = tempfile::tempdir().unwrap();
         let dir = state.path().join("it-bottle/supervise");
         for sub in ["config", "queue", "decisions"] {
@@ -39,6 +47,7 @@ impl Bottle {
         config.decisions_dir = host::decisions_dir(&dir);
         config.audit_log = Some(state.path().join("supervise.jsonl"));
         config.decision_timeout_secs = decision_timeout_secs;
+        adjust(&mut config);
         config.write(&dir.join("config")).unwrap();
         let (stop, stopped) = oneshot::channel();
         let bottle_config = SuperviseConfig::load(&dir.join("config")).unwrap();
@@ -117,12 +126,22 @@ impl Bottle {
 
     /// Stops the server and checks it shut down cleanly.
     pub async fn stop(self) {
+        self.stop_and_read_audit().await;
+    }
+
+    /// [`Bottle::stop`], then the audit lines as the stopped sidecar left them.
+    pub async fn stop_and_read_audit(self) -> Vec<Value> {
         let _ = self.stop.send(());
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("serve returns after shutdown")
             .unwrap()
             .unwrap();
+        std::fs::read_to_string(self.state.path().join("supervise.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
     }
 }
 

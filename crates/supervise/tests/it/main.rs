@@ -2,6 +2,7 @@
 //! host API (`supervise::host`) playing the human on the other.
 
 mod harness;
+mod limits;
 
 use std::time::{Duration, Instant};
 
@@ -206,7 +207,10 @@ async fn no_decision_in_time_leaves_the_request_pending() {
     let text = result["content"][0]["text"].as_str().unwrap();
     assert_eq!(
         text,
-        format!("No decision within 1 s (request {id} is still pending; ask again later).")
+        format!(
+            "No decision within 1 s (request {id} is still pending; ask again later: \
+             it expires if nobody asks about it for 600 s)."
+        )
     );
     let pending = host::pending_requests(&bottle.dir()).unwrap();
     assert_eq!(pending.len(), 1);
