@@ -122,6 +122,8 @@ pub struct ContainerInfo {
 pub trait Backend {
     /// Checks the engine answers; returns its server version.
     fn engine_version(&self) -> Result<String>;
+    /// Whether the engine can cap a container's writable layer (`--storage-opt size`).
+    fn writable_layer_quota(&self) -> Result<bool>;
     /// Whether an image exists locally.
     fn image_exists(&self, reference: &str) -> Result<bool>;
     /// The image's id (`sha256:...`).

@@ -203,6 +203,17 @@ impl Backend for DockerBackend {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    fn writable_layer_quota(&self) -> Result<bool> {
+        // Only overlay2 on xfs (mounted with project quotas, which `docker info` does
+        // not show) takes `--storage-opt size`; every other driver refuses it.
+        let out = docker(&[
+            "info",
+            "--format",
+            "{{.Driver}}|{{range .DriverStatus}}{{index . 0}}={{index . 1}};{{end}}",
+        ])?;
+        Ok(quota_capable(&String::from_utf8_lossy(&out.stdout)))
+    }
+
     fn image_exists(&self, reference: &str) -> Result<bool> {
         let args: Vec<OsString> = ["image", "inspect", "--format", "{{.Id}}", reference]
             .iter()
@@ -480,6 +491,13 @@ impl Backend for DockerBackend {
     }
 }
 
+/// Whether `docker info`'s `DRIVER|key=value;...` line names a driver that takes a
+/// size quota.
+fn quota_capable(info: &str) -> bool {
+    let (driver, status) = info.trim().split_once('|').unwrap_or((info.trim(), ""));
+    driver == "overlay2" && status.split(';').any(|kv| kv == "Backing Filesystem=xfs")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +510,16 @@ mod tests {
         assert!(!api_at_least("1.40", "1.41"));
         assert!(!api_at_least("1.9", "1.41"));
         assert!(!api_at_least("", "1.41"));
+    }
+
+    #[test]
+    fn only_overlay2_on_xfs_takes_a_size_quota() {
+        assert!(quota_capable(
+            "overlay2|Backing Filesystem=xfs;Supports d_type=true;\n"
+        ));
+        assert!(!quota_capable("overlay2|Backing Filesystem=extfs;"));
+        assert!(!quota_capable("fuse-overlayfs|"));
+        assert!(!quota_capable("btrfs|Backing Filesystem=xfs;"));
+        assert!(!quota_capable(""));
     }
 }

@@ -286,6 +286,10 @@ impl Backend for FakeBackend {
         Ok("fake-28.0".into())
     }
 
+    fn writable_layer_quota(&self) -> Result<bool> {
+        Ok(false)
+    }
+
     fn image_exists(&self, reference: &str) -> Result<bool> {
         Ok(self.state.borrow().images.contains(reference))
     }

@@ -258,7 +258,16 @@ fn launch_steps(
         sidecar_image: options.sidecar_image.clone(),
         sidecar_user: options.sidecar_user.clone(),
         state_dir: state_dir.clone(),
+        writable_layer_quota: plan.limits.disk_bytes.is_some() && backend.writable_layer_quota()?,
     };
+    if let Some(bytes) = plan.limits.disk_bytes
+        && !facts.writable_layer_quota
+    {
+        progress.warn(&format!(
+            "limits.disk: /tmp is capped at {} MiB, but this engine cannot cap the rest of the agent's writable layer (that needs the overlay2 driver on xfs with project quotas); the agent can still fill the engine's disk outside /tmp",
+            bytes >> 20
+        ));
+    }
 
     // 3. The bottle CA; 4. sidecar configs.
     check(interrupted)?;

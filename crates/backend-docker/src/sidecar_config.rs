@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use compose_render::{LaunchFacts, SIDECAR_AUDIT_DIR, SIDECAR_CONFIG_DIR, route_secret_env};
+use compose_render::{
+    LaunchFacts, SIDECAR_AUDIT_DIR, SIDECAR_CONFIG_DIR, guarded_secret_env, route_secret_env,
+};
 use plan::BottlePlan;
 
 use crate::error::{BackendError, Result};
@@ -85,6 +87,16 @@ pub fn egress_config(
                 })
                 .collect(),
         },
+        guarded_env: egress
+            .guarded_env
+            .iter()
+            .enumerate()
+            .map(|(index, guarded)| GuardedEnv {
+                name: guarded.var.clone(),
+                secret_env: guarded_secret_env(index),
+                allowed_hosts: guarded.may_send_to.clone(),
+            })
+            .collect(),
         ssrf: SsrfConfig {
             enabled: egress.ssrf.enabled,
             exempt_cidrs,

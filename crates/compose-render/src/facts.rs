@@ -25,6 +25,9 @@ pub struct LaunchFacts {
     pub sidecar_user: String,
     /// `state/<slug>/` on the host.
     pub state_dir: PathBuf,
+    /// Whether the engine can cap a container's writable layer (`storage_opt: size`:
+    /// overlay2 on xfs with project quotas).
+    pub writable_layer_quota: bool,
 }
 
 /// What an agent keeps across its bottles (sessions, memory; never credentials):
@@ -53,6 +56,8 @@ impl LaunchFacts {
             sidecar_image: format!("bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION")),
             sidecar_user: "1000:1000".to_owned(),
             state_dir: Path::new("/state/bot-bottle").join(slug),
+            // A dry run shows what every engine gets; `start` adds the quota where it can.
+            writable_layer_quota: false,
         }
     }
 

@@ -117,7 +117,16 @@ pub fn compose_process_env(plan: &BottlePlan) -> Vec<(String, plan::Secret)> {
     for (index, route) in plan.egress.routes.iter().enumerate() {
         vars.push((route_secret_env(index), route.token.clone()));
     }
+    for (index, guarded) in plan.egress.guarded_env.iter().enumerate() {
+        vars.push((guarded_secret_env(index), guarded.value.clone()));
+    }
     vars
+}
+
+/// Name under which the agent's guarded secret `index` reaches the egress sidecar
+/// (for DLP to look for). Namespaced like [`route_secret_env`].
+pub fn guarded_secret_env(index: usize) -> String {
+    format!("BOT_BOTTLE_GUARDED_{index}")
 }
 
 /// Name under which route `index`'s credential reaches the egress sidecar. Namespaced
@@ -201,6 +210,9 @@ fn egress_service(plan: &BottlePlan, facts: &LaunchFacts) -> Service {
     service
         .environment
         .extend((0..plan.egress.routes.len()).map(route_secret_env));
+    service
+        .environment
+        .extend((0..plan.egress.guarded_env.len()).map(guarded_secret_env));
     service.volumes = vec![
         Volume::bind(
             host_path(&facts.egress_config_dir()),
@@ -356,6 +368,21 @@ fn agent_service(
         mem_limit: plan.limits.memory_bytes,
         cpus: plan.limits.cpus,
         pids_limit: Some(plan.limits.pids.unwrap_or(DEFAULT_AGENT_PIDS)),
+        // A disk limit: /tmp in memory of that size (executable: build tools run
+        // things from there), and a writable-layer quota where the engine has one.
+        tmpfs: plan
+            .limits
+            .disk_bytes
+            .map(|bytes| format!("/tmp:rw,exec,nosuid,nodev,size={bytes},mode=1777"))
+            .into_iter()
+            .collect(),
+        storage_opt: plan
+            .limits
+            .disk_bytes
+            .filter(|_| facts.writable_layer_quota)
+            .map(|bytes| ("size".to_owned(), bytes.to_string()))
+            .into_iter()
+            .collect(),
         depends_on,
         restart: Some("no".to_owned()),
         ..Service::default()

@@ -50,6 +50,10 @@ pub struct EgressConfig {
     /// Secret scanning.
     #[serde(default)]
     pub dlp: DlpConfig,
+    /// The agent's own secret values, which DLP refuses to let leave (except to
+    /// their hosts), like route credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guarded_env: Vec<GuardedEnv>,
     /// Blocking of internal destinations after DNS resolution.
     #[serde(default)]
     pub ssrf: SsrfConfig,
@@ -129,6 +133,19 @@ impl Default for DlpConfig {
             extra_patterns: Vec::new(),
         }
     }
+}
+
+/// One of the agent's secret values, guarded by DLP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardedEnv {
+    /// The agent's variable (named in findings: `bottle-secret:NAME`).
+    pub name: String,
+    /// Environment variable of this process holding the value.
+    pub secret_env: String,
+    /// Exact hosts the value may be sent to.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// An operator-supplied DLP pattern.

@@ -165,6 +165,19 @@ pub struct EgressPlan {
     pub dlp: DlpPlan,
     /// SSRF blocking.
     pub ssrf: SsrfPlan,
+    /// The agent's own secret values DLP refuses to let leave.
+    pub guarded_env: Vec<GuardedEnvPlan>,
+}
+
+/// A secret value of the agent's environment, guarded by DLP like a credential.
+#[derive(Clone, Debug, Serialize)]
+pub struct GuardedEnvPlan {
+    /// The agent's variable.
+    pub var: String,
+    /// Its value: only the egress sidecar's process environment receives it.
+    pub value: Secret,
+    /// Exact hosts it may be sent to.
+    pub may_send_to: Vec<String>,
 }
 
 /// One allowed destination.
@@ -281,6 +294,8 @@ pub struct LimitsPlan {
     pub memory_bytes: Option<u64>,
     /// Maximum processes.
     pub pids: Option<u32>,
+    /// Disk in bytes: the size of `/tmp` and, where the engine can, of the writable layer.
+    pub disk_bytes: Option<u64>,
 }
 
 #[cfg(test)]

@@ -91,13 +91,17 @@ pub enum Runtime {
 pub enum EnvValue {
     /// `NAME: value`
     Plain(String),
-    /// `NAME: { value: ..., secret: true }`
+    /// `NAME: { value: ..., secret: true, may_send_to: [host] }`
     Detailed {
         /// The value, with `${HOST_VAR}` interpolation.
         value: String,
-        /// Secret values go only through the compose process environment, never a file.
+        /// Secret values go only through the compose process environment, never a file,
+        /// and DLP refuses requests that carry them.
         #[serde(default)]
         secret: bool,
+        /// Hosts a secret value may be sent to (DLP lets it through to these alone).
+        #[serde(default)]
+        may_send_to: Vec<String>,
     },
 }
 
@@ -112,9 +116,13 @@ enum EnvValueSchema {
     Detailed {
         /// The value, with `${HOST_VAR}` interpolation.
         value: String,
-        /// Secret values go only through the compose process environment, never a file.
+        /// Secret values go only through the compose process environment, never a file,
+        /// and DLP refuses requests that carry them.
         #[serde(default)]
         secret: bool,
+        /// Hosts a secret value may be sent to (DLP lets it through to these alone).
+        #[serde(default)]
+        may_send_to: Vec<String>,
     },
 }
 
@@ -124,7 +132,7 @@ impl<'de> Deserialize<'de> for EnvValue {
         impl<'de> Visitor<'de> for EnvValueVisitor {
             type Value = EnvValue;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or a table with `value` and `secret`")
+                f.write_str("a string or a table with `value`, `secret` and `may_send_to`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
                 Ok(EnvValue::Plain(v.to_owned()))
@@ -142,20 +150,28 @@ impl<'de> Deserialize<'de> for EnvValue {
                 Ok(EnvValue::Plain(v.to_string()))
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EnvValue, A::Error> {
+                const FIELDS: &[&str] = &["value", "secret", "may_send_to"];
                 let mut value = None;
                 let mut secret = None;
+                let mut may_send_to = None;
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "value" if value.is_none() => value = Some(map.next_value::<String>()?),
                         "secret" if secret.is_none() => secret = Some(map.next_value::<bool>()?),
-                        "value" | "secret" => return Err(de::Error::duplicate_field("value")),
-                        other => return Err(de::Error::unknown_field(other, &["value", "secret"])),
+                        "may_send_to" if may_send_to.is_none() => {
+                            may_send_to = Some(map.next_value::<Vec<String>>()?)
+                        }
+                        "value" => return Err(de::Error::duplicate_field("value")),
+                        "secret" => return Err(de::Error::duplicate_field("secret")),
+                        "may_send_to" => return Err(de::Error::duplicate_field("may_send_to")),
+                        other => return Err(de::Error::unknown_field(other, FIELDS)),
                     }
                 }
                 let value = value.ok_or_else(|| de::Error::missing_field("value"))?;
                 Ok(EnvValue::Detailed {
                     value,
                     secret: secret.unwrap_or(false),
+                    may_send_to: may_send_to.unwrap_or_default(),
                 })
             }
         }
@@ -174,6 +190,14 @@ impl EnvValue {
     /// Whether the value must stay out of every file.
     pub fn is_secret(&self) -> bool {
         matches!(self, Self::Detailed { secret: true, .. })
+    }
+
+    /// Hosts the value may be sent to despite DLP.
+    pub fn may_send_to(&self) -> &[String] {
+        match self {
+            Self::Plain(_) => &[],
+            Self::Detailed { may_send_to, .. } => may_send_to,
+        }
     }
 }
 
@@ -325,6 +349,10 @@ pub struct Limits {
     /// Maximum number of processes.
     #[serde(default)]
     pub pids: Option<Spanned<u32>>,
+    /// Disk the agent may fill, e.g. `10g`: `/tmp` becomes a tmpfs of this size (in
+    /// memory), and the writable layer gets a quota where the engine supports one.
+    #[serde(default)]
+    pub disk: Option<Spanned<Scalar>>,
 }
 
 /// Who runs in a bottle.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::bottle_plan::{
     AgentPlan, AllowRulePlan, BottlePlan, DlpPatternPlan, DlpPlan, EgressPlan, EnvPlan, EnvVar,
-    GitGatePlan, ImagePlan, LimitsPlan, RoutePlan, Slug, SsrfPlan, SupervisePlan, UpstreamPlan,
+    GitGatePlan, GuardedEnvPlan, ImagePlan, LimitsPlan, RoutePlan, Slug, SsrfPlan, SupervisePlan,
+    UpstreamPlan,
 };
 use crate::dotenv::parse_env_file;
 use crate::interpolate::{InterpolationError, interpolate};
@@ -19,6 +20,8 @@ use crate::spanned::{SourceSpan, Spanned};
 
 /// Default agent command.
 pub const DEFAULT_COMMAND: &str = "claude";
+/// The shortest secret value DLP guards: shorter ones would match ordinary traffic.
+pub const MIN_GUARDED_SECRET_CHARS: usize = 8;
 /// Default ports of an allow rule.
 pub const DEFAULT_PORTS: [u16; 2] = [443, 80];
 
@@ -334,7 +337,8 @@ impl Ctx<'_> {
     fn bottle(&mut self, name: &Spanned<String>, bottle: &manifest::Bottle) -> BottleDraft {
         let image = self.image(&name.value, &bottle.image);
         let mut env = self.env(bottle);
-        let egress = self.egress(&bottle.egress);
+        let mut egress = self.egress(&bottle.egress);
+        egress.guarded_env = self.guarded_env(bottle, &env);
         for route in &egress.routes {
             if let Some((key, _)) = bottle.env.get_key_value(&route.agent_env) {
                 self.error(
@@ -621,7 +625,72 @@ impl Ctx<'_> {
                 enabled: ssrf_enabled,
                 exempt,
             },
+            guarded_env: Vec::new(),
         }
+    }
+
+    /// The bottle's `secret: true` values DLP must guard, with the hosts each may go
+    /// to. Env-file entries are secret too but not guarded: a file has no place to
+    /// say where a value may go, and guarding a database URL everywhere would refuse
+    /// the agent's ordinary work.
+    fn guarded_env(&mut self, bottle: &manifest::Bottle, env: &EnvPlan) -> Vec<GuardedEnvPlan> {
+        let mut guarded = Vec::new();
+        for (name, value) in &bottle.env {
+            let hosts = value.value.may_send_to();
+            if !value.value.is_secret() {
+                if !hosts.is_empty() {
+                    self.error(
+                        ProblemKind::Conflict {
+                            message: format!(
+                                "`{}` has `may_send_to` but is not secret",
+                                name.value
+                            ),
+                        },
+                        value.span,
+                        "add `secret: true`, or remove `may_send_to`",
+                    );
+                }
+                continue;
+            }
+            let mut may_send_to = Vec::new();
+            for host in hosts {
+                match HostPattern::parse(host) {
+                    Ok(HostPattern::Exact(exact)) => may_send_to.push(exact),
+                    Ok(HostPattern::Suffix(_)) => self.bad_value(
+                        "may_send_to host",
+                        &value.map(|_| host.clone()),
+                        "write exact host names: a secret goes to the hosts you name",
+                    ),
+                    Err(reason) => {
+                        self.bad_value("may_send_to host", &value.map(|_| host.clone()), reason)
+                    }
+                }
+            }
+            let Some(EnvVar::Secret(secret)) = env.vars.get(&name.value) else {
+                continue;
+            };
+            if secret.expose().chars().count() < MIN_GUARDED_SECRET_CHARS {
+                self.problems.push(
+                    Problem::error(
+                        ProblemKind::UnguardedSecret {
+                            var: name.value.clone(),
+                        },
+                        value.span,
+                    )
+                    .warning()
+                    .help(format!(
+                        "DLP guards secret values of {MIN_GUARDED_SECRET_CHARS} characters or more: a shorter one would match ordinary traffic"
+                    )),
+                );
+                continue;
+            }
+            guarded.push(GuardedEnvPlan {
+                var: name.value.clone(),
+                value: secret.clone(),
+                may_send_to,
+            });
+        }
+        guarded
     }
 
     fn host_pattern(&mut self, host: &Spanned<String>) -> Option<HostPattern> {
@@ -875,6 +944,17 @@ impl Ctx<'_> {
                         None
                     }
                 });
+        let disk_bytes =
+            limits
+                .disk
+                .as_ref()
+                .and_then(|disk| match rules::parse_memory(&disk.value.0) {
+                    Ok(bytes) => Some(bytes),
+                    Err(reason) => {
+                        self.bad_value("disk limit", &disk.map(|d| d.0.clone()), reason);
+                        None
+                    }
+                });
         let pids = limits.pids.as_ref().and_then(|pids| {
             if pids.value >= 16 {
                 Some(pids.value)
@@ -891,6 +971,7 @@ impl Ctx<'_> {
             cpus,
             memory_bytes,
             pids,
+            disk_bytes,
         }
     }
 

@@ -62,6 +62,9 @@ pub enum ProblemKind {
         used: String,
         unused: String,
     },
+    /// A secret value too short for DLP to guard without refusing ordinary traffic.
+    #[error("`{var}` is secret but too short for DLP to guard")]
+    UnguardedSecret { var: String },
     /// An env file line that is not `NAME=value`; the content is not shown (it may be secret).
     #[error("env file `{path}` line {line}: expected `NAME=value`")]
     BadEnvFileLine { path: String, line: usize },

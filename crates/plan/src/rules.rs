@@ -221,6 +221,23 @@ pub fn check_path_prefix(raw: &str) -> Result<(), &'static str> {
     if raw.contains(['?', '#']) || raw.chars().any(char::is_whitespace) {
         return Err("a path prefix has no query, fragment or whitespace");
     }
+    // The proxy matches normalised paths: a prefix with dot segments (however
+    // spelled) or a backslash would never match, or would match more than it says.
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains('\\')
+        || lower.contains("%5c")
+        || lower.contains("%2e")
+        || raw.split('/').any(|segment| {
+            segment
+                .split(';')
+                .next()
+                .is_some_and(|s| s == "." || s == "..")
+        })
+    {
+        return Err(
+            "a path prefix has no `.` or `..` segments and no backslash; write the path as the server sees it",
+        );
+    }
     Ok(())
 }
 
@@ -421,6 +438,17 @@ mod tests {
         assert!(check_path_prefix("/v1/").is_ok());
         assert!(check_path_prefix("v1").is_err());
         assert!(check_path_prefix("/a?b").is_err());
+        for dotted in [
+            "/v1/../",
+            "/v1/./x",
+            "/v1/..;/",
+            "/v1/%2e%2E/",
+            "/v1\\x",
+            "/v1%5Cx",
+        ] {
+            assert!(check_path_prefix(dotted).is_err(), "{dotted}");
+        }
+        assert!(check_path_prefix("/v1.2/a..b/").is_ok());
         assert_eq!(parse_header_name("X-Api-Key").unwrap(), "x-api-key");
         assert!(parse_header_name("Host").is_err());
         assert!(parse_header_name("bad header").is_err());

@@ -162,7 +162,10 @@ fn every_service_is_labelled_and_hardened() {
             );
             if service_name != AGENT_SERVICE {
                 assert_eq!(
-                    service.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+                    service
+                        .sysctls
+                        .get("net.ipv4.ip_forward")
+                        .map(String::as_str),
                     Some("0"),
                     "{name}/{service_name}: a sidecar must not forward packets"
                 );
@@ -190,6 +193,26 @@ fn every_service_is_labelled_and_hardened() {
         assert_eq!(agent.cpus, plan.limits.cpus);
         if let Some(pids) = plan.limits.pids {
             assert_eq!(agent.pids_limit, Some(pids));
+        }
+        match plan.limits.disk_bytes {
+            Some(bytes) => {
+                assert_eq!(
+                    agent.tmpfs,
+                    [format!("/tmp:rw,exec,nosuid,nodev,size={bytes},mode=1777")],
+                    "{name}"
+                );
+                // A preview engine has no quota; one that has gets the size.
+                assert!(agent.storage_opt.is_empty(), "{name}");
+                let facts = LaunchFacts {
+                    writable_layer_quota: true,
+                    ..LaunchFacts::preview(&plan)
+                };
+                let quota = render(&plan, &facts).services[AGENT_SERVICE]
+                    .storage_opt
+                    .clone();
+                assert_eq!(quota.get("size"), Some(&bytes.to_string()), "{name}");
+            }
+            None => assert!(agent.tmpfs.is_empty() && agent.storage_opt.is_empty()),
         }
         assert_eq!(
             agent.runtime.as_deref() == Some("runsc"),
