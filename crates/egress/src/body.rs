@@ -9,6 +9,18 @@
 //! the body) has been scanned: a secret or placeholder split across two chunks is
 //! caught before any of it leaves. Everything else streams. With DLP off and no
 //! placeholders, nothing is scanned or held.
+//!
+//! A body sent with `Content-Encoding: gzip` or `deflate` is also decoded as it
+//! streams ([`crate::decode`]) and the decoded bytes are scanned the same way,
+//! while the compressed bytes go upstream as sent. The decoder consumes each
+//! chunk whole before the chunk's bytes may be released, and a secret's
+//! compressed form is far shorter than the hold-back window, so no complete
+//! secret leaves compressed either. This is DLP's work: with DLP off,
+//! compressed bodies are passed as they are. A compressed body that is corrupt or
+//! decodes past [`DecodeBound::REQUEST`] (64 MiB, or 200x its compressed size
+//! past 8 MiB) is refused as unscannable ([`BodyFinding::Unscannable`]); with
+//! DLP on, a body in a coding the proxy cannot decode is refused before it is
+//! sent (see [`crate::proxy`]).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,9 +29,13 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::decode::{Coding, DecodeBound, FeedError, StreamDecoder};
 use crate::dlp::{BodyScanner, Finding, ScanPart};
 use crate::live::LivePolicy;
 use crate::placeholder::{Location, PlaceholderId};
+
+/// The audit rule of a request body refused because DLP cannot decode it to scan it.
+pub const UNSCANNABLE_BODY_RULE: &str = "dlp-unscannable-body";
 
 /// Errors crossing body boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -39,6 +55,8 @@ pub enum BodyFinding {
     Dlp(Finding),
     /// A placeholder was in the body or a trailer.
     Placeholder(PlaceholderId, Location),
+    /// The compressed body could not be decoded to be scanned (why, in words).
+    Unscannable(String),
 }
 
 /// Where a body finding is left for the proxy to report.
@@ -55,6 +73,8 @@ pub struct ScannedBody {
     hold: usize,
     /// Trailers that arrived while bytes were held: sent right after them.
     trailers: Option<Frame<Bytes>>,
+    /// A compressed body's decoder and the scanner of its decoded bytes.
+    decoded: Option<(StreamDecoder, BodyScanner)>,
 }
 
 impl ScannedBody {
@@ -76,8 +96,22 @@ impl ScannedBody {
             held: Bytes::new(),
             hold,
             trailers: None,
+            decoded: None,
         };
         (body, finding)
+    }
+
+    /// Also scans the body decoded (for placeholders and DLP findings alike),
+    /// if it is sent in `coding` (gzip or deflate) and DLP is on.
+    pub fn decoding(mut self, coding: &Coding) -> Self {
+        if let Some((scanner, policy)) = &self.scan
+            && policy.dlp.enabled()
+            && let Some(decoder) = StreamDecoder::new(coding, DecodeBound::REQUEST)
+        {
+            let scanner = BodyScanner::with_window(self.hold, scanner.dest_host());
+            self.decoded = Some((decoder, scanner));
+        }
+        self
     }
 
     /// An empty body (for requests the proxy makes without a client body).
@@ -89,6 +123,7 @@ impl ScannedBody {
             held: Bytes::new(),
             hold: 0,
             trailers: None,
+            decoded: None,
         }
     }
 }
@@ -113,6 +148,7 @@ impl ScannedBody {
         let what = match &finding {
             BodyFinding::Dlp(f) => format!("DLP rule {}", f.rule),
             BodyFinding::Placeholder(_, location) => format!("a placeholder in {location}"),
+            BodyFinding::Unscannable(why) => format!("compressed body not scannable: {why}"),
         };
         if let Ok(mut slot) = self.finding.lock() {
             *slot = Some(finding);
@@ -120,7 +156,38 @@ impl ScannedBody {
         self.inner = None;
         self.held = Bytes::new();
         self.trailers = None;
+        self.decoded = None;
         Box::new(BodyAbort { what })
+    }
+
+    /// Decodes `chunk` (compressed) and scans what comes out.
+    fn scan_decoded(&mut self, chunk: &[u8], end: bool) -> Option<BodyFinding> {
+        let (Some((decoder, scanner)), Some((_, policy))) =
+            (self.decoded.as_mut(), self.scan.as_ref())
+        else {
+            return None;
+        };
+        let scan = |scanner: &mut BodyScanner, output: Vec<u8>| match scanner
+            .push_with(&output, |buffer, dest_host| {
+                scan_chunk(policy, buffer, dest_host)
+            }) {
+            Some(finding) => Err(finding),
+            None => Ok(()),
+        };
+        let result = decoder.feed(chunk, |output| scan(scanner, output));
+        let result = result.and_then(|()| {
+            if end {
+                let rest = decoder.finish().map_err(FeedError::Decode)?;
+                scan(scanner, rest).map_err(FeedError::Sink)
+            } else {
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => None,
+            Err(FeedError::Sink(finding)) => Some(finding),
+            Err(FeedError::Decode(e)) => Some(BodyFinding::Unscannable(e.to_string())),
+        }
     }
 }
 
@@ -143,6 +210,10 @@ impl Body for ScannedBody {
             match Pin::new(inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => {
+                    // A compressed body must also end where its coding says.
+                    if let Some(finding) = this.scan_decoded(&[], true) {
+                        return Poll::Ready(Some(Err(this.stop(finding))));
+                    }
                     // The whole body was scanned: release what was held back.
                     this.inner = None;
                     let rest = std::mem::take(&mut this.held);
@@ -163,6 +234,9 @@ impl Body for ScannedBody {
                                     this.stop(BodyFinding::Placeholder(id, location))
                                 )));
                             }
+                            if let Some(finding) = this.scan_decoded(&[], true) {
+                                return Poll::Ready(Some(Err(this.stop(finding))));
+                            }
                             if this.held.is_empty() {
                                 return Poll::Ready(Some(Ok(frame)));
                             }
@@ -176,6 +250,9 @@ impl Body for ScannedBody {
                             scan_chunk(policy, buffer, dest_host)
                         })
                     {
+                        return Poll::Ready(Some(Err(this.stop(finding))));
+                    }
+                    if let Some(finding) = this.scan_decoded(&frame, false) {
                         return Poll::Ready(Some(Err(this.stop(finding))));
                     }
                     let mut pending = Vec::with_capacity(this.held.len() + frame.len());

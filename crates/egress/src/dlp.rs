@@ -1,5 +1,7 @@
 //! Data-loss prevention, pure: find this bottle's own secrets (raw, base64,
-//! hex and percent-encoded), well-known credential formats, and operator
+//! hex, percent-encoded, base32, reversed and rot13: [`encoded_form_list`];
+//! gzip and deflate request bodies are decoded and scanned too, see
+//! [`crate::body`]), well-known credential formats, and operator
 //! patterns in request URLs, headers and bodies. Findings carry a rule NAME
 //! only, never the matched bytes. Placeholders are not DLP's business: they
 //! never leave the proxy, whatever the DLP setting ([`crate::placeholder`]);
@@ -32,7 +34,7 @@ pub const PATTERN_WINDOW: usize = 4096;
 
 /// Secrets shorter than this are only matched raw: their encodings are too
 /// short to be told apart from ordinary data.
-const MIN_ENCODED_SECRET_LEN: usize = 8;
+pub const MIN_ENCODED_SECRET_LEN: usize = 8;
 
 /// A DLP hit: which rule fired. Never the matched value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,34 +231,94 @@ impl std::fmt::Debug for DlpEngine {
     }
 }
 
-/// Every spelling of `secret` that should be caught: raw, base64 (standard
-/// and URL-safe, at the three byte alignments, so padding and a secret
-/// inside a longer blob are both covered), hex and percent-encoded.
+/// Every spelling of `secret` that should be caught, sorted and without
+/// duplicates: see [`encoded_form_list`].
 pub fn encoded_forms(secret: &str) -> Vec<Vec<u8>> {
-    let raw = secret.as_bytes();
-    let mut forms = vec![raw.to_vec()];
-    if raw.len() >= MIN_ENCODED_SECRET_LEN {
-        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-            for offset in 0..3usize {
-                let mut shifted = vec![0u8; offset];
-                shifted.extend_from_slice(raw);
-                let encoded = engine.encode(&shifted);
-                // Characters touched by the prefix bytes, and the last
-                // partial character, depend on neighbouring data: drop them.
-                let skip = (offset * 8).div_ceil(6);
-                let end = (shifted.len() * 8) / 6;
-                if end > skip {
-                    forms.push(encoded.as_bytes()[skip..end].to_vec());
-                }
-            }
-        }
-        forms.push(hex::encode(raw).into_bytes());
-        forms.push(hex::encode_upper(raw).into_bytes());
-        forms.extend(percent_encoded_forms(secret));
-    }
+    let mut forms = encoded_form_list(secret);
     forms.sort();
     forms.dedup();
     forms
+}
+
+/// Every spelling of `secret` that should be caught, in a fixed order (raw
+/// first) so the forms of two strings of the same shape line up one to one
+/// (the response scrubber replaces a secret's form by its placeholder's form
+/// of the same kind): raw; base64, standard and URL-safe, at the three byte
+/// alignments (so padding and a secret inside a longer blob are both covered);
+/// hex, lower and upper case; percent-encoded (two ways); base32 (RFC 4648, at
+/// the five byte alignments, so with or without padding and inside a longer
+/// blob), upper and lower case; reversed; rot13. Secrets shorter than
+/// [`MIN_ENCODED_SECRET_LEN`] only get their raw form.
+///
+/// An agent can always pick an encoding not on this list (xor with a key,
+/// every other byte, one character per request): DLP is a tripwire for
+/// mistakes and lazy exfiltration, not containment.
+pub fn encoded_form_list(secret: &str) -> Vec<Vec<u8>> {
+    let raw = secret.as_bytes();
+    let mut forms = vec![raw.to_vec()];
+    if raw.len() < MIN_ENCODED_SECRET_LEN {
+        return forms;
+    }
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for offset in 0..3usize {
+            let mut shifted = vec![0u8; offset];
+            shifted.extend_from_slice(raw);
+            let encoded = engine.encode(&shifted);
+            // Characters touched by the prefix bytes, and the last
+            // partial character, depend on neighbouring data: drop them.
+            let skip = (offset * 8).div_ceil(6);
+            let end = (shifted.len() * 8) / 6;
+            forms.push(encoded.as_bytes()[skip..end].to_vec());
+        }
+    }
+    forms.push(hex::encode(raw).into_bytes());
+    forms.push(hex::encode_upper(raw).into_bytes());
+    forms.extend(percent_encoded_forms(secret));
+    for offset in 0..5usize {
+        let mut shifted = vec![0u8; offset];
+        shifted.extend_from_slice(raw);
+        let encoded = base32_no_pad(&shifted);
+        // As for base64: keep only the characters made of the secret's bits
+        // alone (the padding, if any, comes after the last partial one).
+        let skip = (offset * 8).div_ceil(5);
+        let end = (shifted.len() * 8) / 5;
+        let fragment = encoded.as_bytes()[skip..end].to_vec();
+        forms.push(fragment.to_ascii_lowercase());
+        forms.push(fragment);
+    }
+    forms.push(raw.iter().rev().copied().collect());
+    forms.push(raw.iter().map(|&b| rot13(b)).collect());
+    forms
+}
+
+/// RFC 4648 base32 (upper case), without padding.
+pub fn base32_no_pad(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::with_capacity((data.len() * 8).div_ceil(5));
+    let mut buffer: u32 = 0;
+    let mut bits = 0u32;
+    for &byte in data {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+        buffer &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+/// ROT13 of one byte: ASCII letters rotated by 13, everything else as is.
+fn rot13(byte: u8) -> u8 {
+    match byte {
+        b'a'..=b'z' => (byte - b'a' + 13) % 26 + b'a',
+        b'A'..=b'Z' => (byte - b'A' + 13) % 26 + b'A',
+        _ => byte,
+    }
 }
 
 /// `text` percent-encoded as every byte but alphanumerics, and as
@@ -477,6 +539,11 @@ impl BodyScanner {
         }
     }
 
+    /// The host the scanned body goes to.
+    pub fn dest_host(&self) -> &str {
+        &self.dest_host
+    }
+
     /// Scans the next chunk (with the overlap kept from earlier chunks).
     pub fn push(&mut self, engine: &DlpEngine, chunk: &[u8]) -> Option<Finding> {
         if !engine.enabled() {
@@ -575,6 +642,122 @@ mod tests {
                 "{body}"
             );
         }
+    }
+
+    /// RFC 4648 base32 with `=` padding, for the tests.
+    fn base32_padded(data: &[u8]) -> String {
+        let mut encoded = base32_no_pad(data);
+        while !encoded.len().is_multiple_of(8) {
+            encoded.push('=');
+        }
+        encoded
+    }
+
+    #[test]
+    fn base32_follows_rfc_4648() {
+        // The test vectors of RFC 4648, section 10.
+        for (input, expected) in [
+            ("", ""),
+            ("f", "MY======"),
+            ("fo", "MZXQ===="),
+            ("foo", "MZXW6==="),
+            ("foob", "MZXW6YQ="),
+            ("fooba", "MZXW6YTB"),
+            ("foobar", "MZXW6YTBOI======"),
+        ] {
+            assert_eq!(base32_padded(input.as_bytes()), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn base32_of_the_secret_is_caught_padded_or_not_in_either_case() {
+        let e = engine();
+        let mut bodies = Vec::new();
+        for prefix in ["", "a", "ab", "abc", "abcd", "{\"x\":1}"] {
+            for suffix in ["", " and some trailing text"] {
+                let blob = format!("{prefix}{SECRET}{suffix}");
+                let padded = base32_padded(blob.as_bytes());
+                let unpadded = base32_no_pad(blob.as_bytes());
+                bodies.push(padded.to_ascii_lowercase());
+                bodies.push(unpadded.to_ascii_lowercase());
+                bodies.push(padded);
+                bodies.push(unpadded);
+            }
+        }
+        for body in bodies {
+            assert_eq!(
+                body_finding(&e, format!("data={body}").as_bytes(), "evil.test").as_deref(),
+                Some("bottle-secret:API_TOKEN"),
+                "{body}"
+            );
+            assert_eq!(body_finding(&e, body.as_bytes(), "api.test"), None);
+        }
+    }
+
+    #[test]
+    fn reversed_secret_is_caught() {
+        let e = engine();
+        let reversed: String = SECRET.chars().rev().collect();
+        for body in [reversed.clone(), format!("x={reversed}&y=1")] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "evil.test").as_deref(),
+                Some("bottle-secret:API_TOKEN"),
+                "{body}"
+            );
+        }
+        let header = format!("note {reversed}");
+        assert!(
+            e.scan(header.as_bytes(), ScanPart::Header, "evil.test")
+                .is_some()
+        );
+        assert!(e.scan_url(&format!("/r/{reversed}"), "evil.test").is_some());
+    }
+
+    #[test]
+    fn rot13_secret_is_caught() {
+        let e = engine();
+        let rotated: String = SECRET.bytes().map(|b| char::from(rot13(b))).collect();
+        assert_ne!(rotated, SECRET);
+        assert_eq!(
+            rotated
+                .bytes()
+                .map(|b| char::from(rot13(b)))
+                .collect::<String>(),
+            SECRET,
+            "rot13 is its own inverse"
+        );
+        assert_eq!(rot13(b'a'), b'n');
+        assert_eq!(rot13(b'Z'), b'M');
+        assert_eq!(rot13(b'5'), b'5');
+        for body in [rotated.clone(), format!("{{\"v\": \"{rotated}\"}}")] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "evil.test").as_deref(),
+                Some("bottle-secret:API_TOKEN"),
+                "{body}"
+            );
+        }
+        assert!(
+            e.scan_url(&format!("/q?d={rotated}"), "evil.test")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn form_lists_of_equal_length_strings_line_up() {
+        // The response scrubber pairs a secret's forms with its placeholder's.
+        let a = encoded_form_list(SECRET);
+        let b = encoded_form_list(&"p".repeat(SECRET.len()));
+        assert_eq!(a.len(), b.len());
+        assert_eq!(a[0], SECRET.as_bytes());
+        for (x, y) in a.iter().zip(&b).skip(1) {
+            // Percent-encoding depends on the characters; every other form
+            // depends on the length only.
+            if !x.contains(&b'%') {
+                assert_eq!(x.len(), y.len());
+            }
+        }
+        // Short secrets are only matched raw.
+        assert_eq!(encoded_form_list("short"), vec![b"short".to_vec()]);
     }
 
     #[test]
@@ -885,6 +1068,8 @@ mod tests {
                     base64::engine::general_purpose::STANDARD.encode(&blob),
                     URL_SAFE_NO_PAD.encode(&blob),
                     hex::encode(&blob),
+                    base32_no_pad(&blob),
+                    base32_no_pad(&blob).to_ascii_lowercase(),
                 ] {
                     prop_assert!(e.scan(encoded.as_bytes(), ScanPart::Body, "other.test").is_some());
                 }

@@ -46,18 +46,29 @@
 //! that names the agent's variable, where it was found and why the route did
 //! not replace it (audit rule `placeholder-not-replaced:VAR`). Bodies are
 //! scanned for them with the same hold-back window as DLP.
+//!
+//! The real credential never comes back either ([`scrub`]): responses from a
+//! host that has a route are scrubbed of every route's secret (every spelling
+//! DLP knows, in the status line, headers, streamed body and trailers; gzip and
+//! deflate bodies decoded within a bound), each occurrence replaced by the
+//! route's placeholder at the same length, whatever the DLP setting, and
+//! audited (rule `credential-scrubbed:VAR`). A response from a route host that
+//! cannot be scanned (another content coding) is refused with a 502, not passed.
 
 pub mod audit;
 pub mod body;
 pub mod ca;
 pub mod config;
+pub mod decode;
 pub mod dlp;
 pub mod dns_sink;
 pub mod error;
 pub mod live;
+pub mod path;
 pub mod placeholder;
 pub mod policy;
 pub mod proxy;
+pub mod scrub;
 pub mod secret;
 pub mod ssrf;
 pub mod upstream;

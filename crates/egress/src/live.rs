@@ -17,8 +17,10 @@ use sha2::{Digest, Sha256};
 use crate::config::{EgressConfig, POLICY_FILE_NAME};
 use crate::dlp::{DlpEngine, KnownSecret};
 use crate::error::Error;
+use crate::path::normalize_prefix;
 use crate::placeholder::{GuardedRoute, PlaceholderGuard};
 use crate::policy::{AllowPolicy, normalize_host};
+use crate::scrub::{ResponseScrubber, ScrubSecret};
 use crate::secret::SecretValue;
 use crate::ssrf::SsrfGuard;
 use crate::upstream::{UpstreamClient, build_client, upstream_tls_config};
@@ -89,6 +91,8 @@ pub struct LivePolicy {
     pub placeholders: PlaceholderGuard,
     /// Credential routes.
     pub routes: Vec<CompiledRoute>,
+    /// Scrubs the routes' real secrets from their hosts' responses ([`crate::scrub`]).
+    pub scrub: Arc<ResponseScrubber>,
     /// The pooled upstream client (SSRF-checked connector).
     pub client: UpstreamClient,
 }
@@ -142,6 +146,7 @@ fn compile_policy(
     let mut routes = Vec::new();
     let mut known = Vec::new();
     let mut guarded = Vec::new();
+    let mut scrub_secrets = Vec::new();
     for (index, route) in config.routes.iter().enumerate() {
         let host = normalize_host(&route.host);
         if host.is_empty() || host.contains('*') {
@@ -167,6 +172,13 @@ fn compile_policy(
                 host: host.clone(),
                 var: route.secret_env.clone(),
             })?;
+        // Requests are matched in normal form: so is the prefix (`/%7Eme/` is `/~me/`).
+        let path_prefix = route
+            .path_prefix
+            .as_deref()
+            .map(normalize_prefix)
+            .transpose()
+            .map_err(|e| invalid(format!("routes[{index}]: {e}")))?;
         let value = SecretValue::new(route.format.replace("{token}", &token));
         if HeaderValue::from_str(value.expose()).is_err() {
             return Err(invalid(format!(
@@ -181,14 +193,20 @@ fn compile_policy(
                 .unwrap_or_else(|| route.secret_env.clone()),
             placeholder: route.placeholder.clone(),
             host: host.clone(),
-            path_prefix: route.path_prefix.clone(),
+            path_prefix: path_prefix.clone(),
             header: header.as_str().to_owned(),
         });
         routes.push(CompiledRoute {
             host: host.clone(),
-            path_prefix: route.path_prefix.clone(),
+            path_prefix,
             header,
             value,
+        });
+        scrub_secrets.push(ScrubSecret {
+            name: route.secret_env.clone(),
+            value: SecretValue::new(token.clone()),
+            placeholder: route.placeholder.clone(),
+            host: host.clone(),
         });
         known.push(KnownSecret {
             name: route.secret_env.clone(),
@@ -197,8 +215,37 @@ fn compile_policy(
             host,
         });
     }
+    // The agent's own secrets: no host receives them but those named (a value that
+    // may go nowhere is keyed to no host at all).
+    for guarded in &config.guarded_env {
+        let value = secrets
+            .get(&guarded.secret_env)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| Error::MissingSecretEnv {
+                host: guarded.allowed_hosts.join(", "),
+                var: guarded.secret_env.clone(),
+            })?;
+        let hosts: Vec<String> = if guarded.allowed_hosts.is_empty() {
+            vec![String::new()]
+        } else {
+            guarded
+                .allowed_hosts
+                .iter()
+                .map(|h| normalize_host(h))
+                .collect()
+        };
+        for host in hosts {
+            known.push(KnownSecret {
+                name: guarded.name.clone(),
+                value: SecretValue::new(value.clone()),
+                placeholder: None,
+                host,
+            });
+        }
+    }
     let dlp = DlpEngine::new(&config.dlp, &known).map_err(invalid)?;
     let placeholders = PlaceholderGuard::new(guarded).map_err(invalid)?;
+    let scrub = Arc::new(ResponseScrubber::new(&scrub_secrets).map_err(invalid)?);
 
     let static_hosts = config
         .static_hosts
@@ -225,6 +272,7 @@ fn compile_policy(
         dlp,
         placeholders,
         routes,
+        scrub,
         client,
     })
 }
@@ -265,6 +313,42 @@ mod tests {
         assert_eq!(live.routes[0].value.expose(), "Bearer real-token-value-123");
         assert!(live.routes[0].applies_to("api.test", "/x"));
         assert!(!format!("{:?}", live.routes).contains("real-token"));
+    }
+
+    #[tokio::test]
+    async fn route_prefixes_are_matched_in_normal_form() {
+        let dir = tempfile::tempdir().unwrap();
+        write_policy(
+            dir.path(),
+            r#"{"bottle_slug": "b1", "routes": [{"host": "api.test", "header": "x-key",
+                "path_prefix": "/%7Eme/", "secret_env": "TOK"}]}"#,
+        );
+        let live = load_policy(dir.path(), &secrets()).unwrap();
+        assert_eq!(live.routes[0].path_prefix.as_deref(), Some("/~me/"));
+        write_policy(
+            dir.path(),
+            r#"{"bottle_slug": "b1", "routes": [{"host": "api.test", "header": "x-key",
+                "path_prefix": "/v1/../", "secret_env": "TOK"}]}"#,
+        );
+        assert!(load_policy(dir.path(), &secrets()).is_err());
+    }
+
+    #[tokio::test]
+    async fn guarded_env_values_need_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        write_policy(
+            dir.path(),
+            r#"{"bottle_slug": "b1", "guarded_env": [{"name": "APP", "secret_env": "TOK"}]}"#,
+        );
+        assert!(load_policy(dir.path(), &secrets()).is_ok());
+        write_policy(
+            dir.path(),
+            r#"{"bottle_slug": "b1", "guarded_env": [{"name": "APP", "secret_env": "NOPE"}]}"#,
+        );
+        assert!(matches!(
+            load_policy(dir.path(), &secrets()),
+            Err(Error::MissingSecretEnv { .. })
+        ));
     }
 
     #[tokio::test]

@@ -1,10 +1,14 @@
 //! The allowlist decision engine, pure (no IO, no clock): default deny, host
 //! (exact or `*.suffix`), port, method and path prefix. A denial says what was
 //! blocked, why, and how to allow it; the transport turns it into a 403.
+//! Path prefixes are matched against the normalised path only
+//! ([`crate::path`]): a request's target reaches [`AllowPolicy::check_request`]
+//! as a [`NormalizedTarget`], and prefixes are normalised when compiled.
 
 use std::fmt;
 
 use crate::config::{AllowRule, EgressConfig};
+use crate::path::{NormalizedTarget, PathRefusal, normalize_prefix};
 use crate::ssrf::parse_numeric_host;
 
 /// Ports an allow rule permits when it lists none.
@@ -94,17 +98,22 @@ impl CompiledRule {
                 .map(|m| m.trim().to_ascii_uppercase())
                 .collect::<Vec<_>>()
         });
-        if let Some(prefixes) = &rule.path_prefixes
-            && prefixes.iter().any(|p| !p.starts_with('/'))
-        {
-            return Err(format!("allow[{index}]: path prefixes must start with `/`"));
-        }
+        let path_prefixes = rule
+            .path_prefixes
+            .as_ref()
+            .map(|prefixes| {
+                prefixes
+                    .iter()
+                    .map(|p| normalize_prefix(p).map_err(|e| format!("allow[{index}]: {e}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         Ok(Self {
             label: format!("allow[{index}] {host}"),
             host,
             ports,
             methods,
-            path_prefixes: rule.path_prefixes.clone(),
+            path_prefixes,
         })
     }
 }
@@ -118,8 +127,8 @@ pub struct RequestTarget<'a> {
     pub port: u16,
     /// HTTP method, any case.
     pub method: &'a str,
-    /// Path and query as sent (`/a/b?c`).
-    pub path: &'a str,
+    /// Path and query, the path normalised ([`crate::path`]).
+    pub path: &'a NormalizedTarget,
 }
 
 /// Which check refused a request.
@@ -175,6 +184,20 @@ pub struct Denial {
 }
 
 impl Denial {
+    /// The 400 for a path servers could read in more than one way.
+    pub fn refused_path(refusal: &PathRefusal, host: &str, port: u16) -> Self {
+        Self::new(
+            DenyKind::BadRequest,
+            refusal.rule(),
+            format!(
+                "{refusal}; send the path with `.` and `..` segments resolved and without \
+                 encoded `.`, `/` or `\\` in them"
+            ),
+            host,
+            port,
+        )
+    }
+
     /// Builds a denial.
     pub fn new(
         kind: DenyKind,
@@ -312,7 +335,7 @@ impl AllowPolicy {
             return Decision::Deny(denial);
         }
         let method = target.method.to_ascii_uppercase();
-        let path = target.path.split(['?', '#']).next().unwrap_or("");
+        let path = target.path.path();
         let mut first_failure: Option<Denial> = None;
         for rule in self
             .rules
@@ -331,26 +354,16 @@ impl AllowPolicy {
                     target.host,
                     target.port,
                 ))
-            } else if let Some(prefixes) = &rule.path_prefixes {
-                if has_dot_segments(path) {
-                    Some(Denial::new(
-                        DenyKind::Path,
-                        &rule.label,
-                        "paths with `.` or `..` segments are refused where path prefixes apply",
-                        target.host,
-                        target.port,
-                    ))
-                } else if !prefixes.iter().any(|p| path.starts_with(p.as_str())) {
-                    Some(Denial::new(
-                        DenyKind::Path,
-                        &rule.label,
-                        format!("path {path} is outside the allowed prefixes {prefixes:?}"),
-                        target.host,
-                        target.port,
-                    ))
-                } else {
-                    None
-                }
+            } else if let Some(prefixes) = &rule.path_prefixes
+                && !prefixes.iter().any(|p| path.starts_with(p.as_str()))
+            {
+                Some(Denial::new(
+                    DenyKind::Path,
+                    &rule.label,
+                    format!("path {path} is outside the allowed prefixes {prefixes:?}"),
+                    target.host,
+                    target.port,
+                ))
             } else {
                 None
             };
@@ -377,17 +390,6 @@ impl AllowPolicy {
     }
 }
 
-/// True if a path has `.`/`..` segments, literal or percent-encoded, which a
-/// server may resolve to somewhere outside an allowed prefix.
-fn has_dot_segments(path: &str) -> bool {
-    let decoded = path.replace("%2e", ".").replace("%2E", ".");
-    decoded
-        .split(['/', '\\'])
-        .any(|segment| segment == "." || segment == "..")
-        || path.to_ascii_lowercase().contains("%2f")
-        || path.to_ascii_lowercase().contains("%5c")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,14 +401,18 @@ mod tests {
         AllowPolicy::from_config(&cfg).unwrap()
     }
 
+    /// What the proxy does: normalise the target (400 if ambiguous), then check.
     fn request(policy: &AllowPolicy, host: &str, port: u16, method: &str, path: &str) -> Decision {
         let host = normalize_host(host);
-        policy.check_request(&RequestTarget {
-            host: &host,
-            port,
-            method,
-            path,
-        })
+        match NormalizedTarget::parse(path) {
+            Ok(path) => policy.check_request(&RequestTarget {
+                host: &host,
+                port,
+                method,
+                path: &path,
+            }),
+            Err(refusal) => Decision::Deny(Denial::refused_path(&refusal, &host, port)),
+        }
     }
 
     fn denied_kind(decision: Decision) -> Option<DenyKind> {
@@ -515,23 +521,93 @@ mod tests {
             denied_kind(request(&p, "api.test", 443, "GET", "/v2/users")),
             Some(DenyKind::Path)
         );
+        // Literal dot segments are resolved first: `/v1/../admin` is `/admin`.
         assert_eq!(
             denied_kind(request(&p, "api.test", 443, "GET", "/v1/../admin")),
             Some(DenyKind::Path)
         );
         assert_eq!(
+            denied_kind(request(&p, "api.test", 443, "GET", "/v2/../v1/users")),
+            None
+        );
+        // Ambiguous spellings never reach the rules (400).
+        assert_eq!(
             denied_kind(request(&p, "api.test", 443, "GET", "/v1/%2e%2e/admin")),
-            Some(DenyKind::Path)
+            Some(DenyKind::BadRequest)
         );
         assert_eq!(
+            denied_kind(request(&p, "api.test", 443, "GET", "/v1/..%2Fadmin")),
+            Some(DenyKind::BadRequest)
+        );
+        // An encoded slash away from dot segments is data inside the prefix.
+        assert_eq!(
             denied_kind(request(&p, "api.test", 443, "GET", "/v1/a%2Fb")),
-            Some(DenyKind::Path)
+            None
         );
         // The query does not count as path.
         assert_eq!(
             denied_kind(request(&p, "api.test", 443, "GET", "/v2?/v1/")),
             Some(DenyKind::Path)
         );
+    }
+
+    /// W2: servlet servers read `/public/..;/private` as `/private`.
+    #[test]
+    fn path_prefixes_see_one_spelling_of_the_path() {
+        let p = policy(serde_json::json!([
+            {"host": "ro.test", "path_prefixes": ["/public/", "/%7Eme/"]}
+        ]));
+        let mut failures = Vec::new();
+        for (path, expected) in [
+            ("/public/x", None),
+            ("/public/a/../b", None),
+            ("/public/%78", None),
+            ("/~me/x", None),
+            ("/%7eme/x", None),
+            ("/public/../private", Some(DenyKind::Path)),
+            ("/public/./../private", Some(DenyKind::Path)),
+            ("/public/..;/private", Some(DenyKind::BadRequest)),
+            (
+                "/public/..;jsessionid=x/private",
+                Some(DenyKind::BadRequest),
+            ),
+            ("/public/.;/../private", Some(DenyKind::BadRequest)),
+            ("/public/..%3B/private", Some(DenyKind::BadRequest)),
+            ("/public/%2e%2e/private", Some(DenyKind::BadRequest)),
+            ("/public/%2e%2e;/private", Some(DenyKind::BadRequest)),
+            ("/public/..%2fprivate", Some(DenyKind::BadRequest)),
+            ("/public/..%5cprivate", Some(DenyKind::BadRequest)),
+            ("/public/..\\private", Some(DenyKind::BadRequest)),
+            ("/public/;x/../../private", Some(DenyKind::BadRequest)),
+            ("/public//../private", Some(DenyKind::BadRequest)),
+            ("/public/%C0%AE%C0%AE/private", Some(DenyKind::BadRequest)),
+            (
+                "/public/%EF%BC%8E%EF%BC%8E/private",
+                Some(DenyKind::BadRequest),
+            ),
+            ("/public/../../private", Some(DenyKind::BadRequest)),
+            ("/public%2f..%2fprivate", Some(DenyKind::BadRequest)),
+            ("/private?/public/", Some(DenyKind::Path)),
+        ] {
+            let got = denied_kind(request(&p, "ro.test", 443, "GET", path));
+            if got != expected {
+                failures.push(format!("{path}: expected {expected:?}, got {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused_with_the_reason_and_the_rule() {
+        let p = policy(serde_json::json!([{"host": "ro.test"}]));
+        let Decision::Deny(denial) = request(&p, "ro.test", 443, "GET", "/public/..;/private")
+        else {
+            panic!("expected a refusal");
+        };
+        assert_eq!(denial.kind, DenyKind::BadRequest);
+        assert_eq!(denial.rule, "path-refused:dot-segment-parameter");
+        assert!(denial.reason.contains("`..;`"), "{}", denial.reason);
+        assert!(denial.reason.contains("resolved"), "{}", denial.reason);
     }
 
     #[test]
@@ -569,6 +645,8 @@ mod tests {
             serde_json::json!([{"host": "a.*.test"}]),
             serde_json::json!([{"host": "a.test", "ports": []}]),
             serde_json::json!([{"host": "a.test", "path_prefixes": ["v1"]}]),
+            serde_json::json!([{"host": "a.test", "path_prefixes": ["/v1/../"]}]),
+            serde_json::json!([{"host": "a.test", "path_prefixes": ["/v1/%2e%2e/"]}]),
         ] {
             let cfg: EgressConfig = serde_json::from_value(
                 serde_json::json!({"bottle_slug": "b", "allow": rules.clone()}),
@@ -648,6 +726,7 @@ mod tests {
                     {"host": "127.0.0.1"}
                 ]));
                 let host = normalize_host(&host);
+                let Ok(path) = NormalizedTarget::parse(&path) else { return Ok(()) };
                 let target = RequestTarget { host: &host, port, method: &method, path: &path };
                 if let Decision::Allow { .. } = p.check_request(&target) {
                     let connect_allowed = matches!(p.check_connect(&host, port), Decision::Allow { .. });
@@ -661,6 +740,7 @@ mod tests {
             ) {
                 let p = policy(serde_json::json!([{"host": "*.example.com"}, {"host": "api.test"}]));
                 let host = normalize_host(&format!("{sub}.example.org"));
+                let Ok(path) = NormalizedTarget::parse(&path) else { return Ok(()) };
                 let target = RequestTarget { host: &host, port, method: &method, path: &path };
                 prop_assert!(matches!(p.check_request(&target), Decision::Deny(_)));
             }

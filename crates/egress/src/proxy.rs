@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,13 +31,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{AuditLog, AuditRecord, loggable_path};
-use crate::body::{BodyFinding, BoxError, ScannedBody};
+use crate::body::{BodyFinding, BoxError, ScannedBody, UNSCANNABLE_BODY_RULE};
 use crate::ca::LeafMinter;
 use crate::config::Limits;
+use crate::decode::{Coding, DecodeBound};
 use crate::dlp::ScanPart;
 use crate::live::{LivePolicy, SecretSource, load_policy};
+use crate::path::NormalizedTarget;
 use crate::placeholder::{Location, RequestContext, Unreplaced};
 use crate::policy::{Decision, Denial, DenyKind, RequestTarget, normalize_host};
+use crate::scrub::{ScrubAudit, UNSCANNABLE_RULE, prepare_route_request, scrub_response};
 use crate::upstream::ConnectError;
 
 /// The response body type the proxy hands to clients.
@@ -421,17 +424,26 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let policy = state.policy.load_full();
     let method = req.method().clone();
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".to_owned());
-    let path_only = path_and_query
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("/")
-        .to_owned();
     let authority = authority_for_url(&host, port);
+    // One spelling per path (`crate::path`): the allowlist, the routes, the
+    // placeholder guard, DLP and the upstream all see the normalised target;
+    // a path servers could read in more than one way is refused here (400).
+    let raw_target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path_and_query = match NormalizedTarget::parse(raw_target) {
+        Ok(target) => target,
+        Err(refusal) => {
+            let mut record = AuditRecord::now("http", "deny");
+            record.method = method.to_string();
+            record.host = host.clone();
+            record.port = port;
+            record.path = loggable_path(raw_target);
+            let raw_path = raw_target.split('?').next().unwrap_or("");
+            let what = format!("{method} {scheme}://{authority}{raw_path}");
+            let denial = Denial::refused_path(&refusal, &host, port);
+            return deny(state, &policy, record, &denial, &what);
+        }
+    };
+    let path_only = path_and_query.path().to_owned();
     let mut what = format!("{method} {scheme}://{authority}{path_only}");
     let mut record = AuditRecord::now("http", "allow");
     record.method = method.to_string();
@@ -527,11 +539,29 @@ async fn forward(
                 return deny(state, &policy, record, &denial, &what);
             }
         }
+        // A body DLP cannot decode is refused before any of it is sent.
+        if let Coding::Unsupported(coding) = Coding::of(req.headers())
+            && !req.body().is_end_stream()
+        {
+            let why = format!("the request body is encoded with `{coding}`");
+            return deny(
+                state,
+                &policy,
+                record,
+                &unscannable_body(&host, port, &why),
+                &what,
+            );
+        }
     }
 
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    // Only whole answers, in codings the response scrubber can decode, may come
+    // back from a route host.
+    if policy.scrub.covers(&host) {
+        prepare_route_request(&mut parts.headers);
+    }
     let mut injected = None;
     if let Some(route) = route
         && let Some(value) = route.header_value()
@@ -562,15 +592,20 @@ async fn forward(
             return deny(state, &policy, record, &denial, &what);
         }
     };
+    let coding = Coding::of(&parts.headers);
     let (body, finding_slot) = ScannedBody::new(body, policy.clone(), &host);
+    let body = body.decoding(&coding);
     let upstream_request = Request::from_parts(parts, body);
     let timeout = Duration::from_secs(state.limits.response_timeout_secs);
     let result = tokio::time::timeout(timeout, policy.client.request(upstream_request)).await;
     let body_finding = finding_slot.lock().ok().and_then(|mut slot| slot.take());
     match result {
         Ok(Ok(mut response)) => {
-            state.audit.write(&record);
             strip_hop_by_hop(response.headers_mut());
+            if policy.scrub.covers(&host) {
+                return scrubbed_response(state, &policy, record, response, &method, &what);
+            }
+            state.audit.write(&record);
             response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
         }
         Ok(Err(error)) => {
@@ -584,6 +619,15 @@ async fn forward(
                         port,
                     );
                     return deny(state, &policy, record, &denial, &what);
+                }
+                Some(BodyFinding::Unscannable(why)) => {
+                    return deny(
+                        state,
+                        &policy,
+                        record,
+                        &unscannable_body(&host, port, &why),
+                        &what,
+                    );
                 }
                 Some(BodyFinding::Placeholder(id, location)) => {
                     let mut unreplaced =
@@ -638,6 +682,56 @@ async fn forward(
                     timeout.as_secs()
                 ),
             )
+        }
+    }
+}
+
+/// The refusal of a request body DLP cannot decode to scan.
+fn unscannable_body(host: &str, port: u16, why: &str) -> Denial {
+    Denial::new(
+        DenyKind::BadRequest,
+        UNSCANNABLE_BODY_RULE,
+        format!(
+            "{why}; DLP scans request bodies sent as is, gzip or deflate (decoded up to {}), and \
+             refuses what it cannot scan: send the body uncompressed",
+            DecodeBound::REQUEST.describe()
+        ),
+        host,
+        port,
+    )
+}
+
+/// A response from a credential route's host: scrubbed of the routes' real
+/// secrets as it streams ([`crate::scrub`]), or refused with a 502 when it
+/// cannot be scanned (a coding the proxy cannot decode).
+fn scrubbed_response(
+    state: &ProxyState,
+    policy: &LivePolicy,
+    mut record: AuditRecord,
+    response: Response<Incoming>,
+    method: &Method,
+    what: &str,
+) -> Response<ProxyBody> {
+    let status = response.status();
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let audit = ScrubAudit {
+        log: state.audit.clone(),
+        record: record.clone(),
+    };
+    match scrub_response(&policy.scrub, response, bodiless, Some(audit)) {
+        Ok(response) => {
+            state.audit.write(&record);
+            response.map(|b| b.boxed())
+        }
+        Err(unscannable) => {
+            record.action = "deny";
+            record.rule = UNSCANNABLE_RULE.to_owned();
+            record.reason = format!("{unscannable}; the response was refused");
+            state.audit.write(&record);
+            text_response(StatusCode::BAD_GATEWAY, unscannable.response_body(what))
         }
     }
 }

@@ -4,8 +4,12 @@
 
 mod support;
 
+mod audit_bounds;
 mod dns;
 mod forwarding;
+mod guarded_env;
+mod paths;
 mod placeholders;
 mod protections;
 mod reload;
+mod scrubbing;

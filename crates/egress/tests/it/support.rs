@@ -72,6 +72,8 @@ impl TestCa {
 pub struct Seen {
     /// Every body byte received, across requests (streamed as it arrives).
     pub body_bytes: Vec<u8>,
+    /// Each request's headers, in order (lower-case names; repeated names joined with ", ").
+    pub headers: Vec<BTreeMap<String, String>>,
     /// Request count.
     pub requests: usize,
     /// TCP connections accepted.
@@ -79,15 +81,115 @@ pub struct Seen {
 }
 
 /// An echo server: answers JSON {method, path, headers, body}.
+///
+/// Paths starting with `/reflect` reflect the request verbatim the way a debug
+/// endpoint would (see [`reflect`]): the JSON echo, plus the `authorization`
+/// header's value in the response header `x-reflected-authorization`.
 pub struct EchoUpstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Seen>>,
 }
 
+/// The echo upstream's response body: whole, or in timed pieces.
+pub type EchoBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+/// A body sent in pieces, each after its pause (a server that flushes as it goes).
+struct TimedPieces {
+    pieces: std::collections::VecDeque<(std::time::Duration, Bytes)>,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for TimedPieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let Some((pause, _)) = this.pieces.front() else {
+            return std::task::Poll::Ready(None);
+        };
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(*pause)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        this.sleep = None;
+        let (_, piece) = this.pieces.pop_front().unwrap();
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A reflecting endpoint, by path:
+///
+/// - `/reflect`: the JSON echo with `Content-Length`;
+/// - `/reflect-split`: the same, chunked, cut in two pieces in the middle of
+///   the `authorization` value, the second sent 300 ms after the first;
+/// - `/reflect-gzip`: gzip-compressed (`Content-Encoding: gzip`);
+/// - `/reflect-br`: claims `Content-Encoding: br` (the bytes are the gzip ones:
+///   the proxy must refuse it unread either way).
+///
+/// Every one also sets `x-reflected-authorization` to the request's
+/// `authorization` value.
+fn reflect(path: &str, json: &serde_json::Value, authorization: &str) -> Response<EchoBody> {
+    let text = json.to_string();
+    let mut builder = Response::builder()
+        .header("content-type", "application/json")
+        .header("x-reflected-authorization", authorization);
+    let body: EchoBody = match path {
+        "/reflect-split" => {
+            let cut = text
+                .find(authorization)
+                .filter(|_| !authorization.is_empty())
+                .map_or(text.len() / 2, |at| at + authorization.len() / 2);
+            let (first, second) = text.split_at(cut);
+            TimedPieces {
+                pieces: [
+                    (std::time::Duration::ZERO, Bytes::from(first.to_owned())),
+                    (
+                        std::time::Duration::from_millis(300),
+                        Bytes::from(second.to_owned()),
+                    ),
+                ]
+                .into(),
+                sleep: None,
+            }
+            .boxed()
+        }
+        "/reflect-gzip" | "/reflect-br" => {
+            let coding = if path == "/reflect-gzip" {
+                "gzip"
+            } else {
+                "br"
+            };
+            let compressed = gzip(text.as_bytes());
+            builder = builder
+                .header("content-encoding", coding)
+                .header("content-length", compressed.len());
+            Full::new(Bytes::from(compressed)).boxed()
+        }
+        _ => {
+            builder = builder.header("content-length", text.len());
+            Full::new(Bytes::from(text)).boxed()
+        }
+    };
+    builder.body(body).unwrap()
+}
+
 async fn echo(
     req: Request<Incoming>,
     seen: Arc<Mutex<Seen>>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<EchoBody>, hyper::Error> {
     seen.lock().unwrap().requests += 1;
     let method = req.method().to_string();
     let version = format!("{:?}", req.version());
@@ -106,6 +208,23 @@ async fn echo(
             )
         })
         .collect();
+    let mut joined: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        joined
+            .entry(name.to_string())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&value);
+            })
+            .or_insert_with(|| value.into_owned());
+    }
+    seen.lock().unwrap().headers.push(joined);
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
     let mut body = req.into_body();
     let mut collected = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -122,7 +241,13 @@ async fn echo(
         "headers": headers,
         "body": String::from_utf8_lossy(&collected),
     });
-    Ok(Response::new(Full::new(Bytes::from(json.to_string()))))
+    let path_only = path.split('?').next().unwrap_or("");
+    if path_only.starts_with("/reflect") {
+        return Ok(reflect(path_only, &json, &authorization));
+    }
+    Ok(Response::new(
+        Full::new(Bytes::from(json.to_string())).boxed(),
+    ))
 }
 
 impl EchoUpstream {
@@ -210,6 +335,16 @@ impl EchoUpstream {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The value of header `name` in the last request the upstream received.
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .headers
+            .last()
+            .and_then(|h| h.get(name).cloned())
     }
 
     pub fn connections(&self) -> usize {
