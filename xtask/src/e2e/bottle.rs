@@ -26,6 +26,7 @@ impl Run {
         c.args(args)
             .env("BOT_BOTTLE_STATE_DIR", &self.state_root)
             .env("E2E_ECHO_TOKEN", &self.token)
+            .env("E2E_APP_SECRET", &self.app_secret)
             .env_remove("BOT_BOTTLE_SIDECAR_IMAGE");
         c
     }

@@ -18,6 +18,10 @@ mod bottle;
 mod claude;
 mod cleanup;
 mod fake_internet;
+mod redteam_bottle;
+mod redteam_credentials;
+mod redteam_limits;
+mod redteam_paths;
 mod scenarios;
 mod sh;
 
@@ -58,6 +62,9 @@ pub struct Run {
     pub manifest: PathBuf,
     /// The real credential of the e2e route (`E2E_ECHO_TOKEN` on the host).
     pub token: String,
+    /// The agent's own secret (`APP_SECRET`, `E2E_APP_SECRET` on the host): DLP lets
+    /// it go to data.fake.test only.
+    pub app_secret: String,
     pub interrupted: Interrupted,
     internet: Option<FakeInternet>,
 }
@@ -180,6 +187,7 @@ pub fn main(args: &[String]) -> ExitCode {
         manifest: PathBuf::new(),
         // 39 characters: its base64 has no padding.
         token: format!("e2e-{}", &hex(&random_bytes(18))[..35]),
+        app_secret: format!("app-{}", hex(&random_bytes(16))),
         interrupted: Arc::clone(&interrupted),
         internet: None,
     };

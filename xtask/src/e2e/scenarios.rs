@@ -9,9 +9,9 @@ use base64::Engine as _;
 
 use super::Run;
 use super::bottle::Bottle;
-use super::claude;
 use super::fake_internet::header;
 use super::sh::{self, cmd};
+use super::{claude, redteam_bottle, redteam_credentials, redteam_limits, redteam_paths};
 
 /// A scenario: its name and its check.
 pub type Check = fn(&mut Ctx) -> Result<(), String>;
@@ -28,6 +28,17 @@ pub const ALL: &[(&str, Check)] = &[
     ("egress-allow-live", egress_allow_live),
     ("git-gate", git_gate),
     ("supervise-approval", supervise_approval),
+    // Issue 12, the red team's findings.
+    (
+        "sidecars-do-not-forward",
+        redteam_bottle::sidecars_do_not_forward,
+    ),
+    ("agent-secret-guarded", redteam_bottle::agent_secret_guarded),
+    ("disk-capped", redteam_bottle::disk_capped),
+    ("response-scrubbed", redteam_credentials::scrubbed),
+    ("path-bypass", redteam_paths::path_bypass),
+    ("supervise-cap", redteam_limits::supervise_cap),
+    ("audit-bounded", redteam_limits::audit_bounded),
     ("bottles-isolated", bottles_isolated),
     ("no-secrets-on-disk", no_secrets_on_disk),
     ("down-and-gc", down_and_gc),
@@ -56,7 +67,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Bottle A (started on first use; a failed start fails every scenario using it).
-    fn a(&mut self) -> Result<Bottle, String> {
+    pub(super) fn a(&mut self) -> Result<Bottle, String> {
         let run = self.run;
         self.a
             .get_or_insert_with(|| run.start_bottle())
@@ -80,15 +91,15 @@ fn q(word: &str) -> String {
 
 /// One curl in the agent: exit code, HTTP status (the CONNECT status when the tunnel
 /// was refused), body.
-struct Curl {
+pub(super) struct Curl {
     rc: i32,
-    status: u16,
-    body: String,
+    pub(super) status: u16,
+    pub(super) body: String,
     stderr: String,
 }
 
 impl Curl {
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!(
             "curl exit {}, HTTP {}, body: {}, stderr: {}",
             self.rc,
@@ -107,7 +118,7 @@ pub(super) fn first_chars(text: &str, n: usize) -> String {
     s
 }
 
-fn curl(run: &Run, bottle: &Bottle, args: &[&str]) -> Result<Curl, String> {
+pub(super) fn curl(run: &Run, bottle: &Bottle, args: &[&str]) -> Result<Curl, String> {
     let words: Vec<String> = args.iter().map(|a| q(a)).collect();
     let script = format!(
         "curl -sS --max-time 20 -o /tmp/e2e.body -w '%{{http_code}} %{{http_connect}}' {} \
@@ -138,7 +149,7 @@ fn curl(run: &Run, bottle: &Bottle, args: &[&str]) -> Result<Curl, String> {
     })
 }
 
-fn expect_status(curl: &Curl, status: u16, what: &str) -> Result<(), String> {
+pub(super) fn expect_status(curl: &Curl, status: u16, what: &str) -> Result<(), String> {
     if curl.status == status {
         Ok(())
     } else {
@@ -497,7 +508,7 @@ fn dlp(ctx: &mut Ctx) -> Result<(), String> {
 }
 
 /// The egress audit log's records.
-fn audit(bottle: &Bottle) -> Vec<serde_json::Value> {
+pub(super) fn audit(bottle: &Bottle) -> Vec<serde_json::Value> {
     std::fs::read_to_string(bottle.state_dir.join("audit/egress.jsonl"))
         .unwrap_or_default()
         .lines()
