@@ -27,7 +27,9 @@
 //! skew a 2-core box) and how many TLS connections the upstream accepted (a
 //! proxy that reuses its upstream connections opens about one per client).
 //! `BENCH_ROUTES=direct,egress` and `BENCH_BODIES=small|large` narrow the
-//! matrix for diagnostics.
+//! matrix for diagnostics. `BOTTLE_BIN_BASELINE=PATH` adds a `baseline` row: the
+//! same proxy from another `bottle` build (e.g. the last release), measured in
+//! the same run, and a target line for the change's small-request cost.
 //!
 //! Every target URL is `https://127.0.0.1:PORT/...` (an IP SAN in the upstream
 //! certificate), so no name is ever resolved; nothing leaves loopback. Every
@@ -675,6 +677,19 @@ fn main() {
             pid: Some(egress_pid),
         },
     ];
+    if let Some(bin) = std::env::var_os("BOTTLE_BIN_BASELINE").map(PathBuf::from) {
+        let dir = work.path().join("baseline");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pid, addr, ca) =
+            start_egress(&mut children, &bin, &dir, &upstream_ca, upstream.port());
+        eprintln!("bench: baseline egress {addr} (pid {pid}, {})", bin.display());
+        routes.push(Route {
+            name: "baseline",
+            proxy: Some(addr),
+            cacert: ca,
+            pid: Some(pid),
+        });
+    }
     if let Some(bin) = &mitmdump_bin {
         let mitm_dir = work.path().join("mitm");
         std::fs::create_dir_all(&mitm_dir).unwrap();
@@ -835,6 +850,19 @@ fn main() {
             out.push_str(&format!(
                 "- added p50 at 1 client < 1 ms, {body}: {} ({added:.3} ms)\n",
                 if added < 1.0 { "MET" } else { "MISSED" }
+            ));
+        }
+    }
+    for clients in CLIENTS {
+        if let (Some(e), Some(b)) = (
+            results.get(&("egress", "small", clients)),
+            results.get(&("baseline", "small", clients)),
+        ) {
+            let loss = 1.0 - e.rps / b.rps;
+            out.push_str(&format!(
+                "- small-request throughput vs baseline, {clients} clients: {:+.1}% ({}: at most 10% loss)\n",
+                -loss * 100.0,
+                if loss <= 0.10 { "MET" } else { "MISSED" }
             ));
         }
     }
