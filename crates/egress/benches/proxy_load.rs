@@ -682,7 +682,10 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         let (pid, addr, ca) =
             start_egress(&mut children, &bin, &dir, &upstream_ca, upstream.port());
-        eprintln!("bench: baseline egress {addr} (pid {pid}, {})", bin.display());
+        eprintln!(
+            "bench: baseline egress {addr} (pid {pid}, {})",
+            bin.display()
+        );
         routes.push(Route {
             name: "baseline",
             proxy: Some(addr),
