@@ -263,10 +263,13 @@ fn launch_steps(
     if let Some(bytes) = plan.limits.disk_bytes
         && !facts.writable_layer_quota
     {
-        progress.warn(&format!(
-            "limits.disk: /tmp is capped at {} MiB, but this engine cannot cap the rest of the agent's writable layer (that needs the overlay2 driver on xfs with project quotas); the agent can still fill the engine's disk outside /tmp",
-            bytes >> 20
-        ));
+        progress.warn(&match plan.tmp_tmpfs_bytes() {
+            Some(_) => format!(
+                "limits.disk: /tmp is capped at {} MiB, but this engine cannot cap the rest of the agent's writable layer (that needs the overlay2 driver on xfs with project quotas); the agent can still fill the engine's disk outside /tmp",
+                bytes >> 20
+            ),
+            None => "limits.disk: nothing is capped: the project is under /tmp (so /tmp stays on the writable layer) and this engine cannot cap the writable layer (that needs overlay2 on xfs with project quotas)".to_owned(),
+        });
     }
 
     // 3. The bottle CA; 4. sidecar configs.

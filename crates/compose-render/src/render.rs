@@ -371,8 +371,7 @@ fn agent_service(
         // A disk limit: /tmp in memory of that size (executable: build tools run
         // things from there), and a writable-layer quota where the engine has one.
         tmpfs: plan
-            .limits
-            .disk_bytes
+            .tmp_tmpfs_bytes()
             .map(|bytes| format!("/tmp:rw,exec,nosuid,nodev,size={bytes},mode=1777"))
             .into_iter()
             .collect(),

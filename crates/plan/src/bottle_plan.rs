@@ -39,6 +39,15 @@ pub struct BottlePlan {
 }
 
 impl BottlePlan {
+    /// The size of the agent's `/tmp` tmpfs: the disk limit, unless the project lives
+    /// under `/tmp` (an empty tmpfs over it would hide the working directory, which
+    /// the runtime would then create as root).
+    pub fn tmp_tmpfs_bytes(&self) -> Option<u64> {
+        self.limits
+            .disk_bytes
+            .filter(|_| !self.agent.workdir.starts_with("/tmp"))
+    }
+
     /// Hosts the agent program needs that the allowlist does not let through (none
     /// when `ANTHROPIC_BASE_URL` points the program elsewhere): `start` warns of them.
     pub fn missing_profile_hosts(&self) -> Vec<&crate::profile::NeededHost> {

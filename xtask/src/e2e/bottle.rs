@@ -24,6 +24,7 @@ impl Run {
     pub fn bottle_cmd<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new(&self.bottle_bin);
         c.args(args)
+            .current_dir(&self.project)
             .env("BOT_BOTTLE_STATE_DIR", &self.state_root)
             .env("E2E_ECHO_TOKEN", &self.token)
             .env("E2E_APP_SECRET", &self.app_secret)

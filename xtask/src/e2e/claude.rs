@@ -503,7 +503,10 @@ fn start_script(
     status: Option<&Path>,
 ) -> Result<PathBuf, String> {
     let q = |w: &str| format!("'{}'", w.replace('\'', r"'\''"));
-    let mut script = String::from("unset ANTHROPIC_API_KEY CLAUDE_CODE_OAUTH_TOKEN\n");
+    let mut script = format!(
+        "unset ANTHROPIC_API_KEY CLAUDE_CODE_OAUTH_TOKEN\ncd {}\n",
+        q(&run.project.display().to_string())
+    );
     script.push_str(&format!(
         "export BOT_BOTTLE_STATE_DIR={} TERM=xterm-256color\n",
         q(&run.state_root.display().to_string())

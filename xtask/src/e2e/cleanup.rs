@@ -24,6 +24,14 @@ pub fn run_dir(id: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{RUN_DIR_PREFIX}{pid}"))
 }
 
+/// The project directory bottles of run `id` are started from (their agent's
+/// working directory): outside /tmp, which a bottle's disk limit turns into an empty
+/// tmpfs inside the agent.
+pub fn project_dir(id: &str) -> PathBuf {
+    let pid = id.trim_start_matches("e2e-");
+    Path::new("/var/tmp").join(format!("{RUN_DIR_PREFIX}{pid}"))
+}
+
 /// Adds every slug in the run's state root to the run's slug list.
 pub fn record_slugs(run: &Run) {
     let mut slugs = slugs_of(&run.dir);
@@ -103,10 +111,12 @@ pub fn clean_run(id: &str, bottle_bin: &Path) -> Vec<String> {
     if !pending.is_empty() {
         problems.push(format!("images left: {}", pending.join(" ")));
     }
-    if dir.exists()
-        && let Err(e) = fs::remove_dir_all(&dir)
-    {
-        problems.push(format!("removing {}: {e}", dir.display()));
+    for dir in [dir, project_dir(id)] {
+        if dir.exists()
+            && let Err(e) = fs::remove_dir_all(&dir)
+        {
+            problems.push(format!("removing {}: {e}", dir.display()));
+        }
     }
     problems
 }

@@ -55,6 +55,8 @@ pub struct Run {
     pub dir: PathBuf,
     /// `BOT_BOTTLE_STATE_DIR` for every `bottle` call.
     pub state_root: PathBuf,
+    /// Where `bottle` runs (the agents' working directory): [`cleanup::project_dir`].
+    pub project: PathBuf,
     pub bottle_bin: PathBuf,
     /// `fixtures/e2e` in the workspace.
     pub fixtures: PathBuf,
@@ -181,6 +183,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let mut run = Run {
         id: id.clone(),
         state_root: dir.join("state"),
+        project: cleanup::project_dir(&id),
         dir,
         bottle_bin: bottle_bin.clone(),
         fixtures: workspace_root().join("fixtures/e2e"),
@@ -239,6 +242,8 @@ fn run_all(run: &mut Run, only: Option<&[String]>) -> Result<usize, String> {
         .mode(0o700)
         .create(&run.state_root)
         .map_err(|e| format!("creating {}: {e}", run.state_root.display()))?;
+    std::fs::create_dir_all(&run.project)
+        .map_err(|e| format!("creating {}: {e}", run.project.display()))?;
     let step = Instant::now();
     let internet = fake_internet::start(run)?;
     println!(

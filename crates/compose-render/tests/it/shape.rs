@@ -194,7 +194,7 @@ fn every_service_is_labelled_and_hardened() {
         if let Some(pids) = plan.limits.pids {
             assert_eq!(agent.pids_limit, Some(pids));
         }
-        match plan.limits.disk_bytes {
+        match plan.tmp_tmpfs_bytes() {
             Some(bytes) => {
                 assert_eq!(
                     agent.tmpfs,
@@ -213,6 +213,17 @@ fn every_service_is_labelled_and_hardened() {
                 assert_eq!(quota.get("size"), Some(&bytes.to_string()), "{name}");
             }
             None => assert!(agent.tmpfs.is_empty() && agent.storage_opt.is_empty()),
+        }
+        // A project under /tmp keeps its directory: no tmpfs over it.
+        if plan.limits.disk_bytes.is_some() {
+            let mut under_tmp = plan.clone();
+            under_tmp.agent.workdir = "/tmp/project".into();
+            let facts = LaunchFacts::preview(&under_tmp);
+            assert!(
+                render(&under_tmp, &facts).services[AGENT_SERVICE]
+                    .tmpfs
+                    .is_empty()
+            );
         }
         assert_eq!(
             agent.runtime.as_deref() == Some("runsc"),
