@@ -158,17 +158,6 @@ async fn a_flood_of_long_denied_requests_is_bounded_and_the_proxy_keeps_answerin
     );
 }
 
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 #[tokio::test]
 async fn a_dns_flood_is_logged_at_a_bounded_rate_and_counted() {
     let upstream_ca = TestCa::new("it upstream CA");
@@ -184,7 +173,7 @@ async fn a_dns_flood_is_logged_at_a_bounded_rate_and_counted() {
     for id in 0..queries {
         // Distinct names, as an exfiltration over DNS would use.
         let name = format!("chunk{id:05}.exfil.example");
-        socket.send_to(&query(id, &name), sink).await.unwrap();
+        socket.send_to(&dns_query(id, &name), sink).await.unwrap();
         let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
             .await
             .expect("every query is answered")

@@ -6,17 +6,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 #[tokio::test]
 async fn dns_sink_answers_nxdomain_and_logs_the_name() {
     let upstream_ca = TestCa::new("it upstream CA");
@@ -28,7 +17,7 @@ async fn dns_sink_answers_nxdomain_and_logs_the_name() {
 
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket
-        .send_to(&query(0x1234, "exfil.example"), sink.udp_addr)
+        .send_to(&dns_query(0x1234, "exfil.example"), sink.udp_addr)
         .await
         .unwrap();
     let mut buf = [0u8; 512];
@@ -38,10 +27,10 @@ async fn dns_sink_answers_nxdomain_and_logs_the_name() {
         .unwrap();
     assert_eq!(&buf[0..2], &[0x12, 0x34]);
     assert_eq!(buf[3] & 0x0f, 3, "NXDOMAIN");
-    assert_eq!(&buf[12..len], &query(0x1234, "exfil.example")[12..]);
+    assert_eq!(&buf[12..len], &dns_query(0x1234, "exfil.example")[12..]);
 
     let mut tcp = tokio::net::TcpStream::connect(sink.tcp_addr).await.unwrap();
-    let q = query(0x4321, "over-tcp.example");
+    let q = dns_query(0x4321, "over-tcp.example");
     tcp.write_u16(q.len() as u16).await.unwrap();
     tcp.write_all(&q).await.unwrap();
     let len = tcp.read_u16().await.unwrap() as usize;

@@ -34,10 +34,6 @@ async fn get(setup: &Standard, host: &str, target: &str) -> RawResponse {
     .await
 }
 
-fn requests_seen(setup: &Standard) -> usize {
-    setup.upstream.seen.lock().unwrap().requests
-}
-
 /// Spellings of "`/admin`, reached through `/v1/`" (W1 and what else was found).
 const W1_SPELLINGS: &[&str] = &[
     "/v1/../admin",
@@ -76,11 +72,11 @@ async fn a_route_path_prefix_injects_into_no_bypass_spelling() {
     let setup = start_with(|p| p["routes"][0]["path_prefix"] = "/v1/".into()).await;
     let mut failures = Vec::new();
     for spelling in W1_SPELLINGS {
-        let before = requests_seen(&setup);
+        let before = setup.requests_seen();
         let response = get(&setup, "upstream.test", spelling).await;
         match response.status {
             400 => {
-                if requests_seen(&setup) != before {
+                if setup.requests_seen() != before {
                     failures.push(format!("{spelling}: 400 but the upstream saw it"));
                 }
                 if !response.body.contains("rule: path-refused:") {
@@ -226,12 +222,12 @@ async fn an_allow_rule_path_prefix_cannot_be_left_with_dot_segments() {
         ("/public/../private", 403),
         ("/private?/public/", 403),
     ] {
-        let before = requests_seen(&setup);
+        let before = setup.requests_seen();
         let response = get(&setup, "other.test", target).await;
         if response.status != expected {
             failures.push(format!("{target}: expected {expected}, got {response:?}"));
         }
-        let reached = requests_seen(&setup) != before;
+        let reached = setup.requests_seen() != before;
         if reached != (expected == 200) {
             failures.push(format!("{target}: reached the upstream: {reached}"));
         }

@@ -51,10 +51,6 @@ async fn send(
     .await
 }
 
-fn requests_seen(setup: &Standard) -> usize {
-    setup.upstream.seen.lock().unwrap().requests
-}
-
 /// The audit lines, checked never to carry the placeholder or the secret.
 fn audit_lines(setup: &Standard) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(setup.dir.path().join("audit.jsonl")).unwrap();
@@ -150,7 +146,7 @@ async fn placeholder_in_another_header_to_the_route_host_is_refused() {
         "this request carries the placeholder in header `x-api-key`",
         "the route for upstream.test sets `authorization`",
     );
-    assert_eq!(requests_seen(&setup), 0, "the request reached the upstream");
+    assert_eq!(setup.requests_seen(), 0, "the request reached the upstream");
     assert_last_audit_is_a_placeholder_denial(&setup);
 }
 
@@ -182,7 +178,7 @@ async fn placeholder_in_the_url_query_is_refused() {
             "[withheld: placeholder in url]"
         );
     }
-    assert_eq!(requests_seen(&setup), 0, "the request reached the upstream");
+    assert_eq!(setup.requests_seen(), 0, "the request reached the upstream");
     assert_last_audit_is_a_placeholder_denial(&setup);
 }
 
@@ -251,7 +247,7 @@ async fn placeholder_outside_the_route_path_prefix_is_refused() {
         "this request carries the placeholder in header `authorization`",
         "outside the route's path prefix /v1/",
     );
-    assert_eq!(requests_seen(&setup), 0, "the request reached the upstream");
+    assert_eq!(setup.requests_seen(), 0, "the request reached the upstream");
     assert_last_audit_is_a_placeholder_denial(&setup);
     // Inside the prefix the route replaces it.
     let response = send(&setup, "upstream.test", "GET /v1/models", &auth, "").await;
@@ -327,7 +323,7 @@ async fn placeholder_to_a_host_without_a_route_is_refused() {
             );
         }
         assert_eq!(
-            requests_seen(&setup),
+            setup.requests_seen(),
             0,
             "dlp {dlp_enabled}: a request reached the upstream"
         );

@@ -362,6 +362,11 @@ pub struct Standard {
 }
 
 impl Standard {
+    /// How many requests the upstream has received.
+    pub fn requests_seen(&self) -> usize {
+        self.upstream.seen.lock().unwrap().requests
+    }
+
     pub async fn start() -> Self {
         let upstream_ca = TestCa::new("it upstream CA");
         let upstream = EchoUpstream::https(&upstream_ca).await;
@@ -670,4 +675,16 @@ pub async fn curl(proxy: SocketAddr, cacert: &Path, extra: &[&str]) -> (u16, Str
         code.trim().parse().unwrap_or(0),
         format!("{body}{}", String::from_utf8_lossy(&output.stderr)),
     )
+}
+
+/// A DNS query for `name` (A record, recursion desired) with transaction `id`.
+pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
 }
