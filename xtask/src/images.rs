@@ -25,6 +25,8 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 use std::{env, fs};
 
+use compose_render::SIDECAR_REPO;
+
 use crate::proc::{self, Bounded, Failure};
 
 /// The base every bot-bottle image builds on.
@@ -124,9 +126,13 @@ fn base_tarball() -> String {
     format!("base-bookworm-{}.tar", base_packages_id())
 }
 
-/// The versioned sidecar tag the renderer writes into compose files.
-pub fn sidecar_image() -> String {
-    format!("bot-bottle/sidecar:{VERSION}")
+/// The sidecar tag of the `bottle` at `binary`: its version and hash, the tag that
+/// very binary looks for when it launches a bottle.
+pub fn sidecar_image_for(binary: &Path) -> Result<String, Failure> {
+    Ok(compose_render::sidecar_image_tag(
+        VERSION,
+        &sha256_file(binary)?,
+    ))
 }
 
 /// What `cargo xtask images` was asked to do.
@@ -201,9 +207,15 @@ pub fn main(args: &[String]) -> ExitCode {
 pub fn check() -> Result<bool, Failure> {
     docker_engine()?;
     let mut all = true;
+    let release = release_bottle()?;
+    let sidecar = if release.is_file() {
+        sidecar_image_for(&release)?
+    } else {
+        format!("{SIDECAR_REPO}:{VERSION}-<no release bottle built>")
+    };
     for image in [
         BASE.to_string(),
-        sidecar_image(),
+        sidecar,
         SIDECAR_DEV.to_string(),
         TEST_AGENT.to_string(),
         CLAUDE_AGENT.to_string(),
@@ -222,7 +234,6 @@ pub fn build(options: &Options) -> Result<(), Failure> {
     println!("images: docker engine {server} (API {api}); classic builder (DOCKER_BUILDKIT=0)");
     let workspace = Workspace::locate()?;
     let rebuilt = [
-        sidecar_image(),
         SIDECAR_DEV.to_string(),
         TEST_AGENT.to_string(),
         CLAUDE_AGENT.to_string(),
@@ -232,11 +243,49 @@ pub fn build(options: &Options) -> Result<(), Failure> {
         .map(|tag| image_id(tag))
         .collect::<Result<Vec<_>, _>>()?;
     ensure_base(&workspace)?;
-    build_sidecar(&workspace, options.bottle_bin.as_deref())?;
+    let sidecar = build_sidecar(&workspace, options.bottle_bin.as_deref())?;
+    remove_other_sidecar_tags(&sidecar)?;
     build_test_agent(&workspace)?;
     build_claude_agent(&workspace)?;
     remove_replaced(&rebuilt, before)?;
     println!("images: all built in {}", seconds(started.elapsed()));
+    Ok(())
+}
+
+/// Untags the sidecar images of other `bottle` builds (each build has its own tag):
+/// only `keep` and the `dev` tag stay. Best effort, like [`remove_replaced`].
+fn remove_other_sidecar_tags(keep: &str) -> Result<(), Failure> {
+    let mut cmd = Command::new("docker");
+    cmd.args([
+        "images",
+        SIDECAR_REPO,
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]);
+    let listed = proc::checked(cmd)?;
+    let others: Vec<&str> = listed
+        .output
+        .lines()
+        .map(str::trim)
+        .filter(|tag| {
+            !tag.is_empty() && *tag != keep && *tag != SIDECAR_DEV && !tag.ends_with(":<none>")
+        })
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    let step = Step::start(&format!(
+        "sidecar: untagging {} image(s) of other bottle builds",
+        others.len()
+    ));
+    let mut cmd = Command::new("docker");
+    cmd.arg("rmi").args(&others);
+    let ran = proc::run(cmd)?;
+    step.finish(if ran.status.success() {
+        ""
+    } else {
+        "some are still in use, kept, "
+    });
     Ok(())
 }
 
@@ -255,6 +304,8 @@ fn remove_replaced(tags: &[String], before: Vec<Option<String>>) -> Result<(), F
         .collect();
     stale.sort();
     stale.dedup();
+    // Untagging another build's sidecar may already have removed one.
+    stale.retain(|id| image_exists(id).unwrap_or(true));
     if stale.is_empty() {
         return Ok(());
     }
@@ -706,8 +757,9 @@ fn remove_children(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<(), Failu
     Ok(())
 }
 
-/// Step 2: the sidecar image, `bottle` on the base, tagged with the version and `dev`.
-fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<(), Failure> {
+/// Step 2: the sidecar image, `bottle` on the base, tagged with the version and the
+/// binary's hash (what that binary looks for) and `dev`; returns the first tag.
+fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<String, Failure> {
     let binary = match bottle_bin {
         Some(path) => {
             if !path.is_file() {
@@ -745,7 +797,7 @@ fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<(),
         }
     };
 
-    let versioned = sidecar_image();
+    let versioned = sidecar_image_for(&binary)?;
     Step::start(&format!(
         "sidecar: docker build {versioned} + {SIDECAR_DEV}"
     ))
@@ -772,7 +824,7 @@ fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<(),
     match version_in(SIDECAR_DEV, "bottle") {
         Ok(printed) => {
             step.finish(&format!("{printed}, "));
-            Ok(())
+            Ok(versioned)
         }
         Err(failure) => {
             step.finish("failed after ");
@@ -1284,8 +1336,17 @@ mod tests {
     }
 
     #[test]
-    fn the_sidecar_tag_is_the_workspace_version() {
-        assert_eq!(sidecar_image(), format!("bot-bottle/sidecar:{VERSION}"));
+    fn the_sidecar_tag_is_the_version_and_the_binarys_hash() {
+        let dir = std::env::temp_dir().join(format!("xtask-tag-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let binary = dir.join("bottle");
+        fs::write(&binary, b"abc").unwrap();
+        // SHA-256("abc") starts with ba7816bf8f01.
+        assert_eq!(
+            sidecar_image_for(&binary).unwrap(),
+            format!("bot-bottle/sidecar:{VERSION}-ba7816bf8f01")
+        );
+        fs::remove_dir_all(&dir).unwrap();
         assert!(VERSION.split('.').count() == 3, "{VERSION}");
     }
 

@@ -168,7 +168,7 @@ fn launch_steps(
     if !backend.image_exists(&options.sidecar_image)? {
         return Err(BackendError::Command {
             command: format!("docker image inspect {}", options.sidecar_image),
-            detail: "the sidecar image is missing; build it with `cargo xtask images`".into(),
+            detail: "the sidecar image of this build of bottle is missing (its tag carries the binary's hash, so every build has its own); build it with `cargo xtask images`, or name an image built from this binary in BOT_BOTTLE_SIDECAR_IMAGE".into(),
         });
     }
     check(interrupted)?;

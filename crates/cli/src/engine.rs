@@ -16,12 +16,25 @@ pub const FAKE_FAIL_ENV: &str = "BOT_BOTTLE_FAKE_FAIL";
 /// Environment variable overriding the sidecar image.
 pub const SIDECAR_IMAGE_ENV: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
 
-/// The sidecar image: built by `cargo xtask images` from this very binary's source.
-pub fn sidecar_image() -> String {
-    std::env::var(SIDECAR_IMAGE_ENV)
+/// The sidecar image of this very binary (`cargo xtask images` tags what it builds
+/// from a binary with that binary's hash): `BOT_BOTTLE_SIDECAR_IMAGE` if set, else
+/// `bot-bottle/sidecar:<version>-<sha256 of this executable>`.
+pub fn sidecar_image() -> Result<String, CliError> {
+    if let Some(image) = std::env::var(SIDECAR_IMAGE_ENV)
         .ok()
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| format!("bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION")))
+    {
+        return Ok(image);
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Internal(format!("finding this executable: {e}")))?;
+    let bytes = std::fs::read(&exe)
+        .map_err(|e| CliError::Internal(format!("reading {}: {e}", exe.display())))?;
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    Ok(compose_render::sidecar_image_tag(
+        env!("CARGO_PKG_VERSION"),
+        &digest,
+    ))
 }
 
 /// The backend for this invocation.
@@ -29,7 +42,7 @@ pub fn backend() -> Result<Box<dyn Backend>, CliError> {
     match std::env::var(BACKEND_ENV).ok().as_deref() {
         Some(spec) if spec.starts_with("fake:") => {
             let path = PathBuf::from(&spec["fake:".len()..]);
-            let images = [sidecar_image(), "bot-bottle/agent:latest".to_owned()];
+            let images = [sidecar_image()?, "bot-bottle/agent:latest".to_owned()];
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
             let fake = FakeBackend::open(Path::new(&path), &images)
                 .map_err(|e| CliError::Internal(e.to_string()))?

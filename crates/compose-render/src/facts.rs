@@ -30,6 +30,17 @@ pub struct LaunchFacts {
     pub writable_layer_quota: bool,
 }
 
+/// Repository of the sidecar image.
+pub const SIDECAR_REPO: &str = "bot-bottle/sidecar";
+
+/// The sidecar image of one `bottle` build: its version and the first 12 hex digits
+/// of the binary's SHA-256, so a sidecar never runs another build than the CLI that
+/// wrote its config.
+pub fn sidecar_image_tag(version: &str, binary_sha256: &str) -> String {
+    let short = binary_sha256.get(..12).unwrap_or(binary_sha256);
+    format!("{SIDECAR_REPO}:{version}-{short}")
+}
+
 /// What an agent keeps across its bottles (sessions, memory; never credentials):
 /// `<state root>/agents/<agent>/`. `bottle down --purge` removes it.
 pub fn agent_state_dir(state_root: &Path, agent: &str) -> PathBuf {
@@ -53,7 +64,7 @@ impl LaunchFacts {
             internal_cidr: "10.213.0.0/24".to_owned(),
             egress_ip: "10.213.0.254".to_owned(),
             agent_image,
-            sidecar_image: format!("bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION")),
+            sidecar_image: format!("{SIDECAR_REPO}:{}", env!("CARGO_PKG_VERSION")),
             sidecar_user: "1000:1000".to_owned(),
             state_dir: Path::new("/state/bot-bottle").join(slug),
             // A dry run shows what every engine gets; `start` adds the quota where it can.

@@ -11,7 +11,7 @@ mod facts;
 mod render;
 
 pub use compose::ComposeFile;
-pub use facts::{AGENTS_STATE_DIR, LaunchFacts, agent_state_dir};
+pub use facts::{AGENTS_STATE_DIR, LaunchFacts, SIDECAR_REPO, agent_state_dir, sidecar_image_tag};
 pub use render::*;
 
 /// The compose file as YAML (serde-saphyr quotes `yes`/`no`/`on` so v1 reads strings).

@@ -72,7 +72,7 @@ pub fn run(
         state_root: state_root.clone(),
         manifest: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         manifest_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest_bytes)),
-        sidecar_image: engine::sidecar_image(),
+        sidecar_image: engine::sidecar_image()?,
         sidecar_user: host::owner_of(&state_root),
         egress_network_internal: testing.egress_network_internal,
         egress_network: testing.egress_network.clone(),

@@ -15,6 +15,10 @@ const AGENT_IMAGE: &str = "bot-bottle/test-agent:dev";
 const SENTINEL: &str = "sentinel-docker-secret-7f3a9c";
 const TOKEN: &str = "sentinel-docker-token-51be0d";
 
+/// The sidecar these tests run: the test binary is a debug build, whose hash names no
+/// image; `cargo xtask images` tags its release build of the same tree `dev` too.
+const SIDECAR_DEV: &str = "bot-bottle/sidecar:dev";
+
 fn docker_ready() -> bool {
     let works = |args: &[&str]| {
         Std::new("docker")
@@ -22,10 +26,9 @@ fn docker_ready() -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    let sidecar = format!("bot-bottle/sidecar:{}", env!("CARGO_PKG_VERSION"));
     let ready = works(&["info"])
         && works(&["image", "inspect", AGENT_IMAGE])
-        && works(&["image", "inspect", &sidecar]);
+        && works(&["image", "inspect", SIDECAR_DEV]);
     if !ready {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -69,7 +72,8 @@ impl Bottles {
         cmd.env("BOT_BOTTLE_STATE_DIR", self.state())
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("DOCKER_TEST_SECRET", SENTINEL)
-            .env("DOCKER_TEST_TOKEN", TOKEN);
+            .env("DOCKER_TEST_TOKEN", TOKEN)
+            .env("BOT_BOTTLE_SIDECAR_IMAGE", SIDECAR_DEV);
         cmd
     }
     fn start(&self, extra: &[&str]) -> String {
@@ -266,6 +270,7 @@ fn real_launcher_killed_mid_start_is_collected_by_gc() {
         .env("BOT_BOTTLE_STATE_DIR", bottles.state())
         .env("DOCKER_TEST_SECRET", SENTINEL)
         .env("DOCKER_TEST_TOKEN", TOKEN)
+        .env("BOT_BOTTLE_SIDECAR_IMAGE", SIDECAR_DEV)
         .args(["start", "box", "-d", "-f", manifest.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
