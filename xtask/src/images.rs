@@ -1,14 +1,11 @@
 //! `cargo xtask images`: the Docker images bottles and the e2e suite run on.
 //!
-//! Three images, built idempotently and quickly on reruns:
+//! Built idempotently and quickly on reruns:
 //!
-//! - [`BASE`]: Debian bookworm with ca-certificates, git, openssh-client, curl and
-//!   python3, so one base serves the sidecars (the git gate needs git and ssh) and
-//!   the e2e test agent; plus openssh-server for e2e's fake upstream. Kept when present; else imported from a cached rootfs
-//!   tarball; else built from a pulled `debian:bookworm-slim`; else (no registry,
-//!   the usual case in CI) bootstrapped with `debootstrap` from Debian's mirrors.
-//! - [`sidecar_image`] and [`SIDECAR_DEV`]: the `bottle` binary (which carries every
-//!   sidecar) copied onto the base.
+//! - [`BASE`] and the sidecar image, by the `bottle` binary itself (`bottle images
+//!   build`, what a user's `bottle` does on first use; see backend-docker's `images`),
+//!   with the rootfs cache under `target/bot-bottle/`; `bottle images prune` then drops
+//!   other builds' sidecar images, and the sidecar is tagged [`SIDECAR_DEV`] too.
 //! - [`TEST_AGENT`]: the base plus a non-root `agent` user, standing in for Claude
 //!   Code in e2e.
 //! - [`CLAUDE_AGENT`]: the base plus the real Claude Code CLI ([`CLAUDE_CLI_VERSION`]),
@@ -27,10 +24,10 @@ use std::{env, fs};
 
 use compose_render::SIDECAR_REPO;
 
-use crate::proc::{self, Bounded, Failure};
+use crate::proc::{self, Failure};
 
-/// The base every bot-bottle image builds on.
-pub const BASE: &str = "bot-bottle/base:bookworm";
+/// The base every bot-bottle image builds on (owned by backend-docker's `images`).
+pub use backend_docker::images::BASE;
 /// The sidecar image's moving tag, for development and e2e.
 pub const SIDECAR_DEV: &str = "bot-bottle/sidecar:dev";
 /// The e2e stand-in for an agent.
@@ -49,35 +46,7 @@ pub const CLAUDE_JSON_MARKER: &str = r#"{"e2eImageMarker": "kept-by-provisioning
 /// `bot-bottle/sidecar:<version>`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The registry image the base comes from when a registry is reachable.
-const PULL_SOURCE: &str = "debian:bookworm-slim";
-/// How long the pull may take before we decide there is no registry. A reachable
-/// registry answers well within this; an unreachable one can hang on connect.
-const PULL_TIMEOUT: Duration = Duration::from_secs(20);
-/// What the base holds beyond Debian's minimal set, and why: git and ssh for the git
-/// gate, curl/git/python3 for the test agent, ca-certificates for everyone, and
-/// openssh-server for the e2e suite's fake upstream (`docker build` has no network,
-/// so it cannot be added later; no sshd runs anywhere else, and the host keys its
-/// install generates are removed from the rootfs).
-///
-/// Changing this list changes [`base_packages_id`]: the cached tarball's name and the
-/// base image's label, so neither an old cache nor an old image is reused.
-const BASE_PACKAGES: &[&str] = &[
-    "ca-certificates",
-    "git",
-    "openssh-client",
-    "openssh-server",
-    "curl",
-    "python3",
-];
-/// `docker import` starts from an empty config, so the PATH must be set explicitly.
-const IMPORT_PATH: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// The label naming which bot-bottle image this is.
-const IMAGE_LABEL: &str = "dev.bot-bottle.image";
-/// Where `BOT_BOTTLE_DEBIAN_MIRROR` points debootstrap (unset: debootstrap's default).
-const MIRROR_VAR: &str = "BOT_BOTTLE_DEBIAN_MIRROR";
-/// The label on the base image naming its package list ([`base_packages_id`]).
-const PACKAGES_LABEL: &str = "dev.bot-bottle.base-packages";
+use backend_docker::images::IMAGE_LABEL;
 
 /// The PyPI distribution whose wheel bundles the Claude Code CLI, and its pinned version.
 const CLAUDE_SDK: &str = "claude-agent-sdk";
@@ -115,17 +84,6 @@ fn fnv32(text: &str) -> String {
     format!("{:08x}", hash as u32 ^ (hash >> 32) as u32)
 }
 
-/// A short, stable id of [`BASE_PACKAGES`] ([`fnv32`]): part of the cached tarball's
-/// name and the base image's [`PACKAGES_LABEL`].
-pub fn base_packages_id() -> String {
-    fnv32(&BASE_PACKAGES.join(","))
-}
-
-/// The cached debootstrap rootfs, relative to the cache directory.
-fn base_tarball() -> String {
-    format!("base-bookworm-{}.tar", base_packages_id())
-}
-
 /// The sidecar tag of the `bottle` at `binary`: its version and hash, the tag that
 /// very binary looks for when it launches a bottle.
 pub fn sidecar_image_for(binary: &Path) -> Result<String, Failure> {
@@ -146,12 +104,13 @@ pub struct Options {
 
 /// The usage text for `cargo xtask images`.
 pub const USAGE: &str = "cargo xtask images [--check] [--bottle-bin PATH]\n\n\
-  Builds bot-bottle/base:bookworm, bot-bottle/sidecar:<version> (+ :dev),\n\
+  Builds bot-bottle/base:bookworm and bot-bottle/sidecar:<version>-<hash> (+ :dev)\n\
+  with `bottle images build` of the release bottle, then\n\
   bot-bottle/test-agent:dev and bot-bottle/claude-agent:dev (the real Claude Code\n\
   CLI from the pinned claude-agent-sdk wheel: `python3 -m pip download` once, then\n\
   cached under target/bot-bottle/). Reruns reuse what exists.\n\n\
   --check            list which images exist; exit 0 if all do, 1 otherwise\n\
-  --bottle-bin PATH  put this bottle binary in the sidecar image instead of\n\
+  --bottle-bin PATH  use this bottle binary (its `images build`) instead of\n\
                      running `cargo build --release -p cli --bin bottle`\n\n\
   BOT_BOTTLE_DEBIAN_MIRROR  the Debian mirror debootstrap uses (default: its own)";
 
@@ -242,50 +201,11 @@ pub fn build(options: &Options) -> Result<(), Failure> {
         .iter()
         .map(|tag| image_id(tag))
         .collect::<Result<Vec<_>, _>>()?;
-    ensure_base(&workspace)?;
-    let sidecar = build_sidecar(&workspace, options.bottle_bin.as_deref())?;
-    remove_other_sidecar_tags(&sidecar)?;
+    build_sidecar(&workspace, options.bottle_bin.as_deref())?;
     build_test_agent(&workspace)?;
     build_claude_agent(&workspace)?;
     remove_replaced(&rebuilt, before)?;
     println!("images: all built in {}", seconds(started.elapsed()));
-    Ok(())
-}
-
-/// Untags the sidecar images of other `bottle` builds (each build has its own tag):
-/// only `keep` and the `dev` tag stay. Best effort, like [`remove_replaced`].
-fn remove_other_sidecar_tags(keep: &str) -> Result<(), Failure> {
-    let mut cmd = Command::new("docker");
-    cmd.args([
-        "images",
-        SIDECAR_REPO,
-        "--format",
-        "{{.Repository}}:{{.Tag}}",
-    ]);
-    let listed = proc::checked(cmd)?;
-    let others: Vec<&str> = listed
-        .output
-        .lines()
-        .map(str::trim)
-        .filter(|tag| {
-            !tag.is_empty() && *tag != keep && *tag != SIDECAR_DEV && !tag.ends_with(":<none>")
-        })
-        .collect();
-    if others.is_empty() {
-        return Ok(());
-    }
-    let step = Step::start(&format!(
-        "sidecar: untagging {} image(s) of other bottle builds",
-        others.len()
-    ));
-    let mut cmd = Command::new("docker");
-    cmd.arg("rmi").args(&others);
-    let ran = proc::run(cmd)?;
-    step.finish(if ran.status.success() {
-        ""
-    } else {
-        "some are still in use, kept, "
-    });
     Ok(())
 }
 
@@ -473,292 +393,10 @@ pub fn release_bottle() -> Result<PathBuf, Failure> {
     Ok(Workspace::locate()?.target.join("release/bottle"))
 }
 
-fn ensure_base(workspace: &Workspace) -> Result<(), Failure> {
-    let id = base_packages_id();
-    match image_label(BASE, PACKAGES_LABEL)? {
-        Some(label) if label == id => {
-            Step::start(&format!("base: {BASE} present, kept")).finish("");
-            return Ok(());
-        }
-        Some(_) => Step::start(&format!(
-            "base: {BASE} present but built for another package list, replacing it"
-        ))
-        .finish(""),
-        None => {}
-    }
-    let tarball = workspace.cache_dir()?.join(base_tarball());
-    if tarball.is_file() {
-        Step::start(&format!(
-            "base: reusing the debootstrap rootfs cached in {}",
-            tarball.display()
-        ))
-        .finish("");
-    } else {
-        if base_from_registry(workspace)? {
-            return Ok(());
-        }
-        debootstrap_tarball(workspace, &tarball)?;
-    }
-    Step::start(&format!("base: docker import into {BASE}")).run(|| {
-        let mut cmd = Command::new("docker");
-        cmd.args(["import", "--change", IMPORT_PATH])
-            .args(["--change", r#"CMD ["/bin/bash"]"#])
-            .args([
-                "--change",
-                &format!("LABEL {IMAGE_LABEL}=base {PACKAGES_LABEL}={id}"),
-            ])
-            .args([
-                "--message",
-                "bot-bottle base: debootstrap --variant=minbase bookworm",
-            ])
-            .arg(&tarball)
-            .arg(BASE);
-        proc::checked(cmd).map(drop)
-    })
-}
-
-/// The registry route: `debian:bookworm-slim` (local or pulled) plus the base
-/// packages. `Ok(false)` when there is no registry (expected in CI) or the package
-/// layer cannot be built, so the caller falls back to debootstrap.
-fn base_from_registry(workspace: &Workspace) -> Result<bool, Failure> {
-    if !image_exists(PULL_SOURCE)? {
-        let step = Step::start(&format!(
-            "base: docker pull {PULL_SOURCE} ({}s limit)",
-            PULL_TIMEOUT.as_secs()
-        ));
-        let mut cmd = Command::new("docker");
-        cmd.args(["pull", PULL_SOURCE]);
-        match proc::run_bounded(cmd, Some(PULL_TIMEOUT))? {
-            Bounded::TimedOut(output) => {
-                step.finish(&format!(
-                    "no answer in time (no registry reachable, expected here: {}), ",
-                    last_line(&output)
-                ));
-                return Ok(false);
-            }
-            Bounded::Finished(ran) if !ran.status.success() => {
-                step.finish(&format!(
-                    "unavailable (no registry reachable, expected here: {}), ",
-                    last_line(&ran.output)
-                ));
-                return Ok(false);
-            }
-            Bounded::Finished(_) => step.finish("pulled, "),
-        }
-    }
-    // The slim image lacks the base packages: add them in one layer. The registry
-    // answered, so Debian's mirrors are most likely reachable too.
-    let step = Step::start(&format!(
-        "base: {PULL_SOURCE} + {} (apt-get in docker build)",
-        BASE_PACKAGES.join(" ")
-    ));
-    let dockerfile = format!(
-        "FROM {PULL_SOURCE}\n\
-         RUN apt-get update \\\n \
-         && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {} \\\n \
-         && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_*\n\
-         LABEL {IMAGE_LABEL}=base {PACKAGES_LABEL}={}\n",
-        BASE_PACKAGES.join(" "),
-        base_packages_id()
-    );
-    match docker_build(workspace, "base", &dockerfile, &[], &[BASE], true) {
-        Ok(()) => {
-            step.finish("");
-            Ok(true)
-        }
-        Err(failure) => {
-            step.finish("failed, falling back to debootstrap, ");
-            eprintln!("images: base: {failure}");
-            Ok(false)
-        }
-    }
-}
-
-/// Bootstraps bookworm into a rootfs, tars it into `tarball` (written atomically, so
-/// an interrupted run never leaves a truncated cache) and removes the rootfs.
-fn debootstrap_tarball(workspace: &Workspace, tarball: &Path) -> Result<(), Failure> {
-    let debootstrap = find_program("debootstrap").ok_or_else(|| {
-        Failure::new(
-            "debootstrap is not installed, and no registry is reachable to pull the base image \
-             from: install it with `apt-get install debootstrap` and rerun",
-        )
-    })?;
-    if !is_root()? {
-        return Err(Failure::new(
-            "building the base image with debootstrap needs root: rerun `cargo xtask images` as root",
-        ));
-    }
-    let cache = workspace.cache_dir()?;
-    let rootfs = cache.join("base-bookworm.rootfs");
-    remove_stale_rootfs(&rootfs)?;
-
-    let mirror = env::var(MIRROR_VAR).ok().filter(|m| !m.trim().is_empty());
-    let from = match &mirror {
-        Some(m) => format!(" from {m}"),
-        None => String::new(),
-    };
-    Step::start(&format!(
-        "base: building with debootstrap{from} (no registry)"
-    ))
-    .run(|| {
-        let mut cmd = Command::new(&debootstrap);
-        cmd.arg("--variant=minbase")
-            .arg(format!("--include={}", BASE_PACKAGES.join(",")))
-            .arg("bookworm")
-            .arg(&rootfs);
-        if let Some(m) = &mirror {
-            cmd.arg(m);
-        }
-        proc::checked(cmd).map(drop).map_err(|f| {
-            Failure(format!(
-                "{f}\n(the full log, if debootstrap got that far: {})",
-                rootfs.join("debootstrap/debootstrap.log").display()
-            ))
-        })
-    })?;
-
-    Step::start(&format!("base: tar the rootfs into {}", tarball.display())).run(|| {
-        trim_rootfs(&rootfs)?;
-        let partial = tarball.with_extension("tar.partial");
-        let mut cmd = Command::new("tar");
-        cmd.arg("--numeric-owner")
-            .arg("-C")
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&partial)
-            .arg(".");
-        proc::checked(cmd)?;
-        fs::rename(&partial, tarball).map_err(|e| {
-            Failure(format!(
-                "cannot move {} to {}: {e}",
-                partial.display(),
-                tarball.display()
-            ))
-        })?;
-        fs::remove_dir_all(&rootfs).map_err(|e| {
-            Failure(format!(
-                "cannot remove the rootfs {}: {e}",
-                rootfs.display()
-            ))
-        })
-    })
-}
-
-/// Removes a rootfs left by an interrupted run, unless something is still mounted
-/// inside it (an interrupted debootstrap can leave /proc mounted there, and deleting
-/// through a mount would be wrong).
-fn remove_stale_rootfs(rootfs: &Path) -> Result<(), Failure> {
-    if !rootfs.exists() {
-        return Ok(());
-    }
-    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let prefix = rootfs.to_string_lossy();
-    if let Some(mount) = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .find(|m| m.starts_with(prefix.as_ref()))
-    {
-        return Err(Failure(format!(
-            "{mount} is still mounted inside a rootfs left by an interrupted run: \
-             `umount` it, then rerun"
-        )));
-    }
-    fs::remove_dir_all(rootfs).map_err(|e| {
-        Failure(format!(
-            "cannot remove the stale rootfs {}: {e}",
-            rootfs.display()
-        ))
-    })
-}
-
-/// Keeps later `apt-get install`s in derived images as slim as the base: the same
-/// exclusions Docker's official `-slim` Debian images use.
-const DPKG_SLIM: &str = "\
-# bot-bottle base: no docs, manuals or translations (licences stay)
-path-exclude /usr/share/doc/*
-path-include /usr/share/doc/*/copyright
-path-exclude /usr/share/man/*
-path-exclude /usr/share/info/*
-path-exclude /usr/share/locale/*
-path-include /usr/share/locale/locale.alias
-path-exclude /usr/share/lintian/*
-";
-
-/// Drops what must not or need not be in the image: the host's resolv.conf and
-/// hostname (debootstrap copies them; docker provides its own at run time), apt's
-/// downloaded packages and package lists (`apt-get update` refetches them), and
-/// documentation, manuals and translations (a quarter of the rootfs; licences are
-/// kept). Installs [`DPKG_SLIM`] so derived images stay that way.
-fn trim_rootfs(rootfs: &Path) -> Result<(), Failure> {
-    let host_keys = fs::read_dir(rootfs.join("etc/ssh"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("ssh_host_"))
-        .map(|e| e.path());
-    let files = ["etc/resolv.conf", "etc/hostname"].map(|f| rootfs.join(f));
-    for path in files.into_iter().chain(host_keys) {
-        if path.symlink_metadata().is_ok() {
-            fs::remove_file(&path)
-                .map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;
-        }
-    }
-    let keep_only = |names: &'static [&'static str]| {
-        move |p: &Path| p.file_name().is_some_and(|n| names.iter().any(|k| n == *k))
-    };
-    remove_children(
-        &rootfs.join("var/cache/apt/archives"),
-        &keep_only(&["partial", "lock"]),
-    )?;
-    remove_children(
-        &rootfs.join("var/lib/apt/lists"),
-        &keep_only(&["partial", "lock"]),
-    )?;
-    remove_children(&rootfs.join("var/cache/apt"), &keep_only(&["archives"]))?;
-    remove_children(&rootfs.join("usr/share/man"), &keep_only(&[]))?;
-    remove_children(&rootfs.join("usr/share/info"), &keep_only(&[]))?;
-    remove_children(&rootfs.join("usr/share/lintian"), &keep_only(&[]))?;
-    remove_children(
-        &rootfs.join("usr/share/locale"),
-        &keep_only(&["locale.alias"]),
-    )?;
-    // Each package's doc directory keeps its copyright file; symlinked ones are tiny.
-    let docs = rootfs.join("usr/share/doc");
-    if let Ok(entries) = fs::read_dir(&docs) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() && !path.is_symlink() {
-                remove_children(&path, &keep_only(&["copyright"]))?;
-            }
-        }
-    }
-    let dpkg_cfg = rootfs.join("etc/dpkg/dpkg.cfg.d/bot-bottle-slim");
-    fs::write(&dpkg_cfg, DPKG_SLIM)
-        .map_err(|e| Failure(format!("cannot write {}: {e}", dpkg_cfg.display())))
-}
-
-/// Removes everything in `dir` that `keep` does not want; a missing `dir` is fine.
-fn remove_children(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<(), Failure> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if keep(&path) {
-            continue;
-        }
-        let removed = if path.is_dir() && !path.is_symlink() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        removed.map_err(|e| Failure(format!("cannot remove {}: {e}", path.display())))?;
-    }
-    Ok(())
-}
-
-/// Step 2: the sidecar image, `bottle` on the base, tagged with the version and the
-/// binary's hash (what that binary looks for) and `dev`; returns the first tag.
+/// Steps 1 and 2, by the `bottle` binary itself (`bottle images build`, the code a
+/// user's `bottle` runs on first use): the base, and the sidecar image of that binary,
+/// tagged with its version and hash. Then `bottle images prune` drops other builds'
+/// sidecar images, and the result is tagged [`SIDECAR_DEV`] too.
 fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<String, Failure> {
     let binary = match bottle_bin {
         Some(path) => {
@@ -768,11 +406,6 @@ fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<Str
                     path.display()
                 )));
             }
-            Step::start(&format!(
-                "sidecar: using the bottle binary {}",
-                path.display()
-            ))
-            .finish("");
             path.to_path_buf()
         }
         None => {
@@ -796,44 +429,29 @@ fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<Str
             binary
         }
     };
-
-    let versioned = sidecar_image_for(&binary)?;
-    Step::start(&format!(
-        "sidecar: docker build {versioned} + {SIDECAR_DEV}"
-    ))
-    .run(|| {
-        let dockerfile = format!(
-            "FROM {BASE}\n\
-             LABEL {IMAGE_LABEL}=sidecar dev.bot-bottle.version={VERSION}\n\
-             COPY bottle /usr/local/bin/bottle\n"
-        );
-        docker_build(
-            workspace,
-            "sidecar",
-            &dockerfile,
-            &[("bottle", &binary)],
-            &[&versioned, SIDECAR_DEV],
-            false,
-        )
-    })?;
-
-    // The binary was built on the host: make sure it runs on the base (glibc).
-    let step = Step::start(&format!(
-        "sidecar: smoke test `bottle --version` in {SIDECAR_DEV}"
-    ));
-    match version_in(SIDECAR_DEV, "bottle") {
-        Ok(printed) => {
-            step.finish(&format!("{printed}, "));
-            Ok(versioned)
-        }
-        Err(failure) => {
-            step.finish("failed after ");
-            Err(Failure(format!(
-                "{failure}\n(a binary built on the host needs a glibc no newer than the base's: \
-                 build it on bookworm, or static)"
-            )))
+    let cache = workspace.cache_dir()?;
+    for action in ["build", "prune"] {
+        println!("images: {} images {action}", binary.display());
+        let status = Command::new(&binary)
+            .args(["images", action])
+            .env("BOT_BOTTLE_CACHE_DIR", &cache)
+            .env_remove("BOT_BOTTLE_SIDECAR_IMAGE")
+            .env_remove("BOT_BOTTLE_BACKEND")
+            .status()
+            .map_err(|e| Failure(format!("running {}: {e}", binary.display())))?;
+        if !status.success() {
+            return Err(Failure(format!(
+                "`{} images {action}` failed ({status})",
+                binary.display()
+            )));
         }
     }
+    let versioned = sidecar_image_for(&binary)?;
+    let mut cmd = Command::new("docker");
+    cmd.args(["tag", &versioned, SIDECAR_DEV]);
+    Step::start(&format!("sidecar: docker tag {versioned} {SIDECAR_DEV}"))
+        .run(|| proc::checked(cmd).map(drop))?;
+    Ok(versioned)
 }
 
 /// What `PROGRAM --version` prints in `image`, run with no network: the smoke test
@@ -1255,32 +873,6 @@ impl Drop for TempDir {
     }
 }
 
-/// The last non-empty line of a command's output, for one-line progress notes.
-fn last_line(output: &str) -> &str {
-    output
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("no output")
-}
-
-/// Finds `name` on PATH, or in the sbin directories a non-root PATH often lacks.
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = env::var_os("PATH").unwrap_or_default();
-    env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Whether we run as root (debootstrap needs it), via `id -u`.
-fn is_root() -> Result<bool, Failure> {
-    let mut cmd = Command::new("id");
-    cmd.arg("-u");
-    Ok(proc::checked(cmd)?.output.trim() == "0")
-}
-
 /// The string value of `"key":"..."` in a line of JSON, unescaped; enough JSON for
 /// `cargo metadata`'s `target_directory` without a parser dependency.
 fn json_string_field(json: &str, key: &str) -> Option<String> {
@@ -1359,17 +951,6 @@ mod tests {
         );
         assert_eq!(json_string_field(json, "workspace_root"), None);
         assert_eq!(json_string_field(r#"{"a":"unterminated"#, "a"), None);
-    }
-
-    #[test]
-    fn the_base_packages_id_names_the_cached_tarball() {
-        // The id is part of a cache file's name: the hash must not change under it.
-        // (This list's id is the name of the tarball cached before fnv32 was factored out.)
-        assert_eq!(
-            fnv32("ca-certificates,git,openssh-client,openssh-server,curl,python3"),
-            "f26dce65"
-        );
-        assert_eq!(base_packages_id(), fnv32(&BASE_PACKAGES.join(",")));
     }
 
     /// A scratch directory under the system's temp dir, removed when dropped.

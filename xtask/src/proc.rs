@@ -25,13 +25,6 @@ impl fmt::Display for Failure {
     }
 }
 
-impl Failure {
-    /// A failure with a plain message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Failure(message.into())
-    }
-}
-
 /// What a finished command left behind: its exit status and its stdout and stderr,
 /// interleaved as the command wrote them (they share one pipe).
 pub struct Ran {
@@ -51,6 +44,10 @@ pub enum Bounded {
     /// It exited on its own.
     Finished(Ran),
     /// It ran past the deadline and was killed; the output it wrote so far.
+    #[allow(
+        dead_code,
+        reason = "only the timeout's own test reads what came before it"
+    )]
     TimedOut(String),
 }
 

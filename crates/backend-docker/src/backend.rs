@@ -5,7 +5,8 @@
 //! and run for real against [`crate::docker::DockerBackend`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use plan::Secret;
 
@@ -53,6 +54,53 @@ pub struct BuildSpec {
     pub tag: String,
     /// Labels on the image.
     pub labels: BTreeMap<String, String>,
+}
+
+/// A local image, as `bottle images` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// `repository:tag` (`<none>:<none>` for a dangling image).
+    pub reference: String,
+    /// The image id (`sha256:...`).
+    pub id: String,
+    /// Size as the engine prints it (`123MB`).
+    pub size: String,
+    /// When it was built, as the engine prints it (`2 days ago`).
+    pub created: String,
+}
+
+/// How a pull from a registry ended: on machines without a registry the pull never
+/// succeeds, and the caller takes another route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pulled {
+    /// The image is now local.
+    Pulled,
+    /// No registry answered (or it refused): the engine's last words.
+    Unavailable(String),
+}
+
+/// A container run outside any compose project: the demo's stand-in upstream and
+/// image smoke tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSpec {
+    /// The image.
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--network` (`none` for no network at all).
+    pub network: Option<String>,
+    /// `--ip` on that network.
+    pub ip: Option<String>,
+    /// `-d`: start it and return (otherwise wait for it and `--rm` it).
+    pub detach: bool,
+    /// `--entrypoint`, if not the image's.
+    pub entrypoint: Option<String>,
+    /// Read-only bind mounts: host path, container path.
+    pub mounts: Vec<(PathBuf, String)>,
+    /// Labels (what lets `gc` and the demo find it again).
+    pub labels: BTreeMap<String, String>,
+    /// The command (arguments after the image).
+    pub command: Vec<String>,
 }
 
 /// One compose invocation: always `-p PROJECT -f FILE`.
@@ -158,4 +206,21 @@ pub trait Backend {
     fn remove_containers(&self, ids: &[String]) -> Result<()>;
     /// Removes an image tag (missing is not an error).
     fn remove_image(&self, tag: &str) -> Result<()>;
+    /// Local images whose repository matches `repository` (`bot-bottle/*`).
+    fn list_images(&self, repository: &str) -> Result<Vec<ImageInfo>>;
+    /// Pulls `reference`, giving up after `timeout` (an unreachable registry can
+    /// hang on connect).
+    fn pull_image(&self, reference: &str, timeout: Duration) -> Result<Pulled>;
+    /// Imports a root file system tarball as `tag`, with Dockerfile `changes`
+    /// (`ENV ...`, `LABEL ...`, `CMD ...`).
+    fn import_image(&self, tarball: &Path, tag: &str, changes: &[String]) -> Result<()>;
+    /// The value of the label `key` on a local image (None: no such image or label).
+    fn image_label(&self, reference: &str, key: &str) -> Result<Option<String>>;
+    /// The images any container (running or stopped) was created from, as they
+    /// were named at `docker run` time, and their ids.
+    fn images_in_use(&self) -> Result<Vec<String>>;
+    /// Adds the tag `target` to the image `source`.
+    fn tag_image(&self, source: &str, target: &str) -> Result<()>;
+    /// Runs a container outside compose; with `detach` returns once it started.
+    fn run_container(&self, spec: &RunSpec) -> Result<Captured>;
 }

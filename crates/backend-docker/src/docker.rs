@@ -3,17 +3,38 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::backend::*;
 use crate::error::{BackendError, Result};
 
 /// How compose is invoked on this machine.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ComposeFlavor {
     /// `docker compose` (the v2 plugin).
     V2,
     /// `docker-compose` (legacy v1).
     V1,
+}
+
+impl ComposeFlavor {
+    /// `v1` or `v2`, as `BOT_BOTTLE_COMPOSE` spells it.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "v2" => Some(Self::V2),
+            "v1" => Some(Self::V1),
+            _ => None,
+        }
+    }
+
+    /// The command a user types.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Self::V2 => "docker compose",
+            Self::V1 => "docker-compose",
+        }
+    }
 }
 
 /// The real backend.
@@ -103,6 +124,12 @@ impl DockerBackend {
     /// Finds the docker CLI and a compose flavour; fails with a clear message when
     /// either is missing or the engine does not answer.
     pub fn detect() -> Result<Self> {
+        Self::detect_with(None)
+    }
+
+    /// [`Self::detect`], with `preferred` as the only flavour accepted when given
+    /// (`BOT_BOTTLE_COMPOSE=v1|v2`, e.g. to run the legacy tool where both exist).
+    pub fn detect_with(preferred: Option<ComposeFlavor>) -> Result<Self> {
         let format = "{{.Server.Version}} {{.Server.APIVersion}}";
         let version = run(
             "docker",
@@ -131,12 +158,15 @@ impl DockerBackend {
             let args: Vec<OsString> = args.iter().map(OsString::from).collect();
             run(program, &args, None, &[]).is_ok_and(|c| c.success())
         };
-        let compose = if works("docker", &["compose", "version"]) {
-            ComposeFlavor::V2
-        } else if works("docker-compose", &["version"]) {
-            ComposeFlavor::V1
-        } else {
-            return Err(BackendError::NoCompose);
+        let v2 = || works("docker", &["compose", "version"]);
+        let v1 = || works("docker-compose", &["version"]);
+        let compose = match preferred {
+            Some(ComposeFlavor::V2) if v2() => ComposeFlavor::V2,
+            Some(ComposeFlavor::V1) if v1() => ComposeFlavor::V1,
+            Some(flavor) => return Err(BackendError::ComposeMissing { flavor }),
+            None if v2() => ComposeFlavor::V2,
+            None if v1() => ComposeFlavor::V1,
+            None => return Err(BackendError::NoCompose),
         };
         Ok(Self { compose })
     }
@@ -181,6 +211,47 @@ fn exec_args(spec: &ExecSpec, stdin: bool, tty: bool) -> Vec<OsString> {
     args.push(spec.container.clone().into());
     args.extend(spec.command.iter().map(OsString::from));
     args
+}
+
+/// `docker run` arguments for a [`RunSpec`].
+fn run_args(spec: &RunSpec) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["run".into()];
+    args.push(if spec.detach { "-d" } else { "--rm" }.into());
+    if let Some(name) = &spec.name {
+        args.extend(["--name".into(), name.into()]);
+    }
+    if let Some(network) = &spec.network {
+        args.extend(["--network".into(), network.into()]);
+    }
+    if let Some(ip) = &spec.ip {
+        args.extend(["--ip".into(), ip.into()]);
+    }
+    if let Some(entrypoint) = &spec.entrypoint {
+        args.extend(["--entrypoint".into(), entrypoint.into()]);
+    }
+    for (host, container) in &spec.mounts {
+        let mut mount = OsString::from("type=bind,readonly,source=");
+        mount.push(host);
+        mount.push(format!(",target={container}"));
+        args.extend(["--mount".into(), mount]);
+    }
+    for (key, value) in &spec.labels {
+        args.extend(["--label".into(), format!("{key}={value}").into()]);
+    }
+    args.push(spec.image.clone().into());
+    args.extend(spec.command.iter().map(OsString::from));
+    args
+}
+
+/// The last non-empty line of a command's output: what an error message quotes.
+fn last_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
 }
 
 fn labels_of(json: &serde_json::Value) -> BTreeMap<String, String> {
@@ -481,6 +552,116 @@ impl Backend for DockerBackend {
         }
     }
 
+    fn list_images(&self, repository: &str) -> Result<Vec<ImageInfo>> {
+        let out = docker(&[
+            "images",
+            repository,
+            "--format",
+            "{{.Repository}}:{{.Tag}}\t{{.ID}}\t{{.Size}}\t{{.CreatedSince}}",
+        ])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split('\t');
+                Some(ImageInfo {
+                    reference: fields.next()?.to_owned(),
+                    id: fields.next()?.to_owned(),
+                    size: fields.next()?.to_owned(),
+                    created: fields.next()?.to_owned(),
+                })
+            })
+            .collect())
+    }
+
+    fn pull_image(&self, reference: &str, timeout: Duration) -> Result<Pulled> {
+        let command = format!("docker pull {reference}");
+        let handle = duct::cmd("docker", ["pull", reference])
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .start()
+            .map_err(|e| BackendError::Command {
+                command: command.clone(),
+                detail: e.to_string(),
+            })?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let waited = handle.try_wait().map_err(|e| BackendError::Command {
+                command: command.clone(),
+                detail: e.to_string(),
+            })?;
+            if let Some(output) = waited {
+                return Ok(if output.status.success() {
+                    Pulled::Pulled
+                } else {
+                    Pulled::Unavailable(last_line(&output.stderr))
+                });
+            }
+            if Instant::now() >= deadline {
+                let _ = handle.kill();
+                return Ok(Pulled::Unavailable(format!(
+                    "no answer within {}s",
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn import_image(&self, tarball: &Path, tag: &str, changes: &[String]) -> Result<()> {
+        let mut args: Vec<OsString> = vec!["import".into()];
+        for change in changes {
+            args.push("--change".into());
+            args.push(change.into());
+        }
+        args.push(tarball.into());
+        args.push(tag.into());
+        let captured = run("docker", &args, None, &[])?;
+        checked("docker", &args, captured).map(drop)
+    }
+
+    fn image_label(&self, reference: &str, key: &str) -> Result<Option<String>> {
+        let args: Vec<OsString> = [
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            reference,
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let captured = run("docker", &args, None, &[])?;
+        if !captured.success() {
+            return Ok(None);
+        }
+        let labels: Option<BTreeMap<String, String>> =
+            serde_json::from_slice(&captured.stdout).unwrap_or_default();
+        Ok(labels.and_then(|mut l| l.remove(key)))
+    }
+
+    fn images_in_use(&self) -> Result<Vec<String>> {
+        let out = docker(&["ps", "-a", "--no-trunc", "--format", "{{.Image}}"])?;
+        let mut images: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        images.sort();
+        images.dedup();
+        Ok(images)
+    }
+
+    fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        docker(&["tag", source, target]).map(drop)
+    }
+
+    fn run_container(&self, spec: &RunSpec) -> Result<Captured> {
+        let args = run_args(spec);
+        let captured = run("docker", &args, None, &[])?;
+        checked("docker", &args, captured)
+    }
+
     fn remove_containers(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
@@ -521,5 +702,38 @@ mod tests {
         assert!(!quota_capable("fuse-overlayfs|"));
         assert!(!quota_capable("btrfs|Backing Filesystem=xfs;"));
         assert!(!quota_capable(""));
+    }
+
+    #[test]
+    fn run_arguments_mount_read_only_and_remove_unless_detached() {
+        let spec = RunSpec {
+            image: "img".into(),
+            name: Some("up".into()),
+            network: Some("net".into()),
+            ip: Some("10.0.0.5".into()),
+            mounts: vec![("/h/certs".into(), "/certs".into())],
+            command: vec!["python3".into(), "/x.py".into()],
+            ..RunSpec::default()
+        };
+        let args: Vec<String> = run_args(&spec)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            args.join(" "),
+            "run --rm --name up --network net --ip 10.0.0.5 \
+             --mount type=bind,readonly,source=/h/certs,target=/certs img python3 /x.py"
+        );
+        let detached = run_args(&RunSpec {
+            detach: true,
+            ..spec
+        });
+        assert_eq!(detached[1], "-d");
+    }
+
+    #[test]
+    fn the_last_line_is_what_errors_quote() {
+        assert_eq!(last_line(b"a\nb failed\n\n"), "b failed");
+        assert_eq!(last_line(b""), "");
     }
 }

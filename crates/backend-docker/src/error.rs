@@ -11,6 +11,11 @@ pub enum BackendError {
     /// Neither `docker compose` nor `docker-compose` works.
     #[error("neither `docker compose` (v2) nor `docker-compose` (v1) is installed")]
     NoCompose,
+    /// The compose flavour asked for (`BOT_BOTTLE_COMPOSE`) is not installed.
+    #[error("`{}` is not installed, and BOT_BOTTLE_COMPOSE asks for it; unset it to use what is installed", flavor.command())]
+    ComposeMissing {
+        flavor: crate::docker::ComposeFlavor,
+    },
     /// A docker or compose command failed.
     #[error("`{command}` failed: {detail}")]
     Command { command: String, detail: String },

@@ -46,6 +46,9 @@ struct FakeState {
     /// container held them.
     #[serde(default)]
     names_reported_taken: BTreeSet<String>,
+    /// `"IMAGE KEY"` to value: labels of images built or imported here.
+    #[serde(default)]
+    image_labels: BTreeMap<String, String>,
 }
 
 /// The fake engine.
@@ -304,7 +307,14 @@ impl Backend for FakeBackend {
 
     fn build_image(&self, spec: &BuildSpec) -> Result<()> {
         self.op(format!("build:{}", spec.tag))?;
-        self.state.borrow_mut().images.insert(spec.tag.clone());
+        let mut state = self.state.borrow_mut();
+        state.images.insert(spec.tag.clone());
+        for (key, value) in &spec.labels {
+            state
+                .image_labels
+                .insert(format!("{} {key}", spec.tag), value.clone());
+        }
+        drop(state);
         self.save();
         Ok(())
     }
@@ -554,5 +564,93 @@ impl Backend for FakeBackend {
         self.state.borrow_mut().images.remove(tag);
         self.save();
         Ok(())
+    }
+
+    fn list_images(&self, repository: &str) -> Result<Vec<ImageInfo>> {
+        let prefix = repository.trim_end_matches('*');
+        Ok(self
+            .state
+            .borrow()
+            .images
+            .iter()
+            .filter(|image| image.starts_with(prefix))
+            .map(|image| ImageInfo {
+                reference: image.clone(),
+                id: format!("sha256:fake-{image}"),
+                size: "1MB".into(),
+                created: "now".into(),
+            })
+            .collect())
+    }
+
+    /// No registry: the fake engine is as offline as CI.
+    fn pull_image(&self, reference: &str, _timeout: std::time::Duration) -> Result<Pulled> {
+        self.op(format!("pull:{reference}"))?;
+        Ok(Pulled::Unavailable("no registry (fake engine)".into()))
+    }
+
+    fn import_image(&self, _tarball: &Path, tag: &str, changes: &[String]) -> Result<()> {
+        self.op(format!("import:{tag}"))?;
+        let mut state = self.state.borrow_mut();
+        state.images.insert(tag.to_owned());
+        for change in changes {
+            let Some(labels) = change.strip_prefix("LABEL ") else {
+                continue;
+            };
+            for (key, value) in labels
+                .split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+            {
+                state
+                    .image_labels
+                    .insert(format!("{tag} {key}"), value.to_owned());
+            }
+        }
+        drop(state);
+        self.save();
+        Ok(())
+    }
+
+    fn image_label(&self, reference: &str, key: &str) -> Result<Option<String>> {
+        let state = self.state.borrow();
+        Ok(state
+            .images
+            .contains(reference)
+            .then(|| {
+                state
+                    .image_labels
+                    .get(&format!("{reference} {key}"))
+                    .cloned()
+            })
+            .flatten())
+    }
+
+    fn images_in_use(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        self.op(format!("tag:{source}:{target}"))?;
+        let mut state = self.state.borrow_mut();
+        if !state.images.contains(source) {
+            return Err(BackendError::Command {
+                command: format!("docker tag {source} {target}"),
+                detail: format!("No such image: {source}"),
+            });
+        }
+        state.images.insert(target.to_owned());
+        drop(state);
+        self.save();
+        Ok(())
+    }
+
+    /// Records the run; a run with a command answers like `bottle --version`.
+    fn run_container(&self, spec: &RunSpec) -> Result<Captured> {
+        self.op(format!("run:{}:{}", spec.image, spec.command.join(" ")))?;
+        Ok(Captured {
+            code: Some(0),
+            stdout: format!("bottle {}\n", env!("CARGO_PKG_VERSION")).into_bytes(),
+            stderr: Vec::new(),
+        })
     }
 }

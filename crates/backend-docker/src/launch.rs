@@ -168,7 +168,7 @@ fn launch_steps(
     if !backend.image_exists(&options.sidecar_image)? {
         return Err(BackendError::Command {
             command: format!("docker image inspect {}", options.sidecar_image),
-            detail: "the sidecar image of this build of bottle is missing (its tag carries the binary's hash, so every build has its own); build it with `cargo xtask images`, or name an image built from this binary in BOT_BOTTLE_SIDECAR_IMAGE".into(),
+            detail: "the sidecar image of this build of bottle is missing (its tag carries the binary's hash, so every build has its own); `bottle images build` builds it, or name an image built from this binary in BOT_BOTTLE_SIDECAR_IMAGE".into(),
         });
     }
     check(interrupted)?;
@@ -390,21 +390,25 @@ fn launch_steps(
 }
 
 /// Creates the internal network with a subnet of our choosing (compose can pin the
-/// egress sidecar's address only on a user-configured subnet): a random /24 in
-/// 10.213.0.0/16, retried on overlap with the engine's other networks.
+/// egress sidecar's address only on a user-configured subnet).
 fn create_internal_network(
     backend: &dyn Backend,
     network: &dyn Fn(&str, bool, Option<String>) -> NetworkSpec,
+) -> Result<crate::backend::NetworkInfo> {
+    create_in_free_subnet(backend, &|subnet| network("internal", true, Some(subnet)))
+}
+
+/// Creates the network `spec` makes for a subnet: a random /24 in 10.213.0.0/16,
+/// retried on overlap with the engine's other networks.
+pub(crate) fn create_in_free_subnet(
+    backend: &dyn Backend,
+    spec: &dyn Fn(String) -> NetworkSpec,
 ) -> Result<crate::backend::NetworkInfo> {
     let [first, ..] = crate::ca::random_bytes::<1>()?;
     let mut last_error = None;
     for attempt in 0..32u8 {
         let third = first.wrapping_add(attempt.wrapping_mul(37));
-        match backend.create_network(&network(
-            "internal",
-            true,
-            Some(format!("10.213.{third}.0/24")),
-        )) {
+        match backend.create_network(&spec(format!("10.213.{third}.0/24"))) {
             Ok(info) => return Ok(info),
             Err(BackendError::Command { detail, .. }) if detail.contains("overlap") => {
                 last_error = Some(detail);
@@ -423,7 +427,7 @@ fn create_internal_network(
 
 /// The address the egress sidecar gets on the internal network: the subnet's last
 /// host address, outside the range the engine hands out to other containers.
-fn fixed_address(cidr: &str) -> Result<String> {
+pub(crate) fn fixed_address(cidr: &str) -> Result<String> {
     let bad = || BackendError::Corrupt {
         path: PathBuf::from(cidr),
         detail: "not an IPv4 /24".into(),

@@ -2,14 +2,17 @@
 //!
 //! [`launch::launch`] runs DESIGN.md's launch sequence against any backend and tears
 //! down in reverse on failure; [`ops`] holds the lifecycle commands (`ls`, `down`,
-//! `gc`, `egress allow|deny`); [`docker::DockerBackend`] drives the docker CLI;
+//! `gc`, `egress allow|deny`); [`images`] builds the base and sidecar images from the
+//! running executable; [`docker::DockerBackend`] drives the docker CLI;
 //! [`fake::FakeBackend`] is the in-memory engine the CLI tests use.
 
 pub mod backend;
 pub mod ca;
+pub mod demo;
 pub mod docker;
 pub mod error;
 pub mod fake;
+pub mod images;
 pub mod launch;
 pub mod ops;
 pub mod progress;

@@ -132,6 +132,19 @@ pub enum Command {
     },
     /// Print the JSON Schema of the manifest (for editors).
     Schema,
+    /// List, build or prune bot-bottle's images (the sidecar image is built from this
+    /// very `bottle` on first use).
+    Images {
+        #[command(subcommand)]
+        action: Option<ImagesCommand>,
+    },
+    /// A real bottle with a scripted agent, no API key needed: one allowed request,
+    /// one denied, a credential injected, a DNS lookup sunk, teardown.
+    Demo {
+        /// Print the demo's compose file instead (what runs without Docker).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run a sidecar inside a bottle (used by the rendered compose file).
     #[command(subcommand, hide = true)]
     Sidecar(SidecarCommand),
@@ -155,6 +168,19 @@ pub struct TestingArgs {
     /// Seconds to wait for the sidecars to be healthy.
     #[arg(long, hide = true, default_value_t = 120)]
     pub health_timeout: u64,
+}
+
+/// `bottle images ...`
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// List bot-bottle's images and what each is (the default).
+    Ls,
+    /// Build what is missing: the base (from a registry, else debootstrap as root)
+    /// and this `bottle`'s sidecar image.
+    Build,
+    /// Remove the sidecar images of other `bottle` builds and unused derived agent
+    /// images.
+    Prune,
 }
 
 /// `bottle egress ...`

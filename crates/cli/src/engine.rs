@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use backend_docker::Backend;
-use backend_docker::docker::DockerBackend;
+use backend_docker::docker::{ComposeFlavor, DockerBackend};
 use backend_docker::fake::FakeBackend;
+use backend_docker::images::{self, OwnBinary, Sources};
+use backend_docker::progress::Progress;
 
 use crate::CliError;
 
@@ -16,25 +18,83 @@ pub const FAKE_FAIL_ENV: &str = "BOT_BOTTLE_FAKE_FAIL";
 /// Environment variable overriding the sidecar image.
 pub const SIDECAR_IMAGE_ENV: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
 
-/// The sidecar image of this very binary (`cargo xtask images` tags what it builds
-/// from a binary with that binary's hash): `BOT_BOTTLE_SIDECAR_IMAGE` if set, else
-/// `bot-bottle/sidecar:<version>-<sha256 of this executable>`.
+/// Environment variable choosing the compose tool: `v1` (`docker-compose`) or `v2`
+/// (`docker compose`); unset, v2 where installed.
+pub const COMPOSE_ENV: &str = "BOT_BOTTLE_COMPOSE";
+/// Environment variable naming where images are built and their rootfs cached.
+pub const CACHE_DIR_ENV: &str = "BOT_BOTTLE_CACHE_DIR";
+/// Environment variable naming the Debian mirror debootstrap uses.
+pub const MIRROR_ENV: &str = "BOT_BOTTLE_DEBIAN_MIRROR";
+
+/// The sidecar image of this very binary: `BOT_BOTTLE_SIDECAR_IMAGE` if set, else
+/// `bot-bottle/sidecar:<version>-<sha256 of this executable>`, which `bottle` builds
+/// on first use ([`backend_docker::images::ensure_sidecar`]).
 pub fn sidecar_image() -> Result<String, CliError> {
-    if let Some(image) = std::env::var(SIDECAR_IMAGE_ENV)
+    match sidecar_override() {
+        Some(image) => Ok(image),
+        None => Ok(own_binary()?.sidecar_tag()),
+    }
+}
+
+/// `BOT_BOTTLE_SIDECAR_IMAGE`, when set: then nothing is built for the sidecar.
+pub fn sidecar_override() -> Option<String> {
+    std::env::var(SIDECAR_IMAGE_ENV)
         .ok()
         .filter(|v| !v.is_empty())
-    {
+}
+
+/// This running executable and its hash.
+pub fn own_binary() -> Result<OwnBinary, CliError> {
+    OwnBinary::current().map_err(|e| CliError::Internal(e.to_string()))
+}
+
+/// Where images come from: `BOT_BOTTLE_CACHE_DIR`, else `$XDG_CACHE_HOME/bot-bottle`,
+/// else `~/.cache/bot-bottle`; the mirror from `BOT_BOTTLE_DEBIAN_MIRROR`.
+pub fn image_sources() -> Result<Sources, CliError> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let cache_dir = if let Some(dir) = var(CACHE_DIR_ENV) {
+        PathBuf::from(dir)
+    } else if let Some(dir) = var("XDG_CACHE_HOME") {
+        PathBuf::from(dir).join("bot-bottle")
+    } else if let Some(home) = var("HOME") {
+        PathBuf::from(home).join(".cache/bot-bottle")
+    } else {
+        return Err(CliError::User(format!(
+            "neither {CACHE_DIR_ENV}, XDG_CACHE_HOME nor HOME is set: set one, so bottle \
+             knows where to build its images"
+        )));
+    };
+    Ok(Sources {
+        cache_dir,
+        debian_mirror: std::env::var(MIRROR_ENV)
+            .ok()
+            .filter(|m| !m.trim().is_empty()),
+    })
+}
+
+/// Makes sure this binary's sidecar image exists, building it (and the base) on
+/// first use with progress; with `BOT_BOTTLE_SIDECAR_IMAGE` set, only checks.
+pub fn ensure_sidecar_image(
+    backend: &dyn Backend,
+    progress: &mut dyn Progress,
+) -> Result<String, CliError> {
+    if let Some(image) = sidecar_override() {
         return Ok(image);
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::Internal(format!("finding this executable: {e}")))?;
-    let bytes = std::fs::read(&exe)
-        .map_err(|e| CliError::Internal(format!("reading {}: {e}", exe.display())))?;
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    Ok(compose_render::sidecar_image_tag(
-        env!("CARGO_PKG_VERSION"),
-        &digest,
-    ))
+    let own = own_binary()?;
+    let tag = own.sidecar_tag();
+    if backend
+        .image_exists(&tag)
+        .map_err(|e| CliError::User(e.to_string()))?
+    {
+        return Ok(tag);
+    }
+    progress.step(&format!(
+        "first use of this bottle build: building its sidecar image {tag}"
+    ));
+    images::ensure_sidecar(backend, &own, &image_sources()?, progress)
+        .map(|image| image.tag)
+        .map_err(|e| CliError::User(e.to_string()))
 }
 
 /// The backend for this invocation.
@@ -52,8 +112,16 @@ pub fn backend() -> Result<Box<dyn Backend>, CliError> {
         Some(other) if !other.is_empty() && other != "docker" => Err(CliError::User(format!(
             "{BACKEND_ENV}={other}: expected `docker` or `fake:PATH`"
         ))),
-        _ => Ok(Box::new(
-            DockerBackend::detect().map_err(|e| CliError::User(e.to_string()))?,
-        )),
+        _ => {
+            let preferred = match std::env::var(COMPOSE_ENV).ok().filter(|v| !v.is_empty()) {
+                None => None,
+                Some(text) => Some(ComposeFlavor::parse(&text).ok_or_else(|| {
+                    CliError::User(format!("{COMPOSE_ENV}={text}: expected `v1` or `v2`"))
+                })?),
+            };
+            Ok(Box::new(
+                DockerBackend::detect_with(preferred).map_err(|e| CliError::User(e.to_string()))?,
+            ))
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Loading a manifest: read, parse, plan, check referenced files, report.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use plan::{Manifest, ManifestPlan, MissingEnv, Problem, Problems, Severity};
@@ -22,6 +23,26 @@ pub struct LoadedManifest {
 /// `missing_is_warning` turns absent host variables and files into warnings: dry runs
 /// on machines that do not hold the user's secrets and keys.
 pub fn load(path: &Path, missing_is_warning: bool) -> Result<LoadedManifest, CliError> {
+    load_with(path, missing_is_warning, &Overrides::default())
+}
+
+/// What a command sets on top of the host's facts: `bottle demo` hands its stand-in
+/// credential over this way (never through the process environment) and keeps the
+/// user's current directory out of its bottle.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Variables on top of the host environment.
+    pub env: BTreeMap<String, String>,
+    /// The project directory, instead of the current one.
+    pub project_dir: Option<PathBuf>,
+}
+
+/// [`load`], with `overrides` on top of the host's facts.
+pub fn load_with(
+    path: &Path,
+    missing_is_warning: bool,
+    overrides: &Overrides,
+) -> Result<LoadedManifest, CliError> {
     let source = std::fs::read_to_string(path).map_err(|error| {
         CliError::User(format!(
             "cannot read manifest `{}`: {error}{}",
@@ -45,7 +66,13 @@ pub fn load(path: &Path, missing_is_warning: bool) -> Result<LoadedManifest, Cli
     } else {
         MissingEnv::Error
     };
-    let facts = host::facts(&manifest, path, missing_env);
+    let mut facts = host::facts(&manifest, path, missing_env);
+    facts
+        .env
+        .extend(overrides.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(dir) = &overrides.project_dir {
+        facts.project_dir.clone_from(dir);
+    }
     let mut plan = plan::plan_manifest(&manifest, &facts);
     let missing_files: Vec<Problem> = plan
         .file_refs

@@ -153,7 +153,7 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let started = Instant::now();
     let id = format!("e2e-{}", std::process::id());
-    println!("e2e: run {id}");
+    println!("e2e: run {id}; compose: {}", compose_in_use());
 
     // Build first: the bottle binary also cleans up stale runs.
     if let Err(failure) = images::build(&images::Options::default()) {
@@ -284,4 +284,27 @@ fn run_all(run: &mut Run, only: Option<&[String]>) -> Result<usize, String> {
     }
     println!("{passed} passed, {failed} failed");
     Ok(failed)
+}
+
+/// Which compose tool the bottles of this run use: what `bottle` picks (v2 where
+/// installed unless `BOT_BOTTLE_COMPOSE` says otherwise), with its version.
+fn compose_in_use() -> String {
+    let version = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let v2 = || version("docker", &["compose", "version", "--short"]);
+    let v1 = || version("docker-compose", &["version", "--short"]);
+    match std::env::var("BOT_BOTTLE_COMPOSE").ok().as_deref() {
+        Some("v1") => v1().map(|v| format!("docker-compose {v} (v1, BOT_BOTTLE_COMPOSE)")),
+        Some("v2") => v2().map(|v| format!("docker compose {v} (v2, BOT_BOTTLE_COMPOSE)")),
+        _ => v2()
+            .map(|v| format!("docker compose {v} (v2)"))
+            .or_else(|| v1().map(|v| format!("docker-compose {v} (v1)"))),
+    }
+    .unwrap_or_else(|| "none found".to_owned())
 }

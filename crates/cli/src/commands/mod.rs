@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+mod demo;
+mod images;
 mod lifecycle;
 mod plan_cmd;
 mod render;
@@ -10,7 +12,7 @@ mod start;
 mod validate;
 
 use crate::CliError;
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, ImagesCommand};
 
 /// Runs the parsed command.
 pub fn dispatch(cli: Cli) -> Result<(), CliError> {
@@ -39,6 +41,8 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Approve { id, note } => requests::decide(&id, note, true),
         Command::Deny { id, note } => requests::decide(&id, note, false),
         Command::Schema => schema::run(),
+        Command::Images { action } => images::run(action.unwrap_or(ImagesCommand::Ls)),
+        Command::Demo { dry_run } => demo::run(dry_run),
         Command::Sidecar(command) => sidecar::run(command),
     }
 }

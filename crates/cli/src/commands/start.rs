@@ -16,6 +16,7 @@ use backend_docker::state;
 use crate::args::TestingArgs;
 use crate::commands::lifecycle::{now_unix, state_root, user_error};
 use crate::commands::plan_cmd::unknown_agent;
+use crate::loaded::Overrides;
 use crate::progress::TerminalProgress;
 use crate::{CliError, engine, host, loaded, output};
 
@@ -36,6 +37,25 @@ pub fn run(
     testing: &TestingArgs,
     agent_args: Vec<String>,
 ) -> Result<(), CliError> {
+    run_with(
+        path,
+        agent,
+        detach,
+        testing,
+        agent_args,
+        &Overrides::default(),
+    )
+}
+
+/// [`run`], with `overrides` on top of the host's facts (`bottle demo`).
+pub fn run_with(
+    path: &Path,
+    agent: &str,
+    detach: bool,
+    testing: &TestingArgs,
+    agent_args: Vec<String>,
+    overrides: &Overrides,
+) -> Result<(), CliError> {
     // From here on these signals set a flag instead of killing the launcher: the
     // launch stops at its next step and tears down; while attached, the agent (in the
     // docker CLI) gets the terminal's signals, and when it is gone we tear down.
@@ -44,7 +64,7 @@ pub fn run(
         signal_hook::flag::register(signal, Arc::clone(&interrupted))
             .map_err(|e| CliError::Internal(format!("installing a signal handler: {e}")))?;
     }
-    let loaded = loaded::load(path, false)?;
+    let loaded = loaded::load_with(path, false, overrides)?;
     let mut plan = loaded
         .plan
         .bottle_plan(agent, host::slug_entropy())
@@ -68,11 +88,13 @@ pub fn run(
             })?;
         extras.static_hosts.insert(name, ip);
     }
+    let mut progress = TerminalProgress::new();
+    let sidecar_image = engine::ensure_sidecar_image(backend.as_ref(), &mut progress)?;
     let options = LaunchOptions {
         state_root: state_root.clone(),
         manifest: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         manifest_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest_bytes)),
-        sidecar_image: engine::sidecar_image()?,
+        sidecar_image,
         sidecar_user: host::owner_of(&state_root),
         egress_network_internal: testing.egress_network_internal,
         egress_network: testing.egress_network.clone(),
@@ -81,7 +103,6 @@ pub fn run(
         now_unix: now_unix(),
         launcher_pid: std::process::id(),
     };
-    let mut progress = TerminalProgress::new();
     for route in &plan.egress.routes {
         progress.note(&format!(
             "{} gets {} from ${} (the agent holds a placeholder in ${})",

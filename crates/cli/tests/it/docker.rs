@@ -1,5 +1,6 @@
 //! The lifecycle on a real Docker engine, through the real binary. Gated at run time:
-//! without an engine or the images (`cargo xtask images`) it skips with a message,
+//! without an engine or the images (`cargo xtask images`: the e2e test agent) it
+//! skips with a message,
 //! except under CI, where it must run.
 
 use std::os::unix::fs::PermissionsExt;
@@ -382,5 +383,81 @@ fn real_supervise_request_is_approved_and_applied() {
     assert!(
         out.contains("later.test") && out.contains("x-api-key") && !out.contains(TOKEN),
         "{out}"
+    );
+}
+
+/// The sidecar image runs `bottle` with the C runtime bundled from the host, not the
+/// base's: with the base's libc deleted, the bundled loader still runs it. This is
+/// what lets a `bottle` built on any glibc run on the bookworm base.
+#[test]
+fn the_sidecar_runs_bottle_without_the_bases_libc() {
+    if !docker_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("bot-bottle/test-no-libc:{}", std::process::id());
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {SIDECAR_DEV}\nRUN rm -f /lib/x86_64-linux-gnu/libc.so.6 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+        ),
+    )
+    .unwrap();
+    let built = Std::new("docker")
+        .args(["build", "-q", "-t", &tag])
+        .arg(dir.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let run = |entrypoint: &str, args: &[&str]| {
+        Std::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                entrypoint,
+                &tag,
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The base's own programs are gone with its libc: the deletion took.
+    assert!(!run("/bin/sh", &["-c", "true"]).status.success());
+    let loader = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter_map(|p| p.rsplit('/').next())
+        .find(|n| n.starts_with("ld-"))
+        .unwrap()
+        .to_owned();
+    let version = run(
+        &format!("/opt/bot-bottle/lib/{loader}"),
+        &[
+            "--library-path",
+            "/opt/bot-bottle/lib",
+            "/opt/bot-bottle/bin/bottle",
+            "--version",
+        ],
+    );
+    let _ = Std::new("docker")
+        .args(["image", "rm", "-f", &tag])
+        .output();
+    assert!(
+        version.status.success(),
+        "{}",
+        String::from_utf8_lossy(&version.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("bottle {}", env!("CARGO_PKG_VERSION"))
     );
 }

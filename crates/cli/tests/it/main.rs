@@ -2,6 +2,7 @@
 
 mod docker;
 mod fixtures;
+mod images;
 mod lifecycle;
 mod plan_cmd;
 mod render;

@@ -1,0 +1,208 @@
+//! `bottle demo`'s stand-in internet: an `--internal` network of its own with one
+//! HTTPS server on it that plays every outside host the demo agent calls, with a
+//! certificate from a CA minted for the run. The bottle's egress proxy is attached to
+//! this network instead of one with a route off the machine, so nothing the demo does
+//! leaves the machine, whatever the proxy decides.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::backend::{Backend, NetworkSpec, RunSpec};
+use crate::error::{BackendError, Result};
+use crate::launch::{create_in_free_subnet, fixed_address};
+use crate::state::write_atomic;
+
+/// The label on the demo's network and container: the launcher's pid, so a later
+/// demo removes what a killed one left.
+pub const DEMO_LABEL: &str = "dev.bot-bottle.demo";
+/// The stand-in server (python3 from the base image; no packages beyond it).
+pub const SERVER_PY: &str = include_str!("demo/upstream.py");
+/// Where the stand-in's files are mounted in its container.
+const MOUNT: &str = "/demo";
+
+/// The stand-in internet, running.
+#[derive(Debug)]
+pub struct StandIn {
+    /// The network the bottle's egress proxy joins (`--egress-network`).
+    pub network: String,
+    /// The server's address on it.
+    pub ip: String,
+    /// The server's container.
+    pub container: String,
+    /// The CA the egress proxy must trust for it (`--egress-extra-ca`).
+    pub ca_pem: PathBuf,
+}
+
+/// Starts the stand-in: mints a CA and a certificate for `names`, writes the server
+/// and the credential it expects into `dir`, creates the network and runs the server
+/// from `image` (which must have python3: the sidecar image does).
+pub fn start(
+    backend: &dyn Backend,
+    image: &str,
+    dir: &Path,
+    names: &[&str],
+    expected_credential: &str,
+) -> Result<StandIn> {
+    let pid = std::process::id().to_string();
+    let labels = BTreeMap::from([(DEMO_LABEL.to_owned(), pid.clone())]);
+    let network = format!("bot-bottle-demo-{pid}");
+    let info = create_in_free_subnet(backend, &|subnet| NetworkSpec {
+        name: network.clone(),
+        internal: true,
+        ip_range: Some(subnet.replace(".0/24", ".0/25")),
+        subnet: Some(subnet),
+        no_host_address: true,
+        labels: labels.clone(),
+    })?;
+    let ip = fixed_address(&info.cidr)?;
+    let files = dir.join("upstream");
+    std::fs::create_dir_all(&files).map_err(BackendError::io("creating", &files))?;
+    let ca_pem = dir.join("stand-in-ca.pem");
+    mint(&files, &ca_pem, names)?;
+    write_atomic(&files.join("server.py"), SERVER_PY.as_bytes(), 0o644)?;
+    write_atomic(
+        &files.join("credential"),
+        expected_credential.as_bytes(),
+        0o644,
+    )?;
+    let container = format!("bot-bottle-demo-upstream-{pid}");
+    let stand_in = StandIn {
+        network,
+        ip,
+        container,
+        ca_pem,
+    };
+    let started = backend.run_container(&RunSpec {
+        image: image.to_owned(),
+        name: Some(stand_in.container.clone()),
+        network: Some(stand_in.network.clone()),
+        ip: Some(stand_in.ip.clone()),
+        detach: true,
+        entrypoint: None,
+        mounts: vec![(files, MOUNT.to_owned())],
+        labels,
+        command: vec!["python3".into(), format!("{MOUNT}/server.py"), MOUNT.into()],
+    });
+    if let Err(error) = started {
+        stop(backend, &stand_in);
+        return Err(error);
+    }
+    Ok(stand_in)
+}
+
+/// Removes the stand-in's container and network; what fails is returned, not raised
+/// (the rest still goes).
+pub fn stop(backend: &dyn Backend, stand_in: &StandIn) -> Vec<BackendError> {
+    let mut problems = Vec::new();
+    match backend.containers_with_label(&format!("{DEMO_LABEL}={}", std::process::id())) {
+        Ok(containers) => {
+            let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
+            if let Err(e) = backend.remove_containers(&ids) {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    if let Err(e) = backend.remove_network(&stand_in.network) {
+        problems.push(e);
+    }
+    problems
+}
+
+/// Removes what demos whose launcher is gone left behind (`pid_alive` tells).
+pub fn remove_leftovers(backend: &dyn Backend, pid_alive: &dyn Fn(u32) -> bool) -> Result<()> {
+    let dead = |labels: &BTreeMap<String, String>| {
+        labels
+            .get(DEMO_LABEL)
+            .and_then(|pid| pid.parse().ok())
+            .is_some_and(|pid| !pid_alive(pid))
+    };
+    let ids: Vec<String> = backend
+        .containers_with_label(DEMO_LABEL)?
+        .into_iter()
+        .filter(|c| dead(&c.labels))
+        .map(|c| c.id)
+        .collect();
+    backend.remove_containers(&ids)?;
+    for network in backend.networks_with_label(DEMO_LABEL)? {
+        let pid = network
+            .rsplit('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !pid_alive(pid)) {
+            backend.remove_network(&network)?;
+        }
+    }
+    Ok(())
+}
+
+/// A CA (certificate to `ca_pem`) and a server certificate for `names` signed by it
+/// (`server.crt`, `server.key` in `dir`).
+fn mint(dir: &Path, ca_pem: &Path, names: &[&str]) -> Result<()> {
+    let fail = |e: rcgen::Error| BackendError::Ca(e.to_string());
+    let ca_key = KeyPair::generate().map_err(fail)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, "bot-bottle demo stand-in CA");
+    let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .map_err(fail)?;
+    if let Some(first) = names.first() {
+        leaf.distinguished_name.push(DnType::CommonName, *first);
+    }
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().map_err(fail)?;
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(fail)?;
+    write_atomic(ca_pem, ca_cert.pem().as_bytes(), 0o644)?;
+    write_atomic(&dir.join("server.crt"), leaf_cert.pem().as_bytes(), 0o644)?;
+    // The server runs as root in its container; the key never leaves the run's dir.
+    write_atomic(
+        &dir.join("server.key"),
+        leaf_key.serialize_pem().as_bytes(),
+        0o644,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeBackend;
+
+    #[test]
+    fn the_stand_in_runs_on_an_internal_network_of_its_own_and_goes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeBackend::new(&["img"]);
+        let stand_in = start(&fake, "img", dir.path(), &["api.demo.test"], "secret").unwrap();
+        assert!(stand_in.ip.ends_with(".254"), "{}", stand_in.ip);
+        assert_eq!(fake.network_names(), vec![stand_in.network.clone()]);
+        let calls = fake.calls();
+        assert!(
+            calls
+                .iter()
+                .any(|c| c == "run:img:python3 /demo/server.py /demo"),
+            "{calls:?}"
+        );
+        for file in ["server.py", "server.crt", "server.key", "credential"] {
+            assert!(dir.path().join("upstream").join(file).is_file(), "{file}");
+        }
+        assert!(
+            std::fs::read_to_string(&stand_in.ca_pem)
+                .unwrap()
+                .contains("BEGIN CERTIFICATE")
+        );
+        assert!(stop(&fake, &stand_in).is_empty());
+        assert!(fake.network_names().is_empty());
+    }
+}
