@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use crate::manifest::Runtime;
+pub use crate::manifest::{DlpMode, Runtime};
 use crate::profile::AgentProfile;
 use crate::rules::HostPattern;
 use crate::secret::Secret;
@@ -230,6 +230,19 @@ pub struct DlpPlan {
     pub enabled: bool,
     /// Extra patterns.
     pub patterns: Vec<DlpPatternPlan>,
+    /// What a rule finding does on hosts `hosts` does not name.
+    pub mode: DlpMode,
+    /// Per-host modes.
+    pub hosts: Vec<DlpHostPlan>,
+}
+
+/// The DLP mode of one destination.
+#[derive(Clone, Debug, Serialize)]
+pub struct DlpHostPlan {
+    /// The host or wildcard.
+    pub host: HostPattern,
+    /// Its mode.
+    pub mode: DlpMode,
 }
 
 /// One user DLP pattern.

@@ -274,6 +274,37 @@ pub struct Dlp {
     /// Extra patterns on top of the built-in credential set.
     #[serde(default)]
     pub patterns: Vec<Spanned<DlpPattern>>,
+    /// What a rule finding does on hosts `hosts` does not name: `block` (the
+    /// default), `audit` (logged, let through) or `off`. The bottle's own
+    /// secrets are refused whatever the mode.
+    #[serde(default)]
+    pub mode: Option<Spanned<DlpMode>>,
+    /// Per-host modes (exact host or `*.suffix`; the most specific wins).
+    #[serde(default)]
+    pub hosts: Vec<Spanned<DlpHost>>,
+}
+
+/// What a DLP rule finding does to a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DlpMode {
+    /// Refuse the request, naming the rule.
+    #[default]
+    Block,
+    /// Let the request through and write the rule to the audit log.
+    Audit,
+    /// Do not run the rules (the bottle's own secrets are still refused).
+    Off,
+}
+
+/// The DLP mode of one destination.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DlpHost {
+    /// `api.example.com` or `*.example.com` (subdomains only).
+    pub host: Spanned<String>,
+    /// `block`, `audit` or `off`.
+    pub mode: Spanned<DlpMode>,
 }
 
 /// A user-defined DLP pattern.

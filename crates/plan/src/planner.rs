@@ -4,9 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::bottle_plan::{
-    AgentPlan, AllowRulePlan, BottlePlan, DlpPatternPlan, DlpPlan, EgressPlan, EnvPlan, EnvVar,
-    GitGatePlan, GuardedEnvPlan, ImagePlan, LimitsPlan, RoutePlan, Slug, SsrfPlan, SupervisePlan,
-    UpstreamPlan,
+    AgentPlan, AllowRulePlan, BottlePlan, DlpHostPlan, DlpPatternPlan, DlpPlan, EgressPlan,
+    EnvPlan, EnvVar, GitGatePlan, GuardedEnvPlan, ImagePlan, LimitsPlan, RoutePlan, Slug, SsrfPlan,
+    SupervisePlan, UpstreamPlan,
 };
 use crate::dotenv::parse_env_file;
 use crate::interpolate::{InterpolationError, interpolate};
@@ -563,6 +563,44 @@ impl Ctx<'_> {
                 "remove `dlp.patterns`, or set `dlp.enabled: true`",
             );
         }
+        if !dlp_enabled
+            && let Some(span) = egress
+                .dlp
+                .mode
+                .as_ref()
+                .map(|m| m.span)
+                .or_else(|| egress.dlp.hosts.first().map(|h| h.span))
+        {
+            self.error(
+                ProblemKind::Conflict {
+                    message: "DLP modes given while DLP is disabled".into(),
+                },
+                span,
+                "remove `dlp.mode` and `dlp.hosts`, or set `dlp.enabled: true`",
+            );
+        }
+        let mut mode_hosts = BTreeSet::new();
+        let mut hosts = Vec::new();
+        for entry in &egress.dlp.hosts {
+            let Some(host) = self.host_pattern(&entry.value.host) else {
+                continue;
+            };
+            if !mode_hosts.insert(host.to_string()) {
+                self.error(
+                    ProblemKind::Duplicate {
+                        what: "DLP host",
+                        name: host.to_string(),
+                    },
+                    entry.value.host.span,
+                    "give each host one DLP mode",
+                );
+                continue;
+            }
+            hosts.push(DlpHostPlan {
+                host,
+                mode: entry.value.mode.value,
+            });
+        }
         let mut pattern_names = BTreeSet::new();
         let mut patterns = Vec::new();
         for pattern in &egress.dlp.patterns {
@@ -620,6 +658,13 @@ impl Ctx<'_> {
             dlp: DlpPlan {
                 enabled: dlp_enabled,
                 patterns,
+                mode: egress
+                    .dlp
+                    .mode
+                    .as_ref()
+                    .map(|m| m.value)
+                    .unwrap_or_default(),
+                hosts,
             },
             ssrf: SsrfPlan {
                 enabled: ssrf_enabled,

@@ -156,3 +156,5 @@ fn every_fixture_checks_clean_of_panics() {
         check(&source);
     }
 }
+
+mod dlp_modes;
