@@ -12,7 +12,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
-use crate::backend::{Backend, NetworkSpec, RunSpec};
+use crate::engine::{Engine, NetworkSpec, RunSpec};
 use crate::error::{BackendError, Result};
 use crate::launch::{create_in_free_subnet, fixed_address};
 use crate::state::write_atomic;
@@ -42,7 +42,7 @@ pub struct StandIn {
 /// and the credential it expects into `dir`, creates the network and runs the server
 /// from `image` (which must have python3: the sidecar image does).
 pub fn start(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     image: &str,
     dir: &Path,
     names: &[&str],
@@ -97,7 +97,7 @@ pub fn start(
 
 /// Removes the stand-in's container and network; what fails is returned, not raised
 /// (the rest still goes).
-pub fn stop(backend: &dyn Backend, stand_in: &StandIn) -> Vec<BackendError> {
+pub fn stop(backend: &dyn Engine, stand_in: &StandIn) -> Vec<BackendError> {
     let mut problems = Vec::new();
     match backend.containers_with_label(&format!("{DEMO_LABEL}={}", std::process::id())) {
         Ok(containers) => {
@@ -115,7 +115,7 @@ pub fn stop(backend: &dyn Backend, stand_in: &StandIn) -> Vec<BackendError> {
 }
 
 /// Removes what demos whose launcher is gone left behind (`pid_alive` tells).
-pub fn remove_leftovers(backend: &dyn Backend, pid_alive: &dyn Fn(u32) -> bool) -> Result<()> {
+pub fn remove_leftovers(backend: &dyn Engine, pid_alive: &dyn Fn(u32) -> bool) -> Result<()> {
     let dead = |labels: &BTreeMap<String, String>| {
         labels
             .get(DEMO_LABEL)
@@ -178,12 +178,12 @@ fn mint(dir: &Path, ca_pem: &Path, names: &[&str]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeBackend;
+    use crate::fake::FakeEngine;
 
     #[test]
     fn the_stand_in_runs_on_an_internal_network_of_its_own_and_goes_again() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = FakeBackend::new(&["img"]);
+        let fake = FakeEngine::new(&["img"]);
         let stand_in = start(&fake, "img", dir.path(), &["api.demo.test"], "secret").unwrap();
         assert!(stand_in.ip.ends_with(".254"), "{}", stand_in.ip);
         assert_eq!(fake.network_names(), vec![stand_in.network.clone()]);

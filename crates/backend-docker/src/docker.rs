@@ -1,4 +1,4 @@
-//! [`Backend`] through the docker CLI (duct): it negotiates the Engine API version,
+//! [`Engine`] through the docker CLI (duct): it negotiates the Engine API version,
 //! which matters with old engines, and compose has no engine API at all.
 
 use std::collections::BTreeMap;
@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::backend::*;
+use crate::engine::*;
 use crate::error::{BackendError, Result};
 
 /// How compose is invoked on this machine.
@@ -39,7 +39,7 @@ impl ComposeFlavor {
 
 /// The real backend.
 #[derive(Clone, Debug)]
-pub struct DockerBackend {
+pub struct DockerEngine {
     compose: ComposeFlavor,
 }
 
@@ -120,7 +120,7 @@ fn docker(args: &[&str]) -> Result<Captured> {
     checked("docker", &args, captured)
 }
 
-impl DockerBackend {
+impl DockerEngine {
     /// Finds the docker CLI and a compose flavour; fails with a clear message when
     /// either is missing or the engine does not answer.
     pub fn detect() -> Result<Self> {
@@ -148,10 +148,10 @@ impl DockerBackend {
         let text = String::from_utf8_lossy(&version.stdout).trim().to_owned();
         let api = text.split_whitespace().nth(1).unwrap_or_default();
         if !api_at_least(api, MIN_API) {
-            return Err(BackendError::NoEngine {
-                detail: format!(
-                    "the engine ({text}) speaks Engine API {api}; bot-bottle needs {MIN_API} or newer (Docker 20.10+)"
-                ),
+            return Err(BackendError::EngineTooOld {
+                found: text.clone(),
+                api: api.to_owned(),
+                needed: MIN_API,
             });
         }
         let works = |program: &str, args: &[&str]| {
@@ -163,7 +163,11 @@ impl DockerBackend {
         let compose = match preferred {
             Some(ComposeFlavor::V2) if v2() => ComposeFlavor::V2,
             Some(ComposeFlavor::V1) if v1() => ComposeFlavor::V1,
-            Some(flavor) => return Err(BackendError::ComposeMissing { flavor }),
+            Some(flavor) => {
+                return Err(BackendError::ComposeMissing {
+                    command: flavor.command(),
+                });
+            }
             None if v2() => ComposeFlavor::V2,
             None if v1() => ComposeFlavor::V1,
             None => return Err(BackendError::NoCompose),
@@ -264,7 +268,7 @@ fn labels_of(json: &serde_json::Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
-impl Backend for DockerBackend {
+impl Engine for DockerEngine {
     fn engine_version(&self) -> Result<String> {
         let out = docker(&["version", "--format", "{{.Server.Version}}"]).map_err(|e| {
             BackendError::NoEngine {
@@ -354,8 +358,15 @@ impl Backend for DockerBackend {
             args.push(format!("{key}={value}"));
         }
         args.push(spec.name.clone());
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker(&refs)?;
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let captured = run("docker", &args, None, &[])?;
+        if !captured.success() && String::from_utf8_lossy(&captured.stderr).contains("overlap") {
+            // The one place the engine's words are read: callers get a variant.
+            return Err(BackendError::SubnetOverlap {
+                subnet: spec.subnet.clone().unwrap_or_default(),
+            });
+        }
+        checked("docker", &args, captured)?;
         self.inspect_network(&spec.name)
     }
 

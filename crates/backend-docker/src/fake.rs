@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::*;
+use crate::engine::*;
 use crate::error::{BackendError, Result};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -53,13 +53,13 @@ struct FakeState {
 
 /// The fake engine.
 #[derive(Debug)]
-pub struct FakeBackend {
+pub struct FakeEngine {
     path: Option<PathBuf>,
     state: RefCell<FakeState>,
     fail_at: Option<String>,
 }
 
-impl FakeBackend {
+impl FakeEngine {
     /// A fresh engine in memory with `images` present.
     pub fn new(images: &[&str]) -> Self {
         let state = FakeState {
@@ -283,7 +283,7 @@ fn accepted_version(dir: &Path) -> Option<String> {
     Some(crate::sidecar_config::policy_version(&bytes))
 }
 
-impl Backend for FakeBackend {
+impl Engine for FakeEngine {
     fn engine_version(&self) -> Result<String> {
         self.op("engine".into())?;
         Ok("fake-28.0".into())
@@ -334,10 +334,7 @@ impl Backend for FakeBackend {
             .clone()
             .unwrap_or_else(|| format!("10.250.{}.0/24", state.networks.len() % 250));
         if state.networks.values().any(|n| n.cidr == cidr) {
-            return Err(BackendError::Command {
-                command: format!("docker network create {}", spec.name),
-                detail: "Pool overlaps with other one on this address space".into(),
-            });
+            return Err(BackendError::SubnetOverlap { subnet: cidr });
         }
         state.networks.insert(
             spec.name.clone(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use compose_render::{LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT, LaunchFacts, render, to_yaml};
 use plan::{BottlePlan, ImagePlan};
 
-use crate::backend::{Backend, BuildSpec, ComposeCall, NetworkSpec};
+use crate::engine::{BuildSpec, ComposeCall, Engine, NetworkSpec};
 use crate::error::{BackendError, Result};
 use crate::progress::Progress;
 use crate::sidecar_config::{self, EgressExtras};
@@ -66,7 +66,7 @@ pub type InterruptCheck<'a> = &'a dyn Fn() -> bool;
 /// Launches `plan`: runs every step, and on any failure (or interruption) tears down
 /// what was created, in reverse, and returns the original error.
 pub fn launch(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     plan: &BottlePlan,
     options: &LaunchOptions,
     progress: &mut dyn Progress,
@@ -103,7 +103,7 @@ fn check(interrupted: InterruptCheck<'_>) -> Result<()> {
 }
 
 fn launch_steps(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     plan: &BottlePlan,
     options: &LaunchOptions,
     progress: &mut dyn Progress,
@@ -392,34 +392,32 @@ fn launch_steps(
 /// Creates the internal network with a subnet of our choosing (compose can pin the
 /// egress sidecar's address only on a user-configured subnet).
 fn create_internal_network(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     network: &dyn Fn(&str, bool, Option<String>) -> NetworkSpec,
-) -> Result<crate::backend::NetworkInfo> {
+) -> Result<crate::engine::NetworkInfo> {
     create_in_free_subnet(backend, &|subnet| network("internal", true, Some(subnet)))
 }
 
 /// Creates the network `spec` makes for a subnet: a random /24 in 10.213.0.0/16,
 /// retried on overlap with the engine's other networks.
 pub(crate) fn create_in_free_subnet(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     spec: &dyn Fn(String) -> NetworkSpec,
-) -> Result<crate::backend::NetworkInfo> {
+) -> Result<crate::engine::NetworkInfo> {
     let [first, ..] = crate::ca::random_bytes::<1>()?;
     let mut last_error = None;
     for attempt in 0..32u8 {
         let third = first.wrapping_add(attempt.wrapping_mul(37));
         match backend.create_network(&spec(format!("10.213.{third}.0/24"))) {
             Ok(info) => return Ok(info),
-            Err(BackendError::Command { detail, .. }) if detail.contains("overlap") => {
-                last_error = Some(detail);
-            }
+            Err(BackendError::SubnetOverlap { subnet }) => last_error = Some(subnet),
             Err(error) => return Err(error),
         }
     }
     Err(BackendError::Command {
         command: "docker network create --internal".into(),
         detail: format!(
-            "no free /24 in 10.213.0.0/16 after 32 tries: {}",
+            "no free /24 in 10.213.0.0/16 after 32 tries (the last: {})",
             last_error.unwrap_or_default()
         ),
     })
@@ -486,7 +484,7 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 }
 
 fn wait_healthy(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     slug: &str,
     timeout: Duration,
     progress: &mut dyn Progress,

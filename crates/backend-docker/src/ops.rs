@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use compose_render::{EGRESS_PROXY_PORT, EGRESS_SERVICE, LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT};
 
-use crate::backend::{Backend, ContainerInfo, ExecSpec};
+pub use backend_api::{Garbage, GarbageReason, PolicyChange, parse_host_port};
+
+use crate::engine::{ContainerInfo, Engine, ExecSpec};
 use crate::error::{BackendError, Result};
 use crate::sidecar_config::{policy_version, write_policy};
 use crate::state::{COMPOSE_FILE, METADATA_FILE, Metadata};
@@ -34,7 +36,7 @@ impl BottleStatus {
 }
 
 /// Every bottle known on disk or to the engine, sorted by slug.
-pub fn list(backend: &dyn Backend, state_root: &Path) -> Result<Vec<BottleStatus>> {
+pub fn list(backend: &dyn Engine, state_root: &Path) -> Result<Vec<BottleStatus>> {
     let mut slugs: BTreeSet<String> = BTreeSet::new();
     if let Ok(entries) = std::fs::read_dir(state_root) {
         for entry in entries.flatten() {
@@ -73,7 +75,7 @@ fn root_label(state_root: &Path) -> String {
 }
 
 /// One bottle by slug (error if neither disk nor engine knows it).
-pub fn find(backend: &dyn Backend, state_root: &Path, slug: &str) -> Result<BottleStatus> {
+pub fn find(backend: &dyn Engine, state_root: &Path, slug: &str) -> Result<BottleStatus> {
     list(backend, state_root)?
         .into_iter()
         .find(|b| b.slug == slug)
@@ -113,7 +115,7 @@ pub fn running_secrets(bottle: &BottleStatus) -> Vec<String> {
 /// Tears a bottle down: dump logs (redacted), compose down, remove its networks and
 /// derived image, archive the log and remove the state dir. Goes on past failures and
 /// returns them all.
-pub fn down(backend: &dyn Backend, state_root: &Path, slug: &str) -> Result<Vec<BackendError>> {
+pub fn down(backend: &dyn Engine, state_root: &Path, slug: &str) -> Result<Vec<BackendError>> {
     let bottle = find(backend, state_root, slug)?;
     Ok(remove_bottle(backend, state_root, &bottle))
 }
@@ -130,7 +132,7 @@ pub fn purge_agent_state(state_root: &Path, agent: &str) -> Result<bool> {
 }
 
 fn remove_bottle(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     state_root: &Path,
     bottle: &BottleStatus,
 ) -> Vec<BackendError> {
@@ -165,7 +167,7 @@ fn remove_bottle(
 }
 
 /// Removes containers and networks carrying the bottle's label.
-fn sweep_labelled(backend: &dyn Backend, slug: &str) -> Vec<BackendError> {
+fn sweep_labelled(backend: &dyn Engine, slug: &str) -> Vec<BackendError> {
     let mut problems = Vec::new();
     let label = format!("{LABEL_SLUG}={slug}");
     match backend.containers_with_label(&label) {
@@ -186,32 +188,10 @@ fn sweep_labelled(backend: &dyn Backend, slug: &str) -> Vec<BackendError> {
     problems
 }
 
-/// Why `gc` considers a bottle garbage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum GarbageReason {
-    /// Containers or networks carry the label, but no state dir says who owns them.
-    Orphaned,
-    /// The launcher died before the bottle was ready.
-    LauncherDied { pid: u32 },
-    /// The bottle was ready, but none of its containers runs any more.
-    Stopped,
-}
-
-/// A bottle `gc` would remove.
-#[derive(Clone, Debug)]
-pub struct Garbage {
-    /// The slug.
-    pub slug: String,
-    /// Why.
-    pub reason: GarbageReason,
-    /// Containers, networks and directories that go with it.
-    pub resources: Vec<String>,
-}
-
 /// Finds (and unless `dry_run`, removes) what no live bottle owns. `pid_alive` tells
 /// whether a launcher process still runs.
 pub fn gc(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     state_root: &Path,
     dry_run: bool,
     pid_alive: &dyn Fn(u32) -> bool,
@@ -285,37 +265,6 @@ pub fn gc(
     Ok((garbage, problems))
 }
 
-/// A change to a running bottle's egress policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PolicyChange {
-    /// Allow `host` (exact or `*.suffix`) on `port` (or the default ports), for
-    /// `methods` only when given (an agent's request says which it needs).
-    Allow {
-        host: String,
-        port: Option<u16>,
-        methods: Option<Vec<String>>,
-    },
-    /// Stop allowing `host` (on `port`, or on every port).
-    Deny { host: String, port: Option<u16> },
-}
-
-/// Parses `HOST[:PORT]` as the CLI takes it.
-pub fn parse_host_port(text: &str) -> Result<(String, Option<u16>)> {
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-            let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
-                BackendError::BadPolicyChange(format!("`{port}` is not a port (1-65535)"))
-            })?;
-            (host, Some(port))
-        }
-        _ => (text, None),
-    };
-    let pattern =
-        plan::rules::HostPattern::parse(host.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|reason| BackendError::BadPolicyChange(format!("`{host}`: {reason}")))?;
-    Ok((pattern.to_string(), port))
-}
-
 /// The policy after `change`, or why the change makes no sense.
 pub fn apply_change(
     mut config: egress::config::EgressConfig,
@@ -353,9 +302,9 @@ pub fn apply_change(
                     .any(|r| r.host == *host && r.methods.is_none())
                     || config.allow.contains(&rule)
                 {
-                    return Err(BackendError::BadPolicyChange(format!(
-                        "{host} is already allowed"
-                    )));
+                    return Err(BackendError::AlreadyAllowed {
+                        target: host.clone(),
+                    });
                 }
                 config.allow.push(rule);
                 return Ok(config);
@@ -370,16 +319,16 @@ pub fn apply_change(
                         .ports
                         .get_or_insert_with(|| egress::policy::DEFAULT_PORTS.to_vec());
                     if ports.contains(port) {
-                        return Err(BackendError::BadPolicyChange(format!(
-                            "{host}:{port} is already allowed"
-                        )));
+                        return Err(BackendError::AlreadyAllowed {
+                            target: format!("{host}:{port}"),
+                        });
                     }
                     ports.push(*port);
                 }
                 (Some(rule), None) if rule.ports.is_none() => {
-                    return Err(BackendError::BadPolicyChange(format!(
-                        "{host} is already allowed"
-                    )));
+                    return Err(BackendError::AlreadyAllowed {
+                        target: host.clone(),
+                    });
                 }
                 (Some(rule), None) => rule.ports = None,
                 (None, port) => config.allow.push(egress::config::AllowRule {
@@ -435,7 +384,7 @@ fn egress_container(bottle: &BottleStatus) -> Result<&ContainerInfo> {
 }
 
 /// The policy version the running egress sidecar reports.
-pub fn running_policy_version(backend: &dyn Backend, container: &str) -> Result<String> {
+pub fn running_policy_version(backend: &dyn Engine, container: &str) -> Result<String> {
     let out = backend.exec(&ExecSpec {
         container: container.to_owned(),
         user: None,
@@ -464,7 +413,7 @@ pub fn running_policy_version(backend: &dyn Backend, container: &str) -> Result<
 /// version. If it does not (it refused the file), the old file is put back and the
 /// sidecar signalled again, so disk and sidecar agree. Returns the new version.
 pub fn change_egress(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     state_root: &Path,
     slug: &str,
     change: &PolicyChange,

@@ -11,7 +11,7 @@ use compose_render::{AGENT_PERSIST_DIR, GIT_GATE_PORT, GIT_GATE_SERVICE, LaunchF
 use plan::{BottlePlan, merge_json};
 use serde_json::Value;
 
-use crate::backend::{Backend, ExecSpec};
+use crate::engine::{Engine, ExecSpec};
 use crate::error::{BackendError, Result};
 
 /// The agent's own directory in its home: the prompt, the MCP config for any client.
@@ -20,7 +20,7 @@ const BOTTLE_HOME_DIR: &str = ".bot-bottle";
 pub const MCP_SERVER_NAME: &str = "bot-bottle";
 
 /// Runs every provisioning step in the agent container of `plan`.
-pub fn provision(backend: &dyn Backend, plan: &BottlePlan, facts: &LaunchFacts) -> Result<()> {
+pub fn provision(backend: &dyn Engine, plan: &BottlePlan, facts: &LaunchFacts) -> Result<()> {
     let agent = Exec {
         backend,
         container: &plan.agent.container_name,
@@ -201,7 +201,7 @@ fn merge_home_file(agent: &Exec<'_>, path: &str, patch: &Value) -> Result<()> {
 /// `docker exec` of a shell script in the agent container, with positional arguments
 /// (never spliced into the script).
 struct Exec<'a> {
-    backend: &'a dyn Backend,
+    backend: &'a dyn Engine,
     container: &'a str,
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use supervise::{Decision, Outcome, Request, RequestKind};
 
-use crate::backend::Backend;
+use crate::engine::Engine;
 use crate::error::{BackendError, Result};
 use crate::ops::{self, PolicyChange};
 
@@ -33,7 +33,7 @@ fn supervise_error(dir: &Path) -> impl FnOnce(supervise::Error) -> BackendError 
 
 /// Pending requests of every bottle in the state root (or of `slug` only), oldest first.
 pub fn pending(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     state_root: &Path,
     slug: Option<&str>,
 ) -> Result<Vec<PendingRequest>> {
@@ -59,7 +59,7 @@ pub fn pending(
 
 /// Finds a pending request by id or unambiguous id prefix, across bottles.
 fn resolve(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     state_root: &Path,
     id: &str,
 ) -> Result<(ops::BottleStatus, Request)> {
@@ -87,7 +87,7 @@ fn resolve(
 /// Approves request `id`: an egress request is applied to the bottle's policy and
 /// confirmed first; a question is answered with `note`.
 pub fn approve(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     state_root: &Path,
     id: &str,
     note: Option<String>,
@@ -111,9 +111,7 @@ pub fn approve(
             ) {
                 Ok(version) => version,
                 // Allowed meanwhile (by hand or another request): confirm what runs.
-                Err(BackendError::BadPolicyChange(reason))
-                    if reason.contains("already allowed") =>
-                {
+                Err(BackendError::AlreadyAllowed { .. }) => {
                     let container = bottle
                         .containers
                         .iter()
@@ -145,7 +143,7 @@ pub fn approve(
 
 /// Denies request `id` with an optional note for the agent.
 pub fn deny(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     state_root: &Path,
     id: &str,
     note: Option<String>,

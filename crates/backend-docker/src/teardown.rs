@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::{Backend, ComposeCall};
+use crate::engine::{ComposeCall, Engine};
 use crate::error::{BackendError, Result};
 use crate::launch::redact;
 use crate::state::COMPOSE_LOG;
@@ -60,7 +60,7 @@ impl Teardown {
     }
 
     /// Undoes every step in reverse; returns the problems it met (it never stops early).
-    pub fn run(&mut self, backend: &dyn Backend, secrets: &[String]) -> Vec<BackendError> {
+    pub fn run(&mut self, backend: &dyn Engine, secrets: &[String]) -> Vec<BackendError> {
         let mut problems = Vec::new();
         let state_dir = self.state_root.join(&self.slug);
         while let Some(step) = self.steps.pop() {
@@ -91,7 +91,7 @@ impl Teardown {
 
 /// `compose down` for a project (containers and its default network; our external
 /// networks are removed separately).
-pub fn compose_down(backend: &dyn Backend, project: &str, file: &Path) -> Result<()> {
+pub fn compose_down(backend: &dyn Engine, project: &str, file: &Path) -> Result<()> {
     if !file.exists() {
         return Ok(());
     }
@@ -119,7 +119,7 @@ pub fn compose_down(backend: &dyn Backend, project: &str, file: &Path) -> Result
 
 /// Dumps `compose logs --no-color --timestamps` to `target`, every secret redacted.
 pub fn dump_logs(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     project: &str,
     file: &Path,
     target: &Path,

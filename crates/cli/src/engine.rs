@@ -1,15 +1,17 @@
-//! Which backend the CLI drives: Docker, or the fake engine for tests
+//! Which backend the CLI drives: bottles on Docker, or on the fake engine for tests
 //! (`BOT_BOTTLE_BACKEND=fake:PATH`, `BOT_BOTTLE_FAKE_FAIL=OPERATION`).
 
 use std::path::{Path, PathBuf};
 
-use backend_docker::Backend;
-use backend_docker::docker::{ComposeFlavor, DockerBackend};
-use backend_docker::fake::FakeBackend;
-use backend_docker::images::{self, OwnBinary, Sources};
-use backend_docker::progress::Progress;
+use backend_api::Backend;
+use backend_docker::Engine;
+use backend_docker::bottles::{Bottles, SidecarSource};
+use backend_docker::docker::{ComposeFlavor, DockerEngine};
+use backend_docker::fake::FakeEngine;
+use backend_docker::images::{OwnBinary, Sources};
 
-use crate::CliError;
+use crate::commands::state_root;
+use crate::{CliError, host};
 
 /// Environment variable selecting the backend.
 pub const BACKEND_ENV: &str = "BOT_BOTTLE_BACKEND";
@@ -72,39 +74,48 @@ pub fn image_sources() -> Result<Sources, CliError> {
     })
 }
 
-/// Makes sure this binary's sidecar image exists, building it (and the base) on
-/// first use with progress; with `BOT_BOTTLE_SIDECAR_IMAGE` set, only checks.
-pub fn ensure_sidecar_image(
-    backend: &dyn Backend,
-    progress: &mut dyn Progress,
-) -> Result<String, CliError> {
-    if let Some(image) = sidecar_override() {
-        return Ok(image);
-    }
-    let own = own_binary()?;
-    let tag = own.sidecar_tag();
-    if backend
-        .image_exists(&tag)
-        .map_err(|e| CliError::User(e.to_string()))?
-    {
-        return Ok(tag);
-    }
-    progress.step(&format!(
-        "first use of this bottle build: building its sidecar image {tag}"
-    ));
-    images::ensure_sidecar(backend, &own, &image_sources()?, progress)
-        .map(|image| image.tag)
-        .map_err(|e| CliError::User(e.to_string()))
+/// The backend for this invocation: bottles on the engine [`engine`] picks, with
+/// their state in the state root and this executable's sidecar image.
+pub fn backend() -> Result<Box<dyn Backend>, CliError> {
+    let sidecar = match sidecar_override() {
+        Some(image) => SidecarSource::Fixed(image),
+        None => SidecarSource::Own {
+            binary: own_binary()?,
+            sources: image_sources().ok(),
+        },
+    };
+    let engine = engine()?;
+    let name = if fake_spec().is_some() {
+        "fake"
+    } else {
+        "docker"
+    };
+    Ok(Box::new(Bottles::new(
+        engine,
+        name,
+        state_root()?,
+        sidecar,
+        host::pid_alive,
+    )))
 }
 
-/// The backend for this invocation.
-pub fn backend() -> Result<Box<dyn Backend>, CliError> {
+/// `BOT_BOTTLE_BACKEND=fake:PATH`'s path.
+fn fake_spec() -> Option<PathBuf> {
+    std::env::var(BACKEND_ENV)
+        .ok()
+        .and_then(|spec| spec.strip_prefix("fake:").map(PathBuf::from))
+}
+
+/// The engine for this invocation: Docker, or the fake one
+/// (`BOT_BOTTLE_BACKEND=fake:PATH`). Only the Docker-specific commands (`images`,
+/// the demo's stand-in internet) use it directly; bottles go through [`backend`].
+pub fn engine() -> Result<Box<dyn Engine>, CliError> {
     match std::env::var(BACKEND_ENV).ok().as_deref() {
         Some(spec) if spec.starts_with("fake:") => {
             let path = PathBuf::from(&spec["fake:".len()..]);
             let images = [sidecar_image()?, "bot-bottle/agent:latest".to_owned()];
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
-            let fake = FakeBackend::open(Path::new(&path), &images)
+            let fake = FakeEngine::open(Path::new(&path), &images)
                 .map_err(|e| CliError::Internal(e.to_string()))?
                 .fail_at(std::env::var(FAKE_FAIL_ENV).ok().filter(|v| !v.is_empty()));
             Ok(Box::new(fake))
@@ -120,7 +131,7 @@ pub fn backend() -> Result<Box<dyn Backend>, CliError> {
                 })?),
             };
             Ok(Box::new(
-                DockerBackend::detect_with(preferred).map_err(|e| CliError::User(e.to_string()))?,
+                DockerEngine::detect_with(preferred).map_err(|e| CliError::User(e.to_string()))?,
             ))
         }
     }

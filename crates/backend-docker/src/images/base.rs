@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::backend::{Backend, BuildSpec, Pulled};
+use crate::engine::{BuildSpec, Engine, Pulled};
 use crate::error::{BackendError, Result};
 use crate::images::{IMAGE_LABEL, Sources, rootfs};
 use crate::progress::Progress;
@@ -66,7 +66,7 @@ pub enum BaseRoute {
 
 /// Makes sure [`BASE`] exists and is current.
 pub fn ensure_base(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     sources: &Sources,
     progress: &mut dyn Progress,
 ) -> Result<BaseRoute> {
@@ -110,7 +110,7 @@ fn import_changes() -> Vec<String> {
 /// `Ok(false)` when no registry answers or the package layer cannot be built, so the
 /// caller falls back to debootstrap.
 fn from_registry(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     sources: &Sources,
     progress: &mut dyn Progress,
 ) -> Result<bool> {
@@ -203,7 +203,7 @@ fn is_executable(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeBackend;
+    use crate::fake::FakeEngine;
     use crate::progress::RecordedProgress;
 
     fn sources(dir: &Path) -> Sources {
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn a_current_base_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = FakeBackend::new(&[]);
+        let fake = FakeEngine::new(&[]);
         fake.import_image(Path::new("/x.tar"), BASE, &import_changes())
             .unwrap();
         let mut progress = RecordedProgress::default();
@@ -241,7 +241,7 @@ mod tests {
     fn a_cached_tarball_is_imported_without_asking_a_registry() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(tarball_name()), b"rootfs").unwrap();
-        let fake = FakeBackend::new(&[]);
+        let fake = FakeEngine::new(&[]);
         let mut progress = RecordedProgress::default();
         let route = ensure_base(&fake, &sources(dir.path()), &mut progress).unwrap();
         assert_eq!(route, BaseRoute::Cached);
@@ -256,7 +256,7 @@ mod tests {
     fn a_base_for_another_package_list_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(tarball_name()), b"rootfs").unwrap();
-        let fake = FakeBackend::new(&[]);
+        let fake = FakeEngine::new(&[]);
         fake.import_image(
             Path::new("/x.tar"),
             BASE,

@@ -21,7 +21,7 @@ pub mod sidecar;
 
 use std::path::PathBuf;
 
-use crate::backend::{Backend, ImageInfo};
+use crate::engine::{Engine, ImageInfo};
 use crate::error::Result;
 use crate::launch::DERIVED_IMAGE_REPO;
 
@@ -102,7 +102,7 @@ pub fn role_of(reference: &str, own_sidecar: &str) -> Role {
 }
 
 /// Every bot-bottle image on the engine, with its role.
-pub fn list(backend: &dyn Backend, own_sidecar: &str) -> Result<Vec<Listed>> {
+pub fn list(backend: &dyn Engine, own_sidecar: &str) -> Result<Vec<Listed>> {
     Ok(backend
         .list_images(REPOSITORIES)?
         .into_iter()
@@ -124,7 +124,7 @@ pub struct Pruned {
 
 /// Removes the sidecar images of other `bottle` builds and the derived agent images
 /// no container uses; the base, this build's sidecar and foreign images stay.
-pub fn prune(backend: &dyn Backend, own_sidecar: &str) -> Result<Pruned> {
+pub fn prune(backend: &dyn Engine, own_sidecar: &str) -> Result<Pruned> {
     let used = backend.images_in_use()?;
     let mut pruned = Pruned::default();
     for listed in list(backend, own_sidecar)? {
@@ -151,7 +151,7 @@ pub fn prune(backend: &dyn Backend, own_sidecar: &str) -> Result<Pruned> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeBackend;
+    use crate::fake::FakeEngine;
 
     const OWN: &str = "bot-bottle/sidecar:0.1.0-aaaaaaaaaaaa";
 
@@ -172,7 +172,7 @@ mod tests {
         let other = "bot-bottle/sidecar:0.1.0-bbbbbbbbbbbb";
         let derived = "bot-bottle/derived:0123456789abcdef";
         let e2e = "bot-bottle/test-agent:dev";
-        let fake = FakeBackend::new(&[BASE, OWN, other, derived, e2e, "debian:bookworm"]);
+        let fake = FakeEngine::new(&[BASE, OWN, other, derived, e2e, "debian:bookworm"]);
         let pruned = prune(&fake, OWN).unwrap();
         assert_eq!(pruned.removed, vec![derived.to_owned(), other.to_owned()]);
         let mut left = fake.images();

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::backend::{Backend, BuildSpec, RunSpec};
+use crate::engine::{BuildSpec, Engine, RunSpec};
 use crate::error::{BackendError, Result};
 use crate::images::base::{BASE, BaseRoute, ensure_base};
 use crate::images::runtime::{BIN_PATH, LIB_DIR, Runtime, wrapper_script};
@@ -66,7 +66,7 @@ pub struct SidecarImage {
 /// executable and its runtime copied onto it, then a smoke test (`bottle --version`
 /// in the image, with no network) before the tag is trusted.
 pub fn ensure_sidecar(
-    backend: &dyn Backend,
+    backend: &dyn Engine,
     own: &OwnBinary,
     sources: &Sources,
     progress: &mut dyn Progress,
@@ -98,7 +98,7 @@ pub fn ensure_sidecar(
 }
 
 /// Writes the build context (the executable, its runtime, the wrapper) and builds.
-fn build(backend: &dyn Backend, own: &OwnBinary, tag: &str, context: &Path) -> Result<()> {
+fn build(backend: &dyn Engine, own: &OwnBinary, tag: &str, context: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(context);
     std::fs::create_dir_all(context).map_err(BackendError::io("creating", context))?;
     let runtime = Runtime::of_this_process()?;
@@ -147,7 +147,7 @@ fn dockerfile_text() -> String {
 
 /// `bottle --version` in the image, with no network: the tag is removed again if the
 /// binary does not run there, so a broken image is never used.
-fn smoke_test(backend: &dyn Backend, tag: &str) -> Result<()> {
+fn smoke_test(backend: &dyn Engine, tag: &str) -> Result<()> {
     let ran = backend.run_container(&RunSpec {
         image: tag.to_owned(),
         network: Some("none".to_owned()),
@@ -175,7 +175,7 @@ fn smoke_test(backend: &dyn Backend, tag: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeBackend;
+    use crate::fake::FakeEngine;
     use crate::images::base::tarball_name;
     use crate::progress::RecordedProgress;
 
@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn a_present_image_is_not_rebuilt() {
         let own = own();
-        let fake = FakeBackend::new(&[&own.sidecar_tag()]);
+        let fake = FakeEngine::new(&[&own.sidecar_tag()]);
         let dir = tempfile::tempdir().unwrap();
         let sources = Sources {
             cache_dir: dir.path().into(),
@@ -213,7 +213,7 @@ mod tests {
         let own = own();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(tarball_name()), b"rootfs").unwrap();
-        let fake = FakeBackend::new(&[]);
+        let fake = FakeEngine::new(&[]);
         let sources = Sources {
             cache_dir: dir.path().into(),
             debian_mirror: None,

@@ -45,12 +45,12 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
     if dry_run {
         return show_dry_run(None);
     }
-    let backend = match engine::backend().and_then(|b| {
-        b.engine_version()
-            .map(|_| b)
+    let engine = match engine::engine().and_then(|e| {
+        e.engine_version()
+            .map(|_| e)
             .map_err(|e| CliError::User(e.to_string()))
     }) {
-        Ok(backend) => backend,
+        Ok(engine) => engine,
         Err(CliError::User(why)) => return show_dry_run(Some(&why)),
         Err(other) => return Err(other),
     };
@@ -59,8 +59,10 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
         "demo: a real bottle with a scripted agent; its internet is a stand-in on an \
          internal network, so nothing leaves this machine",
     );
-    let image = engine::ensure_sidecar_image(backend.as_ref(), &mut progress)?;
-    demo::remove_leftovers(backend.as_ref(), &host::pid_alive).map_err(user_error)?;
+    let image = engine::backend()?
+        .prepare(&mut progress)
+        .map_err(user_error)?;
+    demo::remove_leftovers(engine.as_ref(), &host::pid_alive).map_err(user_error)?;
     let root = state_root()?;
     state::create_private_dir(&root).map_err(user_error)?;
     let dir = root.join(format!("demo-{}", std::process::id()));
@@ -70,7 +72,7 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
         hex::encode(ca::random_bytes::<16>().map_err(user_error)?)
     );
     progress.step("starting the stand-in internet (api.demo.test, elsewhere.demo.test)");
-    let stand_in = demo::start(backend.as_ref(), &image, &dir, &STAND_IN_NAMES, &credential)
+    let stand_in = demo::start(engine.as_ref(), &image, &dir, &STAND_IN_NAMES, &credential)
         .map_err(user_error)?;
     let manifest = workspace.write_manifest(&image, &stand_in.ip)?;
     let testing = TestingArgs {
@@ -88,7 +90,7 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
         project_dir: Some(PROJECT_DIR.into()),
     };
     let ran = start::run_with(&manifest, AGENT, false, &testing, Vec::new(), &overrides);
-    for problem in demo::stop(backend.as_ref(), &stand_in) {
+    for problem in demo::stop(engine.as_ref(), &stand_in) {
         progress.warn(&format!("removing the stand-in internet: {problem}"));
     }
     drop(workspace);

@@ -12,7 +12,7 @@ use crate::{CliError, engine, output};
 
 /// Runs `bottle images ACTION`.
 pub fn run(action: ImagesCommand) -> Result<(), CliError> {
-    let backend = engine::backend()?;
+    let backend = engine::engine()?;
     let own = engine::own_binary()?.sidecar_tag();
     match action {
         ImagesCommand::Ls => {

@@ -3,12 +3,8 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backend_docker::BackendError;
-use backend_docker::backend::{ComposeCall, ExecSpec};
-use backend_docker::launch::redact;
-use backend_docker::ops::{self, PolicyChange};
-use backend_docker::state::{self, COMPOSE_FILE};
-use compose_render::{AGENT_SERVICE, LABEL_ROLE};
+use backend_api::{BottleStatus, Error as BackendError, LogSource, PolicyChange};
+use backend_docker::state;
 
 use crate::args::EgressCommand;
 use crate::{CliError, engine, host, output};
@@ -32,7 +28,7 @@ pub(crate) fn now_unix() -> i64 {
 /// `bottle ls [--json]`.
 pub fn ls(json: bool) -> Result<(), CliError> {
     let backend = engine::backend()?;
-    let bottles = ops::list(backend.as_ref(), &state_root()?).map_err(user_error)?;
+    let bottles = backend.list().map_err(user_error)?;
     let now = now_unix().max(0) as u64;
     if json {
         let items: Vec<serde_json::Value> = bottles
@@ -40,17 +36,17 @@ pub fn ls(json: bool) -> Result<(), CliError> {
             .map(|b| {
                 serde_json::json!({
                     "slug": b.slug,
-                    "agent": b.metadata.as_ref().map(|m| m.agent.clone()),
-                    "created": b.metadata.as_ref().map(|m| m.created),
-                    "ready": b.metadata.as_ref().is_some_and(|m| m.ready),
+                    "agent": b.agent,
+                    "created": b.created,
+                    "ready": b.ready,
                     "running": b.running(),
                     "manifest_changed": manifest_changed(b),
                     "state_dir": b.state_dir,
-                    "services": b.containers.iter().map(|c| serde_json::json!({
-                        "name": c.name,
-                        "role": c.labels.get(LABEL_ROLE),
-                        "state": c.state,
-                        "health": c.health,
+                    "services": b.services.iter().map(|s| serde_json::json!({
+                        "name": s.name,
+                        "role": s.role,
+                        "state": s.state,
+                        "health": s.health,
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -70,34 +66,27 @@ pub fn ls(json: bool) -> Result<(), CliError> {
         "SLUG", "AGENT", "AGE", "STATE", "SERVICES", "STATE DIR"
     );
     for b in &bottles {
-        let agent = b.metadata.as_ref().map_or("?", |m| m.agent.as_str());
-        let age = b.metadata.as_ref().map_or_else(
-            || "?".to_owned(),
-            |m| human_age(now.saturating_sub(m.created)),
-        );
-        let state = match (&b.metadata, b.running()) {
+        let agent = b.agent.as_deref().unwrap_or("?");
+        let age = b
+            .created
+            .map_or_else(|| "?".to_owned(), |c| human_age(now.saturating_sub(c)));
+        let state = match (b.known(), b.running()) {
             (_, true) if manifest_changed(b) => "running*",
             (_, true) => "running",
-            (Some(m), false) if !m.ready => "starting",
-            (None, _) => "orphaned",
+            (true, false) if !b.ready => "starting",
+            (false, _) => "orphaned",
             _ => "stopped",
         };
         let mut services: Vec<String> = b
-            .containers
+            .services
             .iter()
-            .map(|c| {
-                let role = c
-                    .labels
-                    .get(LABEL_ROLE)
-                    .cloned()
-                    .unwrap_or_else(|| c.name.clone());
-                match c.health.as_deref() {
-                    Some("healthy") | None if c.state == "running" => role,
-                    _ => format!(
-                        "{role}({})",
-                        c.health.clone().unwrap_or_else(|| c.state.clone())
-                    ),
-                }
+            .map(|s| match s.health.as_deref() {
+                Some("healthy") | None if s.state == "running" => s.role.clone(),
+                _ => format!(
+                    "{}({})",
+                    s.role,
+                    s.health.clone().unwrap_or_else(|| s.state.clone())
+                ),
             })
             .collect();
         services.sort();
@@ -119,12 +108,10 @@ pub fn ls(json: bool) -> Result<(), CliError> {
 }
 
 /// Whether the manifest a bottle started from changed since (or is gone).
-fn manifest_changed(bottle: &ops::BottleStatus) -> bool {
-    bottle.metadata.as_ref().is_some_and(|m| {
-        std::fs::read(&m.manifest)
-            .map(|bytes| {
-                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != m.manifest_sha256
-            })
+fn manifest_changed(bottle: &BottleStatus) -> bool {
+    bottle.manifest.as_ref().is_some_and(|(path, sha256)| {
+        std::fs::read(path)
+            .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != *sha256)
             .unwrap_or(true)
     })
 }
@@ -140,23 +127,8 @@ fn human_age(seconds: u64) -> String {
 
 /// `bottle exec SLUG -- CMD...`: exits with the command's status.
 pub fn exec(slug: &str, command: Vec<String>) -> Result<(), CliError> {
-    let backend = engine::backend()?;
-    let bottle = ops::find(backend.as_ref(), &state_root()?, slug).map_err(user_error)?;
-    let agent = bottle
-        .containers
-        .iter()
-        .find(|c| {
-            c.labels.get(LABEL_ROLE).is_some_and(|r| r == AGENT_SERVICE) && c.state == "running"
-        })
-        .ok_or_else(|| CliError::User(format!("the agent container of {slug} is not running")))?;
-    let code = backend
-        .exec_interactive(&ExecSpec {
-            container: agent.name.clone(),
-            user: None,
-            workdir: None,
-            command,
-            stdin: None,
-        })
+    let code = engine::backend()?
+        .attach(slug, &command, None)
         .map_err(user_error)?;
     if code == 0 {
         Ok(())
@@ -165,53 +137,23 @@ pub fn exec(slug: &str, command: Vec<String>) -> Result<(), CliError> {
     }
 }
 
-/// `bottle logs SLUG [-f]`: compose logs and the egress audit log, secrets redacted.
+/// `bottle logs SLUG [-f]`: the audit logs and the services' logs, secrets redacted.
 pub fn logs(slug: &str, follow: bool) -> Result<(), CliError> {
     let backend = engine::backend()?;
-    let bottle = ops::find(backend.as_ref(), &state_root()?, slug).map_err(user_error)?;
-    let secrets = ops::running_secrets(&bottle);
-    let compose_file = bottle.state_dir.join(COMPOSE_FILE);
-    if !compose_file.exists() {
-        return Err(CliError::User(format!(
-            "{slug} has no compose file (its launch did not get that far)"
-        )));
-    }
-    let project = bottle.metadata.as_ref().map_or_else(
-        || format!("bot-bottle-{slug}"),
-        |m| m.compose_project.clone(),
-    );
-    let mut args = vec![
-        "logs".to_owned(),
-        "--no-color".to_owned(),
-        "--timestamps".to_owned(),
-    ];
-    if follow {
-        args.push("--follow".to_owned());
-    }
-    let call = ComposeCall {
-        project,
-        file: compose_file,
-        args,
-        env: Vec::new(),
-    };
-    if !follow {
-        for audit in ["egress.jsonl", "git-gate.jsonl"] {
-            if let Ok(text) = std::fs::read_to_string(bottle.state_dir.join("audit").join(audit)) {
-                let text = output::escape_controls(&redact(&text, &secrets));
-                output::print(&format!("== {audit} ==\n{text}"));
-            }
-        }
-        output::print("== compose logs ==\n");
-    }
+    let mut heading = None;
     backend
-        .compose_follow(&call, &mut |line| {
-            output::print(&format!(
-                "{}\n",
-                output::escape_controls(&redact(line, &secrets))
-            ))
+        .logs(slug, follow, &mut |source, line| {
+            let name = match source {
+                LogSource::Audit(name) => name,
+                LogSource::Services => "compose logs",
+            };
+            if !follow && heading != Some(name) {
+                heading = Some(name);
+                output::print(&format!("== {name} ==\n"));
+            }
+            output::print(&format!("{}\n", output::escape_controls(line)));
         })
-        .map_err(user_error)?;
-    Ok(())
+        .map_err(user_error)
 }
 
 /// `bottle down SLUG`.
@@ -219,8 +161,8 @@ pub fn down(slug: &str, purge: bool) -> Result<(), CliError> {
     let backend = engine::backend()?;
     let root = state_root()?;
     let agent = if purge {
-        let bottle = ops::find(backend.as_ref(), &root, slug).map_err(user_error)?;
-        Some(bottle.metadata.map(|m| m.agent).ok_or_else(|| {
+        let bottle = backend.find(slug).map_err(user_error)?;
+        Some(bottle.agent.ok_or_else(|| {
             CliError::User(format!(
                 "{slug} has no metadata, so its agent is unknown: nothing to purge"
             ))
@@ -228,14 +170,14 @@ pub fn down(slug: &str, purge: bool) -> Result<(), CliError> {
     } else {
         None
     };
-    let problems = ops::down(backend.as_ref(), &root, slug).map_err(user_error)?;
+    let problems = backend.down(slug).map_err(user_error)?;
     report_problems(&problems)?;
     output::print(&format!(
         "{slug}: removed (log kept in {})\n",
         root.join("logs").display()
     ));
     if let Some(agent) = agent {
-        let removed = ops::purge_agent_state(&root, &agent).map_err(user_error)?;
+        let removed = backend.purge_agent(&agent).map_err(user_error)?;
         output::print(&if removed {
             format!("{agent}: sessions and memory removed\n")
         } else {
@@ -258,9 +200,8 @@ fn report_problems(problems: &[BackendError]) -> Result<(), CliError> {
 
 /// `bottle gc [--dry-run]`.
 pub fn gc(dry_run: bool) -> Result<(), CliError> {
-    let backend = engine::backend()?;
-    let (garbage, problems) =
-        ops::gc(backend.as_ref(), &state_root()?, dry_run, &host::pid_alive).map_err(user_error)?;
+    let report = engine::backend()?.gc(dry_run).map_err(user_error)?;
+    let (garbage, problems) = (report.garbage, report.problems);
     let mut text = String::new();
     for item in &garbage {
         let _ = writeln!(
@@ -287,7 +228,7 @@ pub fn egress(command: EgressCommand) -> Result<(), CliError> {
         EgressCommand::Allow { slug, host } => (slug, host, true),
         EgressCommand::Deny { slug, host } => (slug, host, false),
     };
-    let (host, port) = ops::parse_host_port(&host).map_err(user_error)?;
+    let (host, port) = backend_api::parse_host_port(&host).map_err(user_error)?;
     let change = if allow {
         PolicyChange::Allow {
             host,
@@ -297,15 +238,9 @@ pub fn egress(command: EgressCommand) -> Result<(), CliError> {
     } else {
         PolicyChange::Deny { host, port }
     };
-    let backend = engine::backend()?;
-    let version = ops::change_egress(
-        backend.as_ref(),
-        &state_root()?,
-        &slug,
-        &change,
-        Duration::from_secs(15),
-    )
-    .map_err(user_error)?;
+    let version = engine::backend()?
+        .apply_egress(&slug, &change, Duration::from_secs(15))
+        .map_err(user_error)?;
     output::print(&format!(
         "{slug}: egress policy {} is live\n",
         &version[..12.min(version.len())]

@@ -11,6 +11,8 @@ mod sidecar;
 mod start;
 mod validate;
 
+pub(crate) use lifecycle::state_root;
+
 use crate::CliError;
 use crate::args::{Cli, Command, ImagesCommand};
 

@@ -5,10 +5,9 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use backend_docker::requests::{self, PendingRequest};
-use supervise::RequestKind;
+use backend_api::{PendingRequest, RequestKind};
 
-use crate::commands::lifecycle::{state_root, user_error};
+use crate::commands::lifecycle::user_error;
 use crate::{CliError, engine, output};
 
 /// Agent-supplied text, with control characters escaped.
@@ -17,7 +16,7 @@ fn shown(text: &str) -> String {
 }
 
 fn line(pending: &PendingRequest) -> String {
-    let r = &pending.request;
+    let r = pending;
     let what = match r.kind {
         RequestKind::Egress => format!(
             "egress {}{}{} because: {}",
@@ -43,12 +42,11 @@ fn line(pending: &PendingRequest) -> String {
 /// `bottle requests [SLUG] [--json] [--watch]`.
 pub fn list(slug: Option<&str>, json: bool, watch: bool) -> Result<(), CliError> {
     let backend = engine::backend()?;
-    let root = state_root()?;
     if json {
-        let pending = requests::pending(backend.as_ref(), &root, slug).map_err(user_error)?;
+        let pending = backend.requests(slug).map_err(user_error)?;
         let items: Vec<serde_json::Value> = pending
             .iter()
-            .map(|p| serde_json::json!({"slug": p.slug, "request": p.request}))
+            .map(|p| serde_json::json!({"slug": p.slug, "request": p}))
             .collect();
         let mut text =
             serde_json::to_string_pretty(&items).map_err(|e| CliError::Internal(e.to_string()))?;
@@ -59,9 +57,9 @@ pub fn list(slug: Option<&str>, json: bool, watch: bool) -> Result<(), CliError>
     let bell = watch && std::io::stdout().is_terminal();
     let mut seen = BTreeSet::new();
     loop {
-        let pending = requests::pending(backend.as_ref(), &root, slug).map_err(user_error)?;
+        let pending = backend.requests(slug).map_err(user_error)?;
         let mut text = String::new();
-        for p in pending.iter().filter(|p| !seen.contains(&p.request.id)) {
+        for p in pending.iter().filter(|p| !seen.contains(&p.id)) {
             text.push_str(&line(p));
         }
         if !text.is_empty() && bell {
@@ -80,29 +78,25 @@ pub fn list(slug: Option<&str>, json: bool, watch: bool) -> Result<(), CliError>
             return Ok(());
         }
         output::print(&text);
-        seen.extend(pending.into_iter().map(|p| p.request.id));
+        seen.extend(pending.into_iter().map(|p| p.id));
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
 /// `bottle approve|deny ID [--note ...]`.
 pub fn decide(id: &str, note: Option<String>, approve: bool) -> Result<(), CliError> {
-    let backend = engine::backend()?;
-    let root = state_root()?;
-    let (slug, request) = if approve {
-        requests::approve(backend.as_ref(), &root, id, note)
-    } else {
-        requests::deny(backend.as_ref(), &root, id, note)
-    }
-    .map_err(user_error)?;
-    let verb = match (approve, &request.kind) {
+    let decided = engine::backend()?
+        .decide(id, approve, note)
+        .map_err(user_error)?;
+    let verb = match (approve, &decided.kind) {
         (true, RequestKind::Egress) => "approved and applied",
         (true, RequestKind::Question) => "answered",
         (false, _) => "denied",
     };
     output::print(&format!(
-        "{slug}: request {} {verb}\n",
-        &request.id[..12.min(request.id.len())]
+        "{}: request {} {verb}\n",
+        decided.slug,
+        &decided.id[..12.min(decided.id.len())]
     ));
     Ok(())
 }

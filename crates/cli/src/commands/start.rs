@@ -1,16 +1,13 @@
 //! `bottle start AGENT [-d] [-- ARGS...]`: launch, provision, attach; tear down on
 //! every way out (the agent exits, Ctrl-C, SIGTERM, the terminal closes).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use backend_docker::backend::ExecSpec;
-use backend_docker::launch::{LaunchOptions, launch};
-use backend_docker::ops;
-use backend_docker::progress::Progress as _;
-use backend_docker::sidecar_config::EgressExtras;
+use backend_api::{Progress as _, TestingKnobs, UpRequest};
 use backend_docker::state;
 
 use crate::args::TestingArgs;
@@ -75,10 +72,7 @@ pub fn run_with(
     state::create_private_dir(&state_root).map_err(user_error)?;
     let manifest_bytes = std::fs::read(path)
         .map_err(|e| CliError::User(format!("reading {}: {e}", path.display())))?;
-    let mut extras = EgressExtras {
-        extra_ca_bundle: testing.egress_extra_ca.clone(),
-        ..EgressExtras::default()
-    };
+    let mut static_hosts = BTreeMap::new();
     for entry in &testing.egress_static_host {
         let (name, ip) = entry
             .split_once('=')
@@ -86,23 +80,27 @@ pub fn run_with(
             .ok_or_else(|| {
                 CliError::User(format!("--egress-static-host `{entry}`: expected NAME=IP"))
             })?;
-        extras.static_hosts.insert(name, ip);
+        static_hosts.insert(name, ip);
     }
     let mut progress = TerminalProgress::new();
-    let sidecar_image = engine::ensure_sidecar_image(backend.as_ref(), &mut progress)?;
-    let options = LaunchOptions {
-        state_root: state_root.clone(),
+    let sidecar_image = backend.prepare(&mut progress).map_err(user_error)?;
+    let request = UpRequest {
         manifest: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         manifest_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&manifest_bytes)),
         sidecar_image,
         sidecar_user: host::owner_of(&state_root),
-        egress_network_internal: testing.egress_network_internal,
-        egress_network: testing.egress_network.clone(),
-        egress_extras: extras,
-        health_timeout: Duration::from_secs(testing.health_timeout),
+        ready_timeout: Duration::from_secs(testing.health_timeout),
         now_unix: now_unix(),
         launcher_pid: std::process::id(),
+        testing: TestingKnobs {
+            egress_network_internal: testing.egress_network_internal,
+            egress_network: testing.egress_network.clone(),
+            extra_ca_bundle: testing.egress_extra_ca.clone(),
+            static_hosts,
+        },
+        plan,
     };
+    let plan = &request.plan;
     for route in &plan.egress.routes {
         progress.note(&format!(
             "{} gets {} from ${} (the agent holds a placeholder in ${})",
@@ -119,9 +117,10 @@ pub fn run_with(
         ));
     }
     let check = || interrupted.load(Ordering::SeqCst);
-    let handle =
-        launch(backend.as_ref(), &plan, &options, &mut progress, &check).map_err(user_error)?;
-    let slug = handle.metadata.slug.clone();
+    let bottle = backend
+        .up(&request, &mut progress, &check)
+        .map_err(user_error)?;
+    let slug = bottle.slug;
     if detach {
         output::print(&format!("{slug}\n"));
         return Ok(());
@@ -133,16 +132,11 @@ pub fn run_with(
         // A signal came during the last step: do not attach at all.
         Ok(130)
     } else {
-        backend.exec_interactive(&ExecSpec {
-            container: handle.metadata.agent_container.clone(),
-            user: None,
-            workdir: Some(plan.agent.workdir.display().to_string()),
-            command: plan.agent.command.clone(),
-            stdin: None,
-        })
+        let workdir = plan.agent.workdir.display().to_string();
+        backend.attach(&slug, &plan.agent.command, Some(&workdir))
     };
     progress.note(&format!("tearing down {slug}"));
-    let problems = ops::down(backend.as_ref(), &state_root, &slug).map_err(user_error)?;
+    let problems = backend.down(&slug).map_err(user_error)?;
     for problem in &problems {
         output::error(&format!("teardown: {problem}"));
     }

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The `bottle demo` agent: what an agent with full autonomy might try, step by step.
-step() { printf '\n==> [agent] %s\n' "$*"; }
+step() { printf '\n[agent] %s\n' "$*"; }
 ask() { curl -sS --max-time 20 -w '    (HTTP %{http_code})\n' "$@" 2>&1 | sed 's/^/    /'; }
 
 step "1/5 my API token is DEMO_API_TOKEN=$DEMO_API_TOKEN"

@@ -1,8 +1,8 @@
-//! The `Backend` trait: the engine operations a bottle needs, taking plain data.
+//! The `Engine` trait: the engine operations a bottle needs, taking plain data.
 //!
 //! Everything the launch sequence does to the outside world goes through this trait,
-//! so the CLI and the launch logic are tested against [`crate::fake::FakeBackend`]
-//! and run for real against [`crate::docker::DockerBackend`].
+//! so the CLI and the launch logic are tested against [`crate::fake::FakeEngine`]
+//! and run for real against [`crate::docker::DockerEngine`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -167,7 +167,7 @@ pub struct ContainerInfo {
 }
 
 /// The engine operations a bottle needs.
-pub trait Backend {
+pub trait Engine {
     /// Checks the engine answers; returns its server version.
     fn engine_version(&self) -> Result<String>;
     /// Whether the engine can cap a container's writable layer (`--storage-opt size`).

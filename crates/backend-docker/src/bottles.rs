@@ -1,0 +1,409 @@
+//! [`backend_api::Backend`] on an [`Engine`] (Docker, or the fake one tests use):
+//! the seam's bottle-level operations, carried out by this crate's launch sequence,
+//! lifecycle operations and supervise host side. Compose files, networks, state
+//! directories and container labels stay in here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backend_api::{
+    Attached, Backend, BottleStatus, Decided, GcReport, LogSource, PendingRequest, PolicyChange,
+    Progress, RequestKind, ServiceStatus, UpRequest,
+};
+use compose_render::{AGENT_SERVICE, LABEL_ROLE};
+
+use crate::engine::{ComposeCall, Engine, ExecSpec};
+use crate::error::{BackendError, Result};
+use crate::images::{OwnBinary, Sources};
+use crate::launch::{LaunchOptions, compose_project, launch, redact};
+use crate::sidecar_config::EgressExtras;
+use crate::state::COMPOSE_FILE;
+use crate::{images, ops, requests};
+
+/// Where the sidecar image of this launcher comes from.
+#[derive(Clone, Debug)]
+pub enum SidecarSource {
+    /// A fixed image (`BOT_BOTTLE_SIDECAR_IMAGE`): only checked, never built.
+    Fixed(String),
+    /// The running executable's own image, built on first use.
+    Own {
+        /// The executable and its hash.
+        binary: OwnBinary,
+        /// Where the base and build contexts come from (None: the host says nowhere,
+        /// which only matters when something must be built).
+        sources: Option<Sources>,
+    },
+}
+
+/// Bottles on an engine, with their state under `state_root`.
+pub struct Bottles {
+    engine: Box<dyn Engine>,
+    name: &'static str,
+    state_root: PathBuf,
+    sidecar: SidecarSource,
+    pid_alive: fn(u32) -> bool,
+}
+
+impl Bottles {
+    /// Bottles on `engine` (called `name` in messages), state in `state_root`, sidecars
+    /// from `sidecar`; `pid_alive` tells `gc` whether a launcher still runs.
+    pub fn new(
+        engine: Box<dyn Engine>,
+        name: &'static str,
+        state_root: PathBuf,
+        sidecar: SidecarSource,
+        pid_alive: fn(u32) -> bool,
+    ) -> Self {
+        Self {
+            engine,
+            name,
+            state_root,
+            sidecar,
+            pid_alive,
+        }
+    }
+
+    fn agent_container(&self, bottle: &ops::BottleStatus) -> Result<String> {
+        bottle
+            .containers
+            .iter()
+            .find(|c| {
+                c.labels.get(LABEL_ROLE).is_some_and(|r| r == AGENT_SERVICE) && c.state == "running"
+            })
+            .map(|c| c.name.clone())
+            .ok_or_else(|| {
+                BackendError::Unsupported(format!(
+                    "the agent container of {} is not running",
+                    bottle.slug
+                ))
+            })
+    }
+}
+
+/// The seam's view of a bottle: services by role, no engine objects.
+fn status(bottle: ops::BottleStatus) -> BottleStatus {
+    let mut services: Vec<ServiceStatus> = bottle
+        .containers
+        .iter()
+        .map(|c| ServiceStatus {
+            role: c
+                .labels
+                .get(LABEL_ROLE)
+                .cloned()
+                .unwrap_or_else(|| c.name.clone()),
+            name: c.name.clone(),
+            state: c.state.clone(),
+            health: c.health.clone(),
+        })
+        .collect();
+    services.sort_by(|a, b| a.role.cmp(&b.role));
+    let metadata = bottle.metadata;
+    BottleStatus {
+        slug: bottle.slug,
+        agent: metadata.as_ref().map(|m| m.agent.clone()),
+        created: metadata.as_ref().map(|m| m.created),
+        ready: metadata.as_ref().is_some_and(|m| m.ready),
+        manifest: metadata
+            .as_ref()
+            .map(|m| (m.manifest.clone(), m.manifest_sha256.clone())),
+        services,
+        state_dir: bottle.state_dir,
+    }
+}
+
+fn pending(p: requests::PendingRequest) -> PendingRequest {
+    let r = p.request;
+    PendingRequest {
+        slug: p.slug,
+        id: r.id,
+        created: r.created,
+        kind: kind(&r.kind),
+        host: r.host,
+        port: r.port,
+        methods: r.methods,
+        reason: r.reason,
+        question: r.question,
+    }
+}
+
+fn kind(kind: &supervise::RequestKind) -> RequestKind {
+    match kind {
+        supervise::RequestKind::Egress => RequestKind::Egress,
+        supervise::RequestKind::Question => RequestKind::Question,
+    }
+}
+
+impl Backend for Bottles {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn prepare(&self, progress: &mut dyn Progress) -> Result<String> {
+        match &self.sidecar {
+            SidecarSource::Fixed(image) => Ok(image.clone()),
+            SidecarSource::Own { binary, sources } => {
+                let tag = binary.sidecar_tag();
+                if !self.engine.image_exists(&tag)? {
+                    progress.step(&format!(
+                        "first use of this bottle build: building its sidecar image {tag}"
+                    ));
+                    let sources = sources.as_ref().ok_or_else(|| {
+                        BackendError::Unsupported(
+                            "neither BOT_BOTTLE_CACHE_DIR, XDG_CACHE_HOME nor HOME is set: set \
+                             one, so bottle knows where to build its images"
+                                .into(),
+                        )
+                    })?;
+                    images::ensure_sidecar(self.engine.as_ref(), binary, sources, progress)?;
+                }
+                Ok(tag)
+            }
+        }
+    }
+
+    fn up(
+        &self,
+        request: &UpRequest,
+        progress: &mut dyn Progress,
+        interrupted: &dyn Fn() -> bool,
+    ) -> Result<Attached> {
+        let testing = &request.testing;
+        let options = LaunchOptions {
+            state_root: self.state_root.clone(),
+            manifest: request.manifest.clone(),
+            manifest_sha256: request.manifest_sha256.clone(),
+            sidecar_image: request.sidecar_image.clone(),
+            sidecar_user: request.sidecar_user.clone(),
+            egress_network_internal: testing.egress_network_internal,
+            egress_network: testing.egress_network.clone(),
+            egress_extras: EgressExtras {
+                extra_ca_bundle: testing.extra_ca_bundle.clone(),
+                static_hosts: testing.static_hosts.clone(),
+            },
+            health_timeout: request.ready_timeout,
+            now_unix: request.now_unix,
+            launcher_pid: request.launcher_pid,
+        };
+        let handle = launch(
+            self.engine.as_ref(),
+            &request.plan,
+            &options,
+            progress,
+            interrupted,
+        )?;
+        Ok(Attached {
+            slug: handle.metadata.slug,
+            state_dir: handle.state_dir,
+        })
+    }
+
+    fn attach(&self, slug: &str, command: &[String], workdir: Option<&str>) -> Result<i32> {
+        let bottle = ops::find(self.engine.as_ref(), &self.state_root, slug)?;
+        let container = self.agent_container(&bottle)?;
+        self.engine.exec_interactive(&ExecSpec {
+            container,
+            user: None,
+            workdir: workdir.map(str::to_owned),
+            command: command.to_vec(),
+            stdin: None,
+        })
+    }
+
+    fn list(&self) -> Result<Vec<BottleStatus>> {
+        Ok(ops::list(self.engine.as_ref(), &self.state_root)?
+            .into_iter()
+            .map(status)
+            .collect())
+    }
+
+    fn find(&self, slug: &str) -> Result<BottleStatus> {
+        ops::find(self.engine.as_ref(), &self.state_root, slug).map(status)
+    }
+
+    fn logs(&self, slug: &str, follow: bool, sink: &mut dyn FnMut(LogSource, &str)) -> Result<()> {
+        let bottle = ops::find(self.engine.as_ref(), &self.state_root, slug)?;
+        let secrets = ops::running_secrets(&bottle);
+        let compose_file = bottle.state_dir.join(COMPOSE_FILE);
+        if !compose_file.exists() {
+            return Err(BackendError::Unsupported(format!(
+                "{slug} has no compose file (its launch did not get that far)"
+            )));
+        }
+        if !follow {
+            for audit in ["egress.jsonl", "git-gate.jsonl"] {
+                let path = bottle.state_dir.join("audit").join(audit);
+                if let Ok(text) = std::fs::read_to_string(path) {
+                    for line in redact(&text, &secrets).lines() {
+                        sink(LogSource::Audit(audit), line);
+                    }
+                }
+            }
+        }
+        let project = bottle
+            .metadata
+            .as_ref()
+            .map_or_else(|| compose_project(slug), |m| m.compose_project.clone());
+        let mut args = vec![
+            "logs".to_owned(),
+            "--no-color".to_owned(),
+            "--timestamps".to_owned(),
+        ];
+        if follow {
+            args.push("--follow".to_owned());
+        }
+        let call = ComposeCall {
+            project,
+            file: compose_file,
+            args,
+            env: Vec::new(),
+        };
+        self.engine
+            .compose_follow(&call, &mut |line| {
+                sink(LogSource::Services, &redact(line, &secrets))
+            })
+            .map(drop)
+    }
+
+    fn down(&self, slug: &str) -> Result<Vec<BackendError>> {
+        ops::down(self.engine.as_ref(), &self.state_root, slug)
+    }
+
+    fn purge_agent(&self, agent: &str) -> Result<bool> {
+        ops::purge_agent_state(&self.state_root, agent)
+    }
+
+    fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        let pid_alive = self.pid_alive;
+        let (garbage, problems) = ops::gc(
+            self.engine.as_ref(),
+            &self.state_root,
+            dry_run,
+            &move |pid| pid_alive(pid),
+        )?;
+        Ok(GcReport { garbage, problems })
+    }
+
+    fn apply_egress(&self, slug: &str, change: &PolicyChange, timeout: Duration) -> Result<String> {
+        ops::change_egress(
+            self.engine.as_ref(),
+            &self.state_root,
+            slug,
+            change,
+            timeout,
+        )
+    }
+
+    fn requests(&self, slug: Option<&str>) -> Result<Vec<PendingRequest>> {
+        Ok(
+            requests::pending(self.engine.as_ref(), &self.state_root, slug)?
+                .into_iter()
+                .map(pending)
+                .collect(),
+        )
+    }
+
+    fn decide(&self, id: &str, approve: bool, note: Option<String>) -> Result<Decided> {
+        let (slug, request) = if approve {
+            requests::approve(self.engine.as_ref(), &self.state_root, id, note)
+        } else {
+            requests::deny(self.engine.as_ref(), &self.state_root, id, note)
+        }?;
+        Ok(Decided {
+            slug,
+            id: request.id,
+            kind: kind(&request.kind),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeEngine;
+
+    fn bottles(dir: &std::path::Path) -> Bottles {
+        Bottles::new(
+            Box::new(FakeEngine::new(&["sidecar:test"])),
+            "fake",
+            dir.to_path_buf(),
+            SidecarSource::Fixed("sidecar:test".into()),
+            |_| false,
+        )
+    }
+
+    #[test]
+    fn an_unknown_bottle_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let bottles = bottles(dir.path());
+        assert!(bottles.list().unwrap().is_empty());
+        assert!(matches!(
+            bottles.find("nope-000000"),
+            Err(BackendError::UnknownBottle { .. })
+        ));
+        assert!(matches!(
+            bottles.attach("nope-000000", &["sh".into()], None),
+            Err(BackendError::UnknownBottle { .. })
+        ));
+    }
+
+    #[test]
+    fn the_seam_sees_services_by_role_and_the_launch_record() {
+        use crate::engine::ContainerInfo;
+        use crate::state::Metadata;
+        let container = |name: &str, role: Option<&str>, state: &str| ContainerInfo {
+            id: name.into(),
+            name: name.into(),
+            state: state.into(),
+            health: None,
+            labels: role
+                .map(|r| [(LABEL_ROLE.to_owned(), r.to_owned())].into())
+                .unwrap_or_default(),
+            env: Vec::new(),
+        };
+        let bottle = ops::BottleStatus {
+            slug: "dev-abc123".into(),
+            metadata: Some(Metadata {
+                slug: "dev-abc123".into(),
+                agent: "dev".into(),
+                compose_project: "bot-bottle-dev-abc123".into(),
+                compose_file: "/s/dev-abc123/docker-compose.yml".into(),
+                created: 1_800_000_000,
+                manifest: "/p/bottle.yaml".into(),
+                manifest_sha256: "ab".repeat(32),
+                networks: vec!["n".into()],
+                agent_container: "dev-abc123-agent".into(),
+                launcher_pid: 7,
+                ready: true,
+                files: Vec::new(),
+            }),
+            containers: vec![
+                container("dev-abc123-egress", Some("egress"), "running"),
+                container("dev-abc123-agent", Some("agent"), "running"),
+                container("stray", None, "exited"),
+            ],
+            state_dir: "/s/dev-abc123".into(),
+        };
+        let seen = status(bottle);
+        assert_eq!(seen.agent.as_deref(), Some("dev"));
+        assert!(seen.ready && seen.known());
+        let roles: Vec<&str> = seen.services.iter().map(|s| s.role.as_str()).collect();
+        assert_eq!(roles, ["agent", "egress", "stray"]);
+        // One service stopped: the bottle does not run.
+        assert!(!seen.running());
+        assert_eq!(
+            seen.manifest,
+            Some(("/p/bottle.yaml".into(), "ab".repeat(32)))
+        );
+    }
+
+    #[test]
+    fn a_fixed_sidecar_is_not_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut progress = backend_api::RecordedProgress::default();
+        assert_eq!(
+            bottles(dir.path()).prepare(&mut progress).unwrap(),
+            "sidecar:test"
+        );
+        assert!(progress.lines.is_empty());
+    }
+}
