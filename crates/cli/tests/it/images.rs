@@ -135,3 +135,21 @@ fn the_demo_dry_run_needs_no_engine() {
     assert!(!stdout.contains("dry-run-credential"), "{stdout}");
     assert!(stdout.contains("working_dir: /demo\n"), "{stdout}");
 }
+
+#[test]
+fn without_an_engine_the_demo_shows_its_dry_run_and_says_why() {
+    // A PATH with nothing on it: there is no `docker` to find.
+    let empty = tempfile::tempdir().unwrap();
+    let output = bottle()
+        .env("BOT_BOTTLE_STATE_DIR", "/nonexistent/state")
+        .env("PATH", empty.path())
+        .arg("demo")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("no Docker engine"), "{stderr}");
+    assert!(stderr.contains("bottle demo needs a Docker engine"), "{stderr}");
+    assert!(stdout.contains("  egress:"), "{stdout}");
+}
