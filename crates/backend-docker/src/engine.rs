@@ -1,7 +1,7 @@
 //! The `Engine` trait: the engine operations a bottle needs, taking plain data.
 //!
 //! Everything the launch sequence does to the outside world goes through this trait,
-//! so the CLI and the launch logic are tested against [`crate::fake::FakeEngine`]
+//! so the CLI and the launch logic are tested against `fake::FakeEngine`
 //! and run for real against [`crate::docker::DockerEngine`].
 
 use std::collections::BTreeMap;

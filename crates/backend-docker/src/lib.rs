@@ -4,7 +4,8 @@
 //! down in reverse on failure; [`ops`] holds the lifecycle commands (`ls`, `down`,
 //! `gc`, `egress allow|deny`); [`images`] builds the base and sidecar images from the
 //! running executable; [`docker::DockerEngine`] drives the docker CLI;
-//! [`fake::FakeEngine`] is the in-memory engine the CLI tests use.
+//! `fake::FakeEngine` is the in-memory engine the CLI tests use (feature `fake`:
+//! never in a release build; [`fake_engine`] says whether this build has it).
 
 pub mod bottles;
 pub mod ca;
@@ -12,6 +13,7 @@ pub mod demo;
 pub mod docker;
 pub mod engine;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod images;
 pub mod launch;
@@ -25,3 +27,25 @@ pub mod teardown;
 
 pub use engine::Engine;
 pub use error::{BackendError, Result};
+
+/// The fake engine persisted at `path` with `images` present, failing at `fail_at`
+/// (see `fake::FakeEngine::fail_at`); None when this build has no fake engine (the
+/// `fake` feature is for tests).
+pub fn fake_engine(
+    path: &std::path::Path,
+    images: &[&str],
+    fail_at: Option<String>,
+) -> Option<Result<Box<dyn Engine>>> {
+    #[cfg(any(test, feature = "fake"))]
+    {
+        Some(
+            fake::FakeEngine::open(path, images)
+                .map(|fake| Box::new(fake.fail_at(fail_at)) as Box<dyn Engine>),
+        )
+    }
+    #[cfg(not(any(test, feature = "fake")))]
+    {
+        let _ = (path, images, fail_at);
+        None
+    }
+}

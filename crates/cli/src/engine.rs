@@ -7,7 +7,6 @@ use backend_api::Backend;
 use backend_docker::Engine;
 use backend_docker::bottles::{Bottles, SidecarSource};
 use backend_docker::docker::{ComposeFlavor, DockerEngine};
-use backend_docker::fake::FakeEngine;
 use backend_docker::images::{OwnBinary, Sources};
 
 use crate::commands::state_root;
@@ -115,10 +114,15 @@ pub fn engine() -> Result<Box<dyn Engine>, CliError> {
             let path = PathBuf::from(&spec["fake:".len()..]);
             let images = [sidecar_image()?, "bot-bottle/agent:latest".to_owned()];
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
-            let fake = FakeEngine::open(Path::new(&path), &images)
-                .map_err(|e| CliError::Internal(e.to_string()))?
-                .fail_at(std::env::var(FAKE_FAIL_ENV).ok().filter(|v| !v.is_empty()));
-            Ok(Box::new(fake))
+            let fail_at = std::env::var(FAKE_FAIL_ENV).ok().filter(|v| !v.is_empty());
+            backend_docker::fake_engine(Path::new(&path), &images, fail_at)
+                .ok_or_else(|| {
+                    CliError::User(format!(
+                        "{BACKEND_ENV}=fake:...: this build of bottle has no fake engine (it is \
+                         for its tests)"
+                    ))
+                })?
+                .map_err(|e| CliError::Internal(e.to_string()))
         }
         Some(other) if !other.is_empty() && other != "docker" => Err(CliError::User(format!(
             "{BACKEND_ENV}={other}: expected `docker` or `fake:PATH`"
