@@ -141,38 +141,61 @@ pub fn remove_leftovers(backend: &dyn Engine, pid_alive: &dyn Fn(u32) -> bool) -
     Ok(())
 }
 
-/// A CA (certificate to `ca_pem`) and a server certificate for `names` signed by it
+/// A CA for a stand-in internet (`bottle demo`'s, e2e's): it signs the stand-in
+/// servers' certificates, and the egress proxy is told to trust it.
+pub struct StandInCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// Its certificate, PEM.
+    pub cert_pem: String,
+}
+
+impl StandInCa {
+    /// A fresh CA named `common_name`.
+    pub fn mint(common_name: &str) -> Result<StandInCa> {
+        let ca_key = KeyPair::generate().map_err(ca_error)?;
+        let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(ca_error)?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ca.distinguished_name.push(DnType::CommonName, common_name);
+        let cert_pem = ca.self_signed(&ca_key).map_err(ca_error)?.pem();
+        Ok(StandInCa {
+            issuer: Issuer::new(ca, ca_key),
+            cert_pem,
+        })
+    }
+
+    /// A server certificate and its key (PEM) for `sans`, names or IP addresses; the
+    /// first is also the common name.
+    pub fn server(&self, sans: &[String]) -> Result<(String, String)> {
+        let mut leaf = CertificateParams::new(sans.to_vec()).map_err(ca_error)?;
+        if let Some(first) = sans.first() {
+            leaf.distinguished_name.push(DnType::CommonName, first);
+        }
+        leaf.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = KeyPair::generate().map_err(ca_error)?;
+        let leaf_cert = leaf.signed_by(&leaf_key, &self.issuer).map_err(ca_error)?;
+        Ok((leaf_cert.pem(), leaf_key.serialize_pem()))
+    }
+}
+
+fn ca_error(e: rcgen::Error) -> BackendError {
+    BackendError::Ca(e.to_string())
+}
+
+/// The stand-in's CA (certificate to `ca_pem`) and its server certificate for `names`
 /// (`server.crt`, `server.key` in `dir`).
 fn mint(dir: &Path, ca_pem: &Path, names: &[&str]) -> Result<()> {
-    let fail = |e: rcgen::Error| BackendError::Ca(e.to_string());
-    let ca_key = KeyPair::generate().map_err(fail)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name
-        .push(DnType::CommonName, "bot-bottle demo stand-in CA");
-    let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
-    let issuer = Issuer::new(ca, ca_key);
-    let mut leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .map_err(fail)?;
-    if let Some(first) = names.first() {
-        leaf.distinguished_name.push(DnType::CommonName, *first);
-    }
-    leaf.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().map_err(fail)?;
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(fail)?;
-    write_atomic(ca_pem, ca_cert.pem().as_bytes(), 0o644)?;
-    write_atomic(&dir.join("server.crt"), leaf_cert.pem().as_bytes(), 0o644)?;
+    let ca = StandInCa::mint("bot-bottle demo stand-in CA")?;
+    let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let (cert, key) = ca.server(&sans)?;
+    write_atomic(ca_pem, ca.cert_pem.as_bytes(), 0o644)?;
+    write_atomic(&dir.join("server.crt"), cert.as_bytes(), 0o644)?;
     // The server runs as root in its container; the key never leaves the run's dir.
-    write_atomic(
-        &dir.join("server.key"),
-        leaf_key.serialize_pem().as_bytes(),
-        0o644,
-    )
+    write_atomic(&dir.join("server.key"), key.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

@@ -7,10 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use backend_docker::demo::StandInCa;
 
 use super::Run;
 use super::sh::{self, cmd};
@@ -139,7 +136,9 @@ pub fn start(run: &Run) -> Result<FakeInternet, String> {
     let gateway = inspect_gateway(run, &network)?;
 
     let ca_pem = run.dir.join("fake-internet-ca.pem");
-    let ca = mint_ca(&ca_pem)?;
+    let ca = StandInCa::mint("bot-bottle e2e fake internet CA")
+        .map_err(|e| format!("minting the fake internet's CA: {e}"))?;
+    write(&ca_pem, &ca.cert_pem)?;
     let tls = private_dir(&run.dir.join("echo-tls"))?;
     mint_server_cert(&ca, &tls, ECHO_NAMES, &echo_ip)?;
     let anthropic_tls = private_dir(&run.dir.join("anthropic-tls"))?;
@@ -384,48 +383,17 @@ fn wait_listening(run: &Run, container: &str, port: u16) -> Result<(), String> {
     ))
 }
 
-/// The fake internet's CA (its certificate written to `ca_pem`, for the egress proxy
-/// to trust): the issuer of every server certificate.
-fn mint_ca(ca_pem: &Path) -> Result<Issuer<'static, KeyPair>, String> {
-    let ca_key = KeyPair::generate().map_err(tls_failure)?;
-    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(tls_failure)?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name
-        .push(DnType::CommonName, "bot-bottle e2e fake internet CA");
-    let ca_cert = ca.self_signed(&ca_key).map_err(tls_failure)?;
-    write(ca_pem, &ca_cert.pem())?;
-    Ok(Issuer::new(ca, ca_key))
-}
-
 /// A server certificate from `ca` for `names` and `ip` (its SANs; the first name is
 /// also its common name), written with its key to `dir/server.crt` and
 /// `dir/server.key`.
-fn mint_server_cert(
-    ca: &Issuer<'_, KeyPair>,
-    dir: &Path,
-    names: &[&str],
-    ip: &str,
-) -> Result<(), String> {
+fn mint_server_cert(ca: &StandInCa, dir: &Path, names: &[&str], ip: &str) -> Result<(), String> {
     let mut sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     sans.push(ip.to_string());
-    let mut leaf = CertificateParams::new(sans).map_err(tls_failure)?;
-    if let Some(first) = names.first() {
-        leaf.distinguished_name.push(DnType::CommonName, *first);
-    }
-    leaf.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = KeyPair::generate().map_err(tls_failure)?;
-    let leaf_cert = leaf.signed_by(&leaf_key, ca).map_err(tls_failure)?;
-    write(&dir.join("server.crt"), &leaf_cert.pem())?;
-    write(&dir.join("server.key"), &leaf_key.serialize_pem())
-}
-
-fn tls_failure(e: rcgen::Error) -> String {
-    format!("minting the fake internet's certificates: {e}")
+    let (cert, key) = ca
+        .server(&sans)
+        .map_err(|e| format!("minting the fake internet's certificates: {e}"))?;
+    write(&dir.join("server.crt"), &cert)?;
+    write(&dir.join("server.key"), &key)
 }
 
 /// A server's log directory (the server runs as root and writes into it).
