@@ -24,6 +24,9 @@ pub const SIDECAR_IMAGE_ENV: &str = "BOT_BOTTLE_SIDECAR_IMAGE";
 pub const COMPOSE_ENV: &str = "BOT_BOTTLE_COMPOSE";
 /// Environment variable naming where images are built and their rootfs cached.
 pub const CACHE_DIR_ENV: &str = "BOT_BOTTLE_CACHE_DIR";
+/// Environment variable that, set to `off`, keeps `bottle` from trying a registry
+/// for the base image (debootstrap straight away; nothing asks DNS for a registry).
+pub const REGISTRY_ENV: &str = "BOT_BOTTLE_REGISTRY";
 /// Environment variable naming the Debian mirror debootstrap uses.
 pub const MIRROR_ENV: &str = "BOT_BOTTLE_DEBIAN_MIRROR";
 
@@ -67,6 +70,7 @@ pub fn image_sources() -> Result<Sources, CliError> {
     };
     Ok(Sources {
         cache_dir,
+        try_registry: std::env::var(REGISTRY_ENV).ok().as_deref() != Some("off"),
         debian_mirror: std::env::var(MIRROR_ENV)
             .ok()
             .filter(|m| !m.trim().is_empty()),

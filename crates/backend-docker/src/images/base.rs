@@ -81,7 +81,7 @@ pub fn ensure_base(
     let tarball = sources.cache_dir.join(tarball_name());
     let route = if tarball.is_file() {
         BaseRoute::Cached
-    } else if from_registry(backend, sources, progress)? {
+    } else if sources.try_registry && from_registry(backend, sources, progress)? {
         return Ok(BaseRoute::Registry);
     } else {
         rootfs::debootstrap_tarball(sources, &tarball, progress)?;
@@ -210,6 +210,7 @@ mod tests {
         Sources {
             cache_dir: dir.to_path_buf(),
             debian_mirror: None,
+            try_registry: true,
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Sources {
     pub cache_dir: PathBuf,
     /// The Debian mirror debootstrap uses (None: debootstrap's default).
     pub debian_mirror: Option<String>,
+    /// Whether to try a registry for the base at all (`BOT_BOTTLE_REGISTRY=off`: no,
+    /// so nothing asks DNS for a registry's name, as in CI).
+    pub try_registry: bool,
 }
 
 /// What one image is to bot-bottle, for `bottle images`.

@@ -201,6 +201,7 @@ mod tests {
         let sources = Sources {
             cache_dir: dir.path().into(),
             debian_mirror: None,
+            try_registry: true,
         };
         let mut progress = RecordedProgress::default();
         let image = ensure_sidecar(&fake, &own, &sources, &mut progress).unwrap();
@@ -217,6 +218,7 @@ mod tests {
         let sources = Sources {
             cache_dir: dir.path().into(),
             debian_mirror: None,
+            try_registry: true,
         };
         let mut progress = RecordedProgress::default();
         let image = ensure_sidecar(&fake, &own, &sources, &mut progress).unwrap();
