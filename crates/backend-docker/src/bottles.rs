@@ -375,6 +375,7 @@ mod tests {
                 launcher_pid: 7,
                 ready: true,
                 files: Vec::new(),
+                secret_env: Vec::new(),
             }),
             containers: vec![
                 container("dev-abc123-egress", Some("egress"), "running"),

@@ -133,6 +133,10 @@ fn launch_steps(
         launcher_pid: options.launcher_pid,
         ready: false,
         files: Vec::new(),
+        secret_env: compose_render::compose_process_env(plan)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
     };
     metadata.write(&state_dir)?;
 

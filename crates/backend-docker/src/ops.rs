@@ -84,11 +84,21 @@ pub fn find(backend: &dyn Engine, state_root: &Path, slug: &str) -> Result<Bottl
         })
 }
 
-/// The secret values of a running bottle, for redaction: the values of every variable
-/// the compose file names bare (values that came from the compose process env).
+/// The secret values of a running bottle, for redaction: the values, in its
+/// containers' environments, of the variables its launch recorded as secret.
 pub fn running_secrets(bottle: &BottleStatus) -> Vec<String> {
-    let compose_file = bottle.state_dir.join(COMPOSE_FILE);
-    let text = std::fs::read_to_string(compose_file).unwrap_or_default();
+    let recorded = bottle
+        .metadata
+        .as_ref()
+        .map(|m| m.secret_env.clone())
+        .unwrap_or_default();
+    // A launch by an older `bottle` recorded no names: its compose file lists them
+    // bare (`- NAME`, no `=value`).
+    let text = if recorded.is_empty() {
+        std::fs::read_to_string(bottle.state_dir.join(COMPOSE_FILE)).unwrap_or_default()
+    } else {
+        String::new()
+    };
     let bare: BTreeSet<&str> = text
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- "))
@@ -98,6 +108,7 @@ pub fn running_secrets(bottle: &BottleStatus) -> Vec<String> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_')
         })
+        .chain(recorded.iter().map(String::as_str))
         .collect();
     let mut values: Vec<String> = bottle
         .containers
@@ -578,6 +589,71 @@ mod tests {
                 }
             )
             .is_err()
+        );
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn bottle(dir: &Path, recorded: &[&str]) -> BottleStatus {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), plan::Secret::new(*v)))
+                .collect()
+        };
+        BottleStatus {
+            slug: "t-000000".into(),
+            metadata: Some(Metadata {
+                slug: "t-000000".into(),
+                agent: "t".into(),
+                compose_project: "bot-bottle-t-000000".into(),
+                compose_file: dir.join(COMPOSE_FILE),
+                created: 0,
+                manifest: "/m".into(),
+                manifest_sha256: String::new(),
+                networks: Vec::new(),
+                agent_container: "t-000000-agent".into(),
+                launcher_pid: 1,
+                ready: true,
+                files: Vec::new(),
+                secret_env: recorded.iter().map(|n| n.to_string()).collect(),
+            }),
+            containers: vec![ContainerInfo {
+                id: "1".into(),
+                name: "t-000000-egress".into(),
+                state: "running".into(),
+                health: None,
+                labels: BTreeMap::new(),
+                env: env(&[("TOKEN", "real-token-value"), ("MODE", "test")]),
+            }],
+            state_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn the_recorded_names_say_which_values_are_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        // No compose file at all: the names come from the launch record.
+        assert_eq!(
+            running_secrets(&bottle(dir.path(), &["TOKEN"])),
+            ["real-token-value"]
+        );
+    }
+
+    #[test]
+    fn an_older_launch_falls_back_to_the_compose_files_bare_names() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(COMPOSE_FILE),
+            "services:\n  egress:\n    environment:\n    - TOKEN\n    - MODE=test\n",
+        )
+        .unwrap();
+        assert_eq!(
+            running_secrets(&bottle(dir.path(), &[])),
+            ["real-token-value"]
         );
     }
 }

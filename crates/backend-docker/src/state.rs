@@ -112,6 +112,11 @@ pub struct Metadata {
     pub ready: bool,
     /// Files the launch wrote, relative to the bottle's state dir.
     pub files: Vec<PathBuf>,
+    /// Names (never values) of the variables whose values are secrets, in the
+    /// services' environments: `logs` and `down` redact their values. Absent in the
+    /// metadata of older launches.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
 }
 
 impl Metadata {
