@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use compose_render::{LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT, LaunchFacts, render, to_yaml};
+use compose_render::{
+    EGRESS_NETWORK, INTERNAL_NETWORK, LABEL_ROLE, LABEL_SLUG, LABEL_STATE_ROOT, LaunchFacts,
+    render, to_yaml,
+};
 use plan::{BottlePlan, ImagePlan};
 
 use crate::engine::{BuildSpec, ComposeCall, Engine, NetworkSpec};
@@ -55,10 +58,7 @@ pub struct BottleHandle {
 /// Repository of derived agent images (a content-addressed cache shared by bottles).
 pub const DERIVED_IMAGE_REPO: &str = "bot-bottle/derived";
 
-/// Compose project name of a slug.
-pub fn compose_project(slug: &str) -> String {
-    format!("bot-bottle-{slug}")
-}
+pub use compose_render::names::compose_project;
 
 /// Checked between steps so Ctrl-C/SIGTERM stop a launch at the next step boundary.
 pub type InterruptCheck<'a> = &'a dyn Fn() -> bool;
@@ -224,8 +224,8 @@ fn launch_steps(
     let network = |role: &str, internal: bool, subnet: Option<String>| NetworkSpec {
         ip_range: subnet.as_ref().map(|s| s.replace(".0/24", ".0/25")),
         // The agent's network: no address of the host on it.
-        no_host_address: role == "internal",
-        name: format!("bot-bottle-{slug}-{role}"),
+        no_host_address: role == INTERNAL_NETWORK,
+        name: compose_render::names::network(&slug, role),
         internal,
         subnet,
         labels: BTreeMap::from([
@@ -243,7 +243,7 @@ fn launch_steps(
         Some(existing) => backend.inspect_network(existing)?,
         None => {
             let created = backend.create_network(&network(
-                "egress",
+                EGRESS_NETWORK,
                 options.egress_network_internal,
                 None,
             ))?;
@@ -399,7 +399,9 @@ fn create_internal_network(
     backend: &dyn Engine,
     network: &dyn Fn(&str, bool, Option<String>) -> NetworkSpec,
 ) -> Result<crate::engine::NetworkInfo> {
-    create_in_free_subnet(backend, &|subnet| network("internal", true, Some(subnet)))
+    create_in_free_subnet(backend, &|subnet| {
+        network(INTERNAL_NETWORK, true, Some(subnet))
+    })
 }
 
 /// Creates the network `spec` makes for a subnet: a random /24 in 10.213.0.0/16,

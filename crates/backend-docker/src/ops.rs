@@ -211,10 +211,8 @@ pub fn gc(
     let mut problems = Vec::new();
     let mut labelled_networks: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for network in backend.networks_with_label(&root_label(state_root))? {
-        let slug = network
-            .strip_prefix("bot-bottle-")
-            .and_then(|rest| rest.rsplit_once('-').map(|(slug, _)| slug.to_owned()))
-            .unwrap_or_else(|| network.clone());
+        let slug = compose_render::names::slug_of_network(&network)
+            .map_or_else(|| network.clone(), str::to_owned);
         labelled_networks.entry(slug).or_default().push(network);
     }
     let mut bottles = list(backend, state_root)?;

@@ -59,8 +59,8 @@ impl LaunchFacts {
             ImagePlan::Existing { reference } => format!("{reference}-workdir"),
         };
         Self {
-            internal_network: format!("bot-bottle-{slug}-internal"),
-            egress_network: format!("bot-bottle-{slug}-egress"),
+            internal_network: crate::names::network(slug, crate::INTERNAL_NETWORK),
+            egress_network: crate::names::network(slug, crate::EGRESS_NETWORK),
             internal_cidr: "10.213.0.0/24".to_owned(),
             egress_ip: "10.213.0.254".to_owned(),
             agent_image,

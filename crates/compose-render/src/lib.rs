@@ -8,6 +8,7 @@
 
 pub mod compose;
 mod facts;
+pub mod names;
 mod render;
 
 pub use compose::ComposeFile;
