@@ -133,12 +133,12 @@ impl FakeEngine {
         self.save();
     }
 
+    /// Writes the state through a temporary file and a rename, so that a test reading
+    /// the file while a launcher writes it never sees half of it.
     fn save(&self) {
         if let Some(path) = &self.path {
-            let _ = std::fs::write(
-                path,
-                serde_json::to_vec_pretty(&*self.state.borrow()).unwrap_or_default(),
-            );
+            let bytes = serde_json::to_vec_pretty(&*self.state.borrow()).unwrap_or_default();
+            let _ = crate::state::write_atomic(path, &bytes, 0o600);
         }
     }
 
