@@ -173,7 +173,8 @@ pub enum RequestKind {
 /// them escaped.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PendingRequest {
-    /// The bottle's slug.
+    /// The bottle's slug (`bottle_slug` in JSON, as supervise files it).
+    #[serde(rename = "bottle_slug")]
     pub slug: String,
     /// The request's id (`bottle approve ID` takes a unique prefix).
     pub id: String,

@@ -25,13 +25,12 @@ use crate::{images, ops, requests};
 pub enum SidecarSource {
     /// A fixed image (`BOT_BOTTLE_SIDECAR_IMAGE`): only checked, never built.
     Fixed(String),
-    /// The running executable's own image, built on first use.
+    /// The running executable's own image, built on first use (the executable is
+    /// read and hashed only then: `ls`, `down` and the rest never need it).
     Own {
-        /// The executable and its hash.
-        binary: OwnBinary,
-        /// Where the base and build contexts come from (None: the host says nowhere,
-        /// which only matters when something must be built).
-        sources: Option<Sources>,
+        /// Where the base and build contexts come from, or why the host gives no
+        /// place (which only matters when something must be built).
+        sources: std::result::Result<Sources, String>,
     },
 }
 
@@ -141,19 +140,16 @@ impl Backend for Bottles {
     fn prepare(&self, progress: &mut dyn Progress) -> Result<String> {
         match &self.sidecar {
             SidecarSource::Fixed(image) => Ok(image.clone()),
-            SidecarSource::Own { binary, sources } => {
+            SidecarSource::Own { sources } => {
+                let binary = &OwnBinary::current()?;
                 let tag = binary.sidecar_tag();
                 if !self.engine.image_exists(&tag)? {
                     progress.step(&format!(
                         "first use of this bottle build: building its sidecar image {tag}"
                     ));
-                    let sources = sources.as_ref().ok_or_else(|| {
-                        BackendError::Unsupported(
-                            "neither BOT_BOTTLE_CACHE_DIR, XDG_CACHE_HOME nor HOME is set: set \
-                             one, so bottle knows where to build its images"
-                                .into(),
-                        )
-                    })?;
+                    let sources = sources
+                        .as_ref()
+                        .map_err(|why| BackendError::Unsupported(why.clone()))?;
                     images::ensure_sidecar(self.engine.as_ref(), binary, sources, progress)?;
                 }
                 Ok(tag)

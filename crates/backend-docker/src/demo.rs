@@ -22,6 +22,10 @@ use crate::state::write_atomic;
 pub const DEMO_LABEL: &str = "dev.bot-bottle.demo";
 /// The stand-in server (python3 from the base image; no packages beyond it).
 pub const SERVER_PY: &str = include_str!("demo/upstream.py");
+/// The state root's directory of running demos (one per launcher pid): not a bottle's
+/// state dir, so `ls`, `gc` and `down` leave it alone.
+pub const DEMOS_DIR: &str = "demos";
+
 /// Where the stand-in's files are mounted in its container.
 const MOUNT: &str = "/demo";
 
@@ -65,10 +69,11 @@ pub fn start(
     let ca_pem = dir.join("stand-in-ca.pem");
     mint(&files, &ca_pem, names)?;
     write_atomic(&files.join("server.py"), SERVER_PY.as_bytes(), 0o644)?;
+    // Root in the stand-in's container reads 0600 files of the launcher's user.
     write_atomic(
         &files.join("credential"),
         expected_credential.as_bytes(),
-        0o644,
+        0o600,
     )?;
     let container = format!("bot-bottle-demo-upstream-{pid}");
     let stand_in = StandIn {
@@ -194,8 +199,7 @@ fn mint(dir: &Path, ca_pem: &Path, names: &[&str]) -> Result<()> {
     let (cert, key) = ca.server(&sans)?;
     write_atomic(ca_pem, ca.cert_pem.as_bytes(), 0o644)?;
     write_atomic(&dir.join("server.crt"), cert.as_bytes(), 0o644)?;
-    // The server runs as root in its container; the key never leaves the run's dir.
-    write_atomic(&dir.join("server.key"), key.as_bytes(), 0o644)
+    write_atomic(&dir.join("server.key"), key.as_bytes(), 0o600)
 }
 
 #[cfg(test)]

@@ -294,7 +294,15 @@ impl Engine for DockerEngine {
             .iter()
             .map(OsString::from)
             .collect();
-        Ok(run("docker", &args, None, &[])?.success())
+        let captured = run("docker", &args, None, &[])?;
+        if captured.success() {
+            return Ok(true);
+        }
+        // "No such image" is an answer; anything else (no engine, no permission) is not.
+        if String::from_utf8_lossy(&captured.stderr).contains("No such image") {
+            return Ok(false);
+        }
+        checked("docker", &args, captured).map(|_| true)
     }
 
     fn image_id(&self, reference: &str) -> Result<String> {
@@ -643,9 +651,14 @@ impl Engine for DockerEngine {
         .iter()
         .map(OsString::from)
         .collect();
-        let captured = run("docker", &args, None, &[])?;
+        let mut captured = run("docker", &args, None, &[])?;
         if !captured.success() {
-            return Ok(None);
+            // No such image is an answer (image_exists says which); an engine that does
+            // not answer is an error.
+            if !self.image_exists(reference)? {
+                return Ok(None);
+            }
+            captured = checked("docker", &args, captured)?;
         }
         let labels: Option<BTreeMap<String, String>> =
             serde_json::from_slice(&captured.stdout).unwrap_or_default();

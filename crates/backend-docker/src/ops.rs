@@ -41,8 +41,12 @@ pub fn list(backend: &dyn Engine, state_root: &Path) -> Result<Vec<BottleStatus>
     if let Ok(entries) = std::fs::read_dir(state_root) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != LOGS_DIR && name != compose_render::AGENTS_STATE_DIR && entry.path().is_dir()
-            {
+            let not_a_bottle = [
+                LOGS_DIR,
+                compose_render::AGENTS_STATE_DIR,
+                crate::demo::DEMOS_DIR,
+            ];
+            if !not_a_bottle.contains(&name.as_str()) && entry.path().is_dir() {
                 slugs.insert(name);
             }
         }

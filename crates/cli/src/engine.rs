@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use backend_api::Backend;
-use backend_docker::Engine;
 use backend_docker::bottles::{Bottles, SidecarSource};
 use backend_docker::docker::{ComposeFlavor, DockerEngine};
 use backend_docker::images::{OwnBinary, Sources};
+use backend_docker::{BackendError, Engine};
 
 use crate::commands::state_root;
 use crate::{CliError, host};
@@ -70,7 +70,15 @@ pub fn image_sources() -> Result<Sources, CliError> {
     };
     Ok(Sources {
         cache_dir,
-        try_registry: std::env::var(REGISTRY_ENV).ok().as_deref() != Some("off"),
+        try_registry: match std::env::var(REGISTRY_ENV).ok().as_deref() {
+            None | Some("" | "on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(CliError::User(format!(
+                    "{REGISTRY_ENV}={other}: expected `on` or `off`"
+                )));
+            }
+        },
         debian_mirror: std::env::var(MIRROR_ENV)
             .ok()
             .filter(|m| !m.trim().is_empty()),
@@ -83,8 +91,7 @@ pub fn backend() -> Result<Box<dyn Backend>, CliError> {
     let sidecar = match sidecar_override() {
         Some(image) => SidecarSource::Fixed(image),
         None => SidecarSource::Own {
-            binary: own_binary()?,
-            sources: image_sources().ok(),
+            sources: image_sources().map_err(|e| e.to_string()),
         },
     };
     let engine = engine()?;
@@ -138,9 +145,12 @@ pub fn engine() -> Result<Box<dyn Engine>, CliError> {
                     CliError::User(format!("{COMPOSE_ENV}={text}: expected `v1` or `v2`"))
                 })?),
             };
-            Ok(Box::new(
-                DockerEngine::detect_with(preferred).map_err(|e| CliError::User(e.to_string()))?,
-            ))
+            Ok(Box::new(DockerEngine::detect_with(preferred).map_err(
+                |e| match e {
+                    BackendError::NoEngine { .. } => CliError::NoEngine(e.to_string()),
+                    other => CliError::User(other.to_string()),
+                },
+            )?))
         }
     }
 }

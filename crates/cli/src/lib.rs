@@ -30,6 +30,9 @@ pub enum CliError {
     /// The user's problem was already printed in full (diagnostics).
     #[error("reported")]
     Reported,
+    /// No Docker engine answers (already worded for the user).
+    #[error("{0}")]
+    NoEngine(String),
     /// A bug or an environment failure.
     #[error("{0}")]
     Internal(String),
@@ -52,7 +55,7 @@ pub fn run(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitC
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Reported) => ExitCode::from(1),
         Err(CliError::Exit(code)) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
-        Err(CliError::User(message)) => {
+        Err(CliError::User(message) | CliError::NoEngine(message)) => {
             output::error(&message);
             ExitCode::from(1)
         }

@@ -1,7 +1,7 @@
 # bot-bottle demo: the stand-in for every outside host the demo agent calls.
 # HTTPS on 443 with a certificate from the run's own CA; it says what it received,
-# and whether the Authorization header carried the real credential (only its last
-# four characters are ever printed).
+# and whether the Authorization header carried the real credential (no character of
+# either ever leaves this server: it says yes or no, and a length).
 import hmac
 import json
 import ssl
@@ -23,9 +23,9 @@ class Handler(BaseHTTPRequestHandler):
         if not token:
             credential = "none"
         elif hmac.compare_digest(token, REAL):
-            credential = f"the real one (...{REAL[-4:]})"
+            credential = "the real one"
         else:
-            credential = f"NOT the real one (...{token[-4:]})"
+            credential = f"NOT the real one ({len(token)} characters)"
         body = json.dumps(
             {
                 "upstream": self.headers.get("host", "?"),

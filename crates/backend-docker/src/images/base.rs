@@ -124,7 +124,10 @@ fn from_registry(
             Pulled::Pulled => progress.done(&format!("{PULL_SOURCE} pulled"), started.elapsed()),
             Pulled::Unavailable(why) => {
                 progress.done(
-                    &format!("no registry reachable ({why}): bootstrapping Debian instead"),
+                    &format!(
+                        "no registry reachable ({why}): bootstrapping Debian instead \
+                         (BOT_BOTTLE_REGISTRY=off skips asking)"
+                    ),
                     started.elapsed(),
                 );
                 return Ok(false);

@@ -27,27 +27,45 @@ path-include /usr/share/locale/locale.alias
 path-exclude /usr/share/lintian/*
 ";
 
+/// What the base's apt sources say, whatever mirror built it.
+const DEFAULT_SOURCES: &str = "deb http://deb.debian.org/debian bookworm main\n";
+
+/// `mirror` for messages: without the `user:password@` of its URL.
+fn shown_mirror(mirror: &str) -> String {
+    match mirror.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, path)) => {
+                let host = authority.rsplit('@').next().unwrap_or(authority);
+                format!("{scheme}://{host}/{path}")
+            }
+            None => format!("{scheme}://{}", rest.rsplit('@').next().unwrap_or(rest)),
+        },
+        None => mirror.to_owned(),
+    }
+}
+
 /// Bootstraps bookworm with [`PACKAGES`] and tars it into `tarball`.
 pub fn debootstrap_tarball(
     sources: &Sources,
     tarball: &Path,
     progress: &mut dyn Progress,
 ) -> Result<()> {
+    // sudo's secure_path rarely holds ~/.cargo/bin: name this very executable.
+    let exe =
+        std::env::current_exe().map_or_else(|_| "bottle".to_owned(), |p| p.display().to_string());
     let debootstrap = find_program("debootstrap").ok_or_else(|| {
-        BackendError::Unsupported(
+        BackendError::Unsupported(format!(
             "no registry is reachable to pull the base image from, and debootstrap is not \
              installed to build it: install it (`apt-get install debootstrap`) and run \
-             `sudo bottle images build` once"
-                .into(),
-        )
+             `sudo {exe} images build` once"
+        ))
     })?;
     if !is_root() {
-        return Err(BackendError::Unsupported(
+        return Err(BackendError::Unsupported(format!(
             "no registry is reachable to pull the base image from, and building it with \
-             debootstrap needs root: run `sudo bottle images build` once (the image is then \
+             debootstrap needs root: run `sudo {exe} images build` once (the image is then \
              shared by every user of this Docker engine)"
-                .into(),
-        ));
+        )));
     }
     fs::create_dir_all(&sources.cache_dir)
         .map_err(BackendError::io("creating", &sources.cache_dir))?;
@@ -57,7 +75,7 @@ pub fn debootstrap_tarball(
     let from = sources
         .debian_mirror
         .as_deref()
-        .map_or_else(String::new, |m| format!(" from {m}"));
+        .map_or_else(String::new, |m| format!(" from {}", shown_mirror(m)));
     let started = Instant::now();
     progress.step(&format!(
         "bootstrapping Debian bookworm{from} (no registry; a few minutes, once)"
@@ -214,6 +232,12 @@ fn trim(rootfs: &Path) -> Result<()> {
             }
         }
     }
+    // debootstrap wrote the mirror it used, credentials and all, into sources.list:
+    // every image on this base (the sidecar's, the demo agent's) would carry it.
+    let sources = rootfs.join("etc/apt/sources.list");
+    if sources.exists() {
+        fs::write(&sources, DEFAULT_SOURCES).map_err(BackendError::io("writing", &sources))?;
+    }
     let dpkg_cfg = rootfs.join("etc/dpkg/dpkg.cfg.d/bot-bottle-slim");
     fs::write(&dpkg_cfg, DPKG_SLIM).map_err(BackendError::io("writing", &dpkg_cfg))
 }
@@ -256,6 +280,7 @@ mod tests {
             "etc/hostname",
             "etc/ssh/ssh_host_ed25519_key",
             "etc/ssh/ssh_config",
+            "etc/apt/sources.list",
             "var/lib/apt/lists/deb.debian.org_dists",
             "var/lib/apt/lists/lock",
             "usr/share/man/man1/git.1.gz",
@@ -290,5 +315,22 @@ mod tests {
         ] {
             assert!(root.join(kept).exists(), "{kept} should stay");
         }
+        assert_eq!(
+            fs::read_to_string(root.join("etc/apt/sources.list")).unwrap(),
+            DEFAULT_SOURCES
+        );
+    }
+
+    #[test]
+    fn a_mirror_is_shown_without_its_credentials() {
+        assert_eq!(
+            shown_mirror("https://user:token@mirror.corp/debian"),
+            "https://mirror.corp/debian"
+        );
+        assert_eq!(
+            shown_mirror("http://deb.debian.org/debian"),
+            "http://deb.debian.org/debian"
+        );
+        assert_eq!(shown_mirror("https://u:p@m.corp"), "https://m.corp");
     }
 }

@@ -123,14 +123,14 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Names of symlinks in `path`'s directory that resolve to `path`, among those
-/// sharing its stem (`libfoo.so.1` for `libfoo.so.1.2.3`).
+/// Names of shared-object symlinks in `path`'s directory that resolve to `path`:
+/// `libfoo.so.1` for `libfoo.so.1.2.3`, and `libc.so.6` for glibc < 2.34's
+/// `libc-2.31.so` (whose name shares no stem with its soname).
 fn aliases(path: &Path) -> Vec<String> {
     let Some(dir) = path.parent() else {
         return Vec::new();
     };
     let name = file_name(path);
-    let stem = name.split(".so").next().unwrap_or(&name).to_owned();
     let Ok(real) = fs::canonicalize(path) else {
         return Vec::new();
     };
@@ -141,7 +141,7 @@ fn aliases(path: &Path) -> Vec<String> {
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != &name && n.starts_with(&stem) && is_shared_object(n))
+        .filter(|n| n != &name && is_shared_object(n))
         .filter(|n| fs::canonicalize(dir.join(n)).is_ok_and(|r| r == real))
         .collect();
     names.sort();
@@ -223,6 +223,25 @@ mod tests {
         std::os::unix::fs::symlink("libfoo.so.1.2.3", dir.path().join("libfoo.so.1")).unwrap();
         std::os::unix::fs::symlink("libbar.so.1", dir.path().join("libfoo-other.so")).unwrap();
         assert_eq!(aliases(&real), ["libfoo.so.1"]);
+    }
+
+    #[test]
+    fn an_old_glibc_file_gets_its_soname() {
+        // glibc before 2.34: the maps show `libc-2.31.so`, the program asks for
+        // `libc.so.6`, and the two names share no stem.
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("libc-2.31.so");
+        fs::write(&real, b"elf").unwrap();
+        std::os::unix::fs::symlink("libc-2.31.so", dir.path().join("libc.so.6")).unwrap();
+        std::os::unix::fs::symlink("libc-2.31.so", dir.path().join("notalib")).unwrap();
+        assert_eq!(aliases(&real), ["libc.so.6"]);
+        let runtime = Runtime {
+            loader: real.clone(),
+            libraries: Vec::new(),
+        };
+        let out = tempfile::tempdir().unwrap();
+        let written = runtime.copy_into(out.path()).unwrap();
+        assert_eq!(written, ["libc-2.31.so", "libc.so.6"]);
     }
 
     #[test]

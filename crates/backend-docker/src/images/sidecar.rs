@@ -22,18 +22,26 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The `bottle` executable that is running, and the sidecar tag that is its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnBinary {
-    /// Where it is.
+    /// Where it is, for messages.
     pub path: PathBuf,
+    /// What to read it from: `/proc/self/exe` for the running one, which stays the
+    /// running file even when `cargo install` replaced the path meanwhile.
+    pub source: PathBuf,
     /// SHA-256 of its bytes, lowercase hex.
     pub sha256: String,
 }
 
 impl OwnBinary {
-    /// The running executable (`/proc/self/exe`).
+    /// The running executable.
     pub fn current() -> Result<OwnBinary> {
-        let path =
-            std::env::current_exe().map_err(BackendError::io("finding", "/proc/self/exe"))?;
-        OwnBinary::at(&path)
+        let source = PathBuf::from("/proc/self/exe");
+        let path = std::env::current_exe().unwrap_or_else(|_| source.clone());
+        let bytes = std::fs::read(&source).map_err(BackendError::io("reading", &source))?;
+        Ok(OwnBinary {
+            path,
+            source,
+            sha256: crate::sidecar_config::policy_version(&bytes),
+        })
     }
 
     /// The executable at `path`.
@@ -41,6 +49,7 @@ impl OwnBinary {
         let bytes = std::fs::read(path).map_err(BackendError::io("reading", path))?;
         Ok(OwnBinary {
             path: path.to_path_buf(),
+            source: path.to_path_buf(),
             sha256: crate::sidecar_config::policy_version(&bytes),
         })
     }
@@ -104,7 +113,7 @@ fn build(backend: &dyn Engine, own: &OwnBinary, tag: &str, context: &Path) -> Re
     let runtime = Runtime::of_this_process()?;
     runtime.copy_into(&context.join("lib"))?;
     let binary = context.join("bottle");
-    std::fs::copy(&own.path, &binary).map_err(BackendError::io("copying", &own.path))?;
+    std::fs::copy(&own.source, &binary).map_err(BackendError::io("copying", &own.source))?;
     // What was copied must be what was hashed: the tag promises it.
     if OwnBinary::at(&binary)?.sha256 != own.sha256 {
         return Err(BackendError::Unsupported(format!(

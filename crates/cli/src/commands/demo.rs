@@ -9,15 +9,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use backend_docker::progress::Progress as _;
-use backend_docker::{ca, demo, state};
+use backend_docker::{BackendError, Engine, ca, demo, state};
 
 use crate::args::TestingArgs;
 use crate::commands::lifecycle::{state_root, user_error};
 use crate::commands::{render, start};
 use crate::loaded::Overrides;
 use crate::progress::TerminalProgress;
-use crate::{CliError, engine, host};
+use crate::{CliError, engine, host, output};
 
 /// The demo manifest; `@IMAGE@`, `@STAND_IN_IP@` and `@AGENT_SCRIPT@` are filled in
 /// per run ([`manifest_text`]).
@@ -41,19 +45,38 @@ const DRY_RUN_IP: &str = "10.213.0.254";
 
 /// Runs `bottle demo`.
 pub fn run(dry_run: bool) -> Result<(), CliError> {
-    let mut progress = TerminalProgress::new();
     if dry_run {
         return show_dry_run(None);
     }
     let engine = match engine::engine().and_then(|e| {
-        e.engine_version()
-            .map(|_| e)
-            .map_err(|e| CliError::User(e.to_string()))
+        e.engine_version().map(|_| e).map_err(|error| match error {
+            BackendError::NoEngine { .. } => CliError::NoEngine(error.to_string()),
+            other => user_error(other),
+        })
     }) {
         Ok(engine) => engine,
-        Err(CliError::User(why)) => return show_dry_run(Some(&why)),
+        Err(CliError::NoEngine(why)) => {
+            show_dry_run(Some(&why))?;
+            // The demo did not run: say so to scripts too.
+            return Err(CliError::Exit(1));
+        }
         Err(other) => return Err(other),
     };
+    // From here a signal sets a flag: each step checks it, and the stand-in and the
+    // demo's directory go whichever way the demo ends.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in start::TEARDOWN_SIGNALS {
+        signal_hook::flag::register(signal, Arc::clone(&interrupted))
+            .map_err(|e| CliError::Internal(format!("installing a signal handler: {e}")))?;
+    }
+    let check = || {
+        if interrupted.load(Ordering::SeqCst) {
+            Err(CliError::Exit(130))
+        } else {
+            Ok(())
+        }
+    };
+    let mut progress = TerminalProgress::new();
     let started = Instant::now();
     progress.note(
         "demo: a real bottle with a scripted agent; its internet is a stand-in on an \
@@ -62,26 +85,36 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
     let image = engine::backend()?
         .prepare(&mut progress)
         .map_err(user_error)?;
-    demo::remove_leftovers(engine.as_ref(), &host::pid_alive).map_err(user_error)?;
+    check()?;
     let root = state_root()?;
-    state::create_private_dir(&root).map_err(user_error)?;
-    let dir = root.join(format!("demo-{}", std::process::id()));
-    let workspace = Workspace::create(&dir)?;
+    remove_leftovers(engine.as_ref(), &root)?;
+    let workspace =
+        Workspace::create(&root.join(demo::DEMOS_DIR), &std::process::id().to_string())?;
     let credential = format!(
         "demo-{}",
         hex::encode(ca::random_bytes::<16>().map_err(user_error)?)
     );
     progress.step("starting the stand-in internet (api.demo.test, elsewhere.demo.test)");
-    let stand_in = demo::start(engine.as_ref(), &image, &dir, &STAND_IN_NAMES, &credential)
-        .map_err(user_error)?;
-    let manifest = workspace.write_manifest(&image, &stand_in.ip)?;
+    let stand_in = StandInGuard {
+        engine: engine.as_ref(),
+        stand_in: demo::start(
+            engine.as_ref(),
+            &image,
+            &workspace.dir,
+            &STAND_IN_NAMES,
+            &credential,
+        )
+        .map_err(user_error)?,
+    };
+    check()?;
+    let manifest = workspace.write_manifest(&image, &stand_in.stand_in.ip)?;
     let testing = TestingArgs {
         egress_network_internal: false,
-        egress_network: Some(stand_in.network.clone()),
-        egress_extra_ca: Some(stand_in.ca_pem.clone()),
+        egress_network: Some(stand_in.stand_in.network.clone()),
+        egress_extra_ca: Some(stand_in.stand_in.ca_pem.clone()),
         egress_static_host: STAND_IN_NAMES
             .iter()
-            .map(|name| format!("{name}={}", stand_in.ip))
+            .map(|name| format!("{name}={}", stand_in.stand_in.ip))
             .collect(),
         health_timeout: 120,
     };
@@ -89,12 +122,9 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
         env: [(TOKEN_ENV.to_owned(), credential)].into(),
         project_dir: Some(PROJECT_DIR.into()),
     };
-    let ran = start::run_with(&manifest, AGENT, false, &testing, Vec::new(), &overrides);
-    for problem in demo::stop(engine.as_ref(), &stand_in) {
-        progress.warn(&format!("removing the stand-in internet: {problem}"));
-    }
+    start::run_with(&manifest, AGENT, false, &testing, Vec::new(), &overrides)?;
+    drop(stand_in);
     drop(workspace);
-    ran?;
     progress.done(
         "demo finished: the agent held a placeholder while the real credential reached \
          api.demo.test; elsewhere.demo.test, the key-shaped upload and the DNS lookup \
@@ -102,6 +132,40 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
         started.elapsed(),
     );
     Ok(())
+}
+
+/// Removes what demos whose launcher is gone left: the stand-ins on the engine and
+/// their directories under the state root.
+fn remove_leftovers(engine: &dyn Engine, root: &Path) -> Result<(), CliError> {
+    demo::remove_leftovers(engine, &host::pid_alive).map_err(user_error)?;
+    let Ok(entries) = std::fs::read_dir(root.join(demo::DEMOS_DIR)) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let dead = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+            .is_some_and(|pid| !host::pid_alive(pid));
+        if dead {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The running stand-in: removed when dropped, whichever way the demo ends.
+struct StandInGuard<'a> {
+    engine: &'a dyn Engine,
+    stand_in: demo::StandIn,
+}
+
+impl Drop for StandInGuard<'_> {
+    fn drop(&mut self) {
+        for problem in demo::stop(self.engine, &self.stand_in) {
+            output::error(&format!("removing the demo's stand-in internet: {problem}"));
+        }
+    }
 }
 
 /// The dry run: the demo bottle's compose file, and why there is no real one.
@@ -112,8 +176,13 @@ fn show_dry_run(why: Option<&str>) -> Result<(), CliError> {
              file it would run instead (`bottle demo --dry-run` prints it anywhere)"
         ));
     }
-    let dir = std::env::temp_dir().join(format!("bot-bottle-demo-dry-run-{}", std::process::id()));
-    let workspace = Workspace::create(&dir)?;
+    // A fresh directory of a random name (create_dir refuses what exists, a symlink
+    // planted there included).
+    let name = format!(
+        "bot-bottle-demo-dry-run-{}",
+        hex::encode(ca::random_bytes::<8>().map_err(user_error)?)
+    );
+    let workspace = Workspace::create(&std::env::temp_dir(), &name)?;
     let manifest = workspace.write_manifest(&engine::sidecar_image()?, DRY_RUN_IP)?;
     let overrides = Overrides {
         env: [(TOKEN_ENV.to_owned(), DRY_RUN_CREDENTIAL.to_owned())].into(),
@@ -148,11 +217,15 @@ struct Workspace {
 }
 
 impl Workspace {
-    fn create(dir: &Path) -> Result<Workspace, CliError> {
-        state::create_private_dir(dir).map_err(user_error)?;
-        Ok(Workspace {
-            dir: dir.to_path_buf(),
-        })
+    /// Makes `parent` (0700) and in it the new directory `name`: it must not exist.
+    fn create(parent: &Path, name: &str) -> Result<Workspace, CliError> {
+        state::create_private_dir(parent).map_err(user_error)?;
+        let dir = parent.join(name);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| CliError::User(format!("creating {}: {e}", dir.display())))?;
+        Ok(Workspace { dir })
     }
 
     fn write_manifest(&self, image: &str, stand_in_ip: &str) -> Result<PathBuf, CliError> {

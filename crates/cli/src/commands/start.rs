@@ -20,7 +20,7 @@ use crate::{CliError, engine, host, loaded, output};
 /// The signals that end a launch or an attached session and tear the bottle down:
 /// Ctrl-C, `kill`, and the terminal going away (SIGHUP would otherwise kill the
 /// launcher before teardown and leave the bottle running).
-const TEARDOWN_SIGNALS: [i32; 3] = [
+pub(crate) const TEARDOWN_SIGNALS: [i32; 3] = [
     signal_hook::consts::SIGINT,
     signal_hook::consts::SIGTERM,
     signal_hook::consts::SIGHUP,
