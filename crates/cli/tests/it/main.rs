@@ -1,5 +1,6 @@
 //! Integration tests: the real `bottle` binary against the fixtures.
 
+mod diagnostics;
 mod docker;
 mod fixtures;
 mod images;
