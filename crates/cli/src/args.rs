@@ -138,6 +138,11 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ImagesCommand>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// A real bottle with a scripted agent, no API key needed: one allowed request,
     /// one denied, a credential injected, a DNS lookup sunk, teardown.
     Demo {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod completions;
 mod demo;
 mod images;
 mod lifecycle;
@@ -45,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Schema => schema::run(),
         Command::Images { action } => images::run(action.unwrap_or(ImagesCommand::Ls)),
         Command::Demo { dry_run } => demo::run(dry_run),
+        Command::Completions { shell } => completions::run(shell),
         Command::Sidecar(command) => sidecar::run(command),
     }
 }

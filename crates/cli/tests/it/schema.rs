@@ -1,4 +1,5 @@
-//! `bottle schema`: checked in, up to date, and accepting every valid fixture.
+//! `bottle schema`: checked in, up to date, and accepting every valid fixture; and
+//! `bottle completions`, generated from the same definitions.
 
 use crate::fixtures::{bottle, valid_fixtures, workspace_root};
 
@@ -43,4 +44,33 @@ fn schema_accepts_every_valid_fixture_and_rejects_typos() {
         !validator.is_valid(&typo),
         "the schema must reject unknown keys"
     );
+}
+
+#[test]
+fn completions_cover_every_command_in_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let output = bottle().args(["completions", shell]).output().unwrap();
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8(output.stdout).unwrap();
+        for command in [
+            "start",
+            "images",
+            "demo",
+            "approve",
+            "egress",
+            "completions",
+        ] {
+            assert!(script.contains(command), "{shell} lacks {command}");
+        }
+    }
+    // bash can load it.
+    let output = bottle().args(["completions", "bash"]).output().unwrap();
+    let checked = std::process::Command::new("bash")
+        .args(["-n", "-c"])
+        .arg(String::from_utf8(output.stdout).unwrap())
+        .status()
+        .unwrap();
+    assert!(checked.success());
+    let bad = bottle().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
