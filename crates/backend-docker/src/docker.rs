@@ -278,6 +278,34 @@ impl Engine for DockerEngine {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    fn describe(&self) -> Result<EngineFacts> {
+        let out = docker(&[
+            "info",
+            "--format",
+            "{{json .Runtimes}}|{{.CgroupVersion}}|{{.Driver}}",
+        ])?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut fields = text.splitn(3, '|');
+        let runtimes: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(fields.next().unwrap_or("{}")).unwrap_or_default();
+        let compose = match self.compose {
+            ComposeFlavor::V2 => docker(&["compose", "version", "--short"]),
+            ComposeFlavor::V1 => {
+                let args = [OsString::from("version"), OsString::from("--short")];
+                run("docker-compose", &args, None, &[])
+                    .and_then(|c| checked("docker-compose", &args, c))
+            }
+        }
+        .map(|c| String::from_utf8_lossy(&c.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "?".into());
+        Ok(EngineFacts {
+            compose: format!("{} {compose}", self.compose.command()),
+            runtimes: runtimes.into_keys().collect(),
+            cgroup_version: fields.next().unwrap_or("").to_owned(),
+            storage_driver: fields.next().unwrap_or("").to_owned(),
+        })
+    }
+
     fn writable_layer_quota(&self) -> Result<bool> {
         // Only overlay2 on xfs (mounted with project quotas, which `docker info` does
         // not show) takes `--storage-opt size`; every other driver refuses it.

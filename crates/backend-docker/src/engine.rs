@@ -12,6 +12,19 @@ use plan::Secret;
 
 use crate::error::Result;
 
+/// The engine as `bottle doctor` reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineFacts {
+    /// The compose tool and its version (`docker compose 2.26.1`).
+    pub compose: String,
+    /// The container runtimes it offers (`runc`, `runsc`, ...).
+    pub runtimes: Vec<String>,
+    /// `1` or `2`.
+    pub cgroup_version: String,
+    /// The storage driver (`overlay2`, `fuse-overlayfs`, ...).
+    pub storage_driver: String,
+}
+
 /// A network to create: always labelled with its bottle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkSpec {
@@ -170,6 +183,8 @@ pub struct ContainerInfo {
 pub trait Engine {
     /// Checks the engine answers; returns its server version.
     fn engine_version(&self) -> Result<String>;
+    /// What `bottle doctor` reports of the engine.
+    fn describe(&self) -> Result<EngineFacts>;
     /// Whether the engine can cap a container's writable layer (`--storage-opt size`).
     fn writable_layer_quota(&self) -> Result<bool>;
     /// Whether an image exists locally.

@@ -289,6 +289,16 @@ impl Engine for FakeEngine {
         Ok("fake-28.0".into())
     }
 
+    fn describe(&self) -> Result<EngineFacts> {
+        self.op("describe".into())?;
+        Ok(EngineFacts {
+            compose: "fake compose 0".into(),
+            runtimes: vec!["runc".into()],
+            cgroup_version: "2".into(),
+            storage_driver: "fake".into(),
+        })
+    }
+
     fn writable_layer_quota(&self) -> Result<bool> {
         Ok(false)
     }

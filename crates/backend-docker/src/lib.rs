@@ -11,6 +11,7 @@ pub mod bottles;
 pub mod ca;
 pub mod demo;
 pub mod docker;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 #[cfg(any(test, feature = "fake"))]

@@ -138,6 +138,12 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ImagesCommand>,
     },
+    /// Check whether this machine can run bottles: one line per check, with the fix.
+    Doctor {
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.

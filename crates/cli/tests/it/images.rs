@@ -157,3 +157,50 @@ fn without_an_engine_the_demo_shows_its_dry_run_and_says_why() {
     );
     assert!(stdout.contains("  egress:"), "{stdout}");
 }
+
+#[test]
+fn doctor_says_what_runs_and_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("engine.json");
+    let doctor = |fail: Option<&str>| {
+        let mut cmd = bottle();
+        cmd.env("BOT_BOTTLE_BACKEND", format!("fake:{}", engine.display()))
+            .env("BOT_BOTTLE_STATE_DIR", dir.path().join("state"));
+        if let Some(fail) = fail {
+            cmd.env("BOT_BOTTLE_FAKE_FAIL", fail);
+        }
+        cmd.args(["doctor", "--json"]).output().unwrap()
+    };
+    let fine = doctor(None);
+    assert_eq!(fine.status.code(), Some(0));
+    let checks: serde_json::Value = serde_json::from_slice(&fine.stdout).unwrap();
+    let status = |name: &str| {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(status("engine").as_deref(), Some("ok"));
+    assert_eq!(status("sidecar-image").as_deref(), Some("ok"));
+    assert_eq!(status("base-image").as_deref(), Some("warning"));
+    assert_eq!(status("state").as_deref(), Some("ok"));
+
+    let broken = doctor(Some("engine"));
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stdout).contains("\"status\": \"error\""));
+
+    // No docker at all: the engine check says how to get one.
+    let empty = tempfile::tempdir().unwrap();
+    let none = bottle()
+        .env("PATH", empty.path())
+        .env("BOT_BOTTLE_STATE_DIR", dir.path().join("state"))
+        .arg("doctor")
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&none.stdout);
+    assert!(text.starts_with("error    engine"), "{text}");
+    assert!(text.contains("fix: install Docker Engine 20.10"), "{text}");
+}
