@@ -200,7 +200,10 @@ fn launch_steps(
     let digest = sidecar_config::policy_version(format!("{base_id}\n{dockerfile}").as_bytes());
     let agent_image = format!("{DERIVED_IMAGE_REPO}:{}", &digest[..16]);
     if backend.image_exists(&agent_image)? {
-        progress.step(&format!("derived image {agent_image} is cached"));
+        progress.done(
+            &format!("derived image {agent_image} is cached"),
+            Duration::ZERO,
+        );
     } else {
         let derived_dir = state_dir.join("derived-image");
         create_private_dir(&derived_dir)?;
@@ -210,6 +213,7 @@ fn launch_steps(
             0o600,
         )?;
         let started = Instant::now();
+        progress.step(&format!("building derived image {agent_image}"));
         backend.build_image(&BuildSpec {
             context: derived_dir.clone(),
             dockerfile: derived_dir.join("Dockerfile"),
@@ -380,6 +384,7 @@ fn launch_steps(
     // 7. Provision via docker exec.
     check(interrupted)?;
     let started = Instant::now();
+    progress.step("provisioning the agent container");
     crate::provision::provision(backend, &plan, &facts)?;
     progress.done("provisioned", started.elapsed());
 

@@ -94,6 +94,7 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
         "demo-{}",
         hex::encode(ca::random_bytes::<16>().map_err(user_error)?)
     );
+    let stand_in_started = Instant::now();
     progress.step("starting the stand-in internet (api.demo.test, elsewhere.demo.test)");
     let stand_in = StandInGuard {
         engine: engine.as_ref(),
@@ -106,6 +107,7 @@ pub fn run(dry_run: bool) -> Result<(), CliError> {
         )
         .map_err(user_error)?,
     };
+    progress.done("stand-in internet up", stand_in_started.elapsed());
     check()?;
     let manifest = workspace.write_manifest(&image, &stand_in.stand_in.ip)?;
     let testing = TestingArgs {
