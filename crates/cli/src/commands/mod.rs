@@ -48,6 +48,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Images { action } => images::run(action.unwrap_or(ImagesCommand::Ls)),
         Command::Demo { dry_run } => demo::run(dry_run),
         Command::Completions { shell } => completions::run(shell),
+        Command::Man => completions::man(),
         Command::Doctor { json } => doctor::run(json),
         Command::Sidecar(command) => sidecar::run(command),
     }

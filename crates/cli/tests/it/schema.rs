@@ -74,3 +74,14 @@ fn completions_cover_every_command_in_each_shell() {
     let bad = bottle().args(["completions", "tcsh"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn the_manual_page_is_roff_with_every_command() {
+    let output = bottle().arg("man").output().unwrap();
+    assert!(output.status.success());
+    let page = String::from_utf8(output.stdout).unwrap();
+    assert!(page.contains(".TH bottle 1"), "{page}");
+    for command in ["start", "demo", "doctor", "images"] {
+        assert!(page.contains(command), "the page lacks {command}");
+    }
+}
