@@ -95,13 +95,28 @@ pub fn role_of(reference: &str, own_sidecar: &str) -> Role {
         Role::Base
     } else if reference == own_sidecar {
         Role::Sidecar
-    } else if repository == compose_render::SIDECAR_REPO {
+    } else if repository == compose_render::SIDECAR_REPO && is_build_tag(reference) {
         Role::OtherSidecar
     } else if repository == DERIVED_IMAGE_REPO {
         Role::Derived
     } else {
         Role::Other
     }
+}
+
+/// Whether `reference`'s tag is a build's (`<version>-<12 hex>`, as
+/// [`compose_render::sidecar_image_tag`] makes them): only those are another build's
+/// sidecar; `:dev` or a tag a user gave one is left alone.
+fn is_build_tag(reference: &str) -> bool {
+    let tag = reference.rsplit_once(':').map_or("", |(_, t)| t);
+    tag.rsplit_once('-').is_some_and(|(version, hash)| {
+        hash.len() == 12
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            && !version.is_empty()
+            && version
+                .split('.')
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// Every bot-bottle image on the engine, with its role.
@@ -168,6 +183,13 @@ mod tests {
         );
         assert_eq!(role_of("bot-bottle/derived:0123", OWN), Role::Derived);
         assert_eq!(role_of("bot-bottle/test-agent:dev", OWN), Role::Other);
+        // Not a build's tag: a development tag or one a user gave.
+        assert_eq!(role_of("bot-bottle/sidecar:dev", OWN), Role::Other);
+        assert_eq!(role_of("bot-bottle/sidecar:mine", OWN), Role::Other);
+        assert_eq!(
+            role_of("bot-bottle/sidecar:0.1.0-bbbbbbbbbbbz", OWN),
+            Role::Other
+        );
     }
 
     #[test]
