@@ -24,6 +24,15 @@ pub struct EgressExtras {
     pub static_hosts: BTreeMap<String, IpAddr>,
 }
 
+/// The sidecar's spelling of a manifest DLP mode.
+fn dlp_mode(mode: plan::DlpMode) -> egress::config::DlpMode {
+    match mode {
+        plan::DlpMode::Block => egress::config::DlpMode::Block,
+        plan::DlpMode::Audit => egress::config::DlpMode::Audit,
+        plan::DlpMode::Off => egress::config::DlpMode::Off,
+    }
+}
+
 /// File name of the extra CA bundle inside the egress config dir.
 pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
 
@@ -84,6 +93,16 @@ pub fn egress_config(
                     name: p.name.clone(),
                     regex: p.regex.clone(),
                     allowed_hosts: p.allowed_hosts.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            mode: dlp_mode(egress.dlp.mode),
+            hosts: egress
+                .dlp
+                .hosts
+                .iter()
+                .map(|h| DlpHostMode {
+                    host: h.host.to_string(),
+                    mode: dlp_mode(h.mode),
                 })
                 .collect(),
         },

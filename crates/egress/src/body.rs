@@ -30,7 +30,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::decode::{Coding, DecodeBound, FeedError, StreamDecoder};
-use crate::dlp::{BodyScanner, Finding, ScanPart};
+use crate::dlp::{Action, BodyScanner, Budget, Finding, ScanPart};
 use crate::live::LivePolicy;
 use crate::placeholder::{Location, PlaceholderId};
 
@@ -57,6 +57,9 @@ pub enum BodyFinding {
     Placeholder(PlaceholderId, Location),
     /// The compressed body could not be decoded to be scanned (why, in words).
     Unscannable(String),
+    /// A DLP rule fired on a host in `audit` mode: the body went on; the
+    /// proxy logs the rule. A blocking finding later replaces it.
+    Audited(Finding),
 }
 
 /// Where a body finding is left for the proxy to report.
@@ -129,17 +132,33 @@ impl ScannedBody {
 }
 
 /// One scan window: placeholders first (whatever the DLP setting), then DLP.
-fn scan_chunk(policy: &LivePolicy, buffer: &[u8], dest_host: &str) -> Option<BodyFinding> {
+/// An audit-mode finding is left in `slot` (if nothing is there yet) and
+/// the body goes on.
+fn scan_chunk(
+    policy: &LivePolicy,
+    slot: &FindingSlot,
+    buffer: &[u8],
+    dest_host: &str,
+    budget: &mut Budget,
+) -> Option<BodyFinding> {
     if let Some(id) = policy.placeholders.find(buffer) {
         return Some(BodyFinding::Placeholder(id, Location::Body));
     }
     if !policy.dlp.enabled() {
         return None;
     }
-    policy
+    let finding = policy
         .dlp
-        .scan(buffer, ScanPart::Body, dest_host)
-        .map(BodyFinding::Dlp)
+        .scan_budgeted(buffer, ScanPart::Body, dest_host, budget)?;
+    if finding.action == Action::Audit {
+        if let Ok(mut slot) = slot.lock()
+            && slot.is_none()
+        {
+            *slot = Some(BodyFinding::Audited(finding));
+        }
+        return None;
+    }
+    Some(BodyFinding::Dlp(finding))
 }
 
 impl ScannedBody {
@@ -149,6 +168,7 @@ impl ScannedBody {
             BodyFinding::Dlp(f) => format!("DLP rule {}", f.rule),
             BodyFinding::Placeholder(_, location) => format!("a placeholder in {location}"),
             BodyFinding::Unscannable(why) => format!("compressed body not scannable: {why}"),
+            BodyFinding::Audited(f) => format!("DLP rule {} (audit)", f.rule),
         };
         if let Ok(mut slot) = self.finding.lock() {
             *slot = Some(finding);
@@ -167,9 +187,10 @@ impl ScannedBody {
         else {
             return None;
         };
+        let slot = &self.finding;
         let scan = |scanner: &mut BodyScanner, output: Vec<u8>| match scanner
-            .push_with(&output, |buffer, dest_host| {
-                scan_chunk(policy, buffer, dest_host)
+            .push_with(&output, |buffer, dest_host, budget| {
+                scan_chunk(policy, slot, buffer, dest_host, budget)
             }) {
             Some(finding) => Err(finding),
             None => Ok(()),
@@ -245,10 +266,12 @@ impl Body for ScannedBody {
                             return Poll::Ready(Some(Ok(Frame::data(held))));
                         }
                     };
+                    let slot = &this.finding;
                     if let Some((scanner, policy)) = this.scan.as_mut()
-                        && let Some(finding) = scanner.push_with(&frame, |buffer, dest_host| {
-                            scan_chunk(policy, buffer, dest_host)
-                        })
+                        && let Some(finding) =
+                            scanner.push_with(&frame, |buffer, dest_host, budget| {
+                                scan_chunk(policy, slot, buffer, dest_host, budget)
+                            })
                     {
                         return Poll::Ready(Some(Err(this.stop(finding))));
                     }

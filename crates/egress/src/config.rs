@@ -124,6 +124,14 @@ pub struct DlpConfig {
     /// Site-specific patterns on top of the built-in credential rules.
     #[serde(default)]
     pub extra_patterns: Vec<ExtraPattern>,
+    /// What a rule finding does on hosts `hosts` does not name. Default
+    /// `block`.
+    #[serde(default)]
+    pub mode: DlpMode,
+    /// Per-host modes (exact host or `*.suffix`; the most specific wins).
+    /// The bottle's own secrets are refused whatever the mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<DlpHostMode>,
 }
 
 impl Default for DlpConfig {
@@ -131,8 +139,33 @@ impl Default for DlpConfig {
         Self {
             enabled: true,
             extra_patterns: Vec::new(),
+            mode: DlpMode::Block,
+            hosts: Vec::new(),
         }
     }
+}
+
+/// What a DLP rule finding does to a request to some host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DlpMode {
+    /// Refuse the request (403), naming the rule.
+    #[default]
+    Block,
+    /// Let it through and write the rule to the audit line.
+    Audit,
+    /// Do not run the rules (the bottle's own secrets are still refused).
+    Off,
+}
+
+/// The DLP mode of one host or wildcard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlpHostMode {
+    /// An exact host or `*.suffix`.
+    pub host: String,
+    /// Its mode.
+    pub mode: DlpMode,
 }
 
 /// One of the agent's secret values, guarded by DLP.

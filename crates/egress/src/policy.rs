@@ -64,6 +64,15 @@ impl HostPattern {
             }
         }
     }
+
+    /// How narrowly it matches: an exact host above any wildcard, a longer
+    /// suffix above a shorter one (for picking the most specific of several).
+    pub fn specificity(&self) -> usize {
+        match self {
+            Self::Exact(_) => usize::MAX,
+            Self::Subdomains(suffix) => suffix.len(),
+        }
+    }
 }
 
 impl fmt::Display for HostPattern {

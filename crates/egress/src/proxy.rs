@@ -35,7 +35,7 @@ use crate::body::{BodyFinding, BoxError, ScannedBody, UNSCANNABLE_BODY_RULE};
 use crate::ca::LeafMinter;
 use crate::config::Limits;
 use crate::decode::{Coding, DecodeBound};
-use crate::dlp::ScanPart;
+use crate::dlp::{Action, Finding};
 use crate::live::{LivePolicy, SecretSource, load_policy};
 use crate::path::NormalizedTarget;
 use crate::placeholder::{Location, RequestContext, Unreplaced};
@@ -272,6 +272,27 @@ async fn handle_connect(
             return response;
         }
         Decision::Allow { rule } => record.rule = rule,
+    }
+    // Data in the host name is refused before the tunnel opens (and before
+    // any certificate is minted for the name).
+    if policy.dlp.enabled()
+        && let Some(finding) = policy.dlp.scan_host(&host)
+        && finding.action == Action::Block
+    {
+        record.host = "[withheld: dlp finding in host]".to_owned();
+        let denial = Denial::new(
+            DenyKind::Dlp,
+            finding.rule,
+            "the host name carries encoded or random data",
+            &host,
+            port,
+        );
+        let mut response = deny(&state, &policy, record, &denial, "CONNECT [withheld]");
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return response;
     }
     let tls_config = match state.minter.server_config_for(&host) {
         Ok(config) => config,
@@ -511,24 +532,52 @@ async fn forward(
         return deny_placeholder(state, &policy, record, &unreplaced, &host, port, &what);
     }
 
+    // DLP findings on a host in `audit` mode: logged with the request, which goes on.
+    let mut audited: Option<Finding> = None;
     if policy.dlp.enabled() {
+        if let Some(finding) = policy.dlp.scan_host(&host) {
+            if finding.action == Action::Block {
+                record.host = "[withheld: dlp finding in host]".to_owned();
+                record.path = "[withheld]".to_owned();
+                what = format!("{method} {scheme}://[withheld]");
+                let denial = Denial::new(
+                    DenyKind::Dlp,
+                    finding.rule,
+                    "the host name carries encoded or random data",
+                    &host,
+                    port,
+                );
+                return deny(state, &policy, record, &denial, &what);
+            }
+            audited.get_or_insert(finding);
+        }
         if let Some(finding) = policy.dlp.scan_url(&path_and_query, &host) {
             record.path = "[withheld: dlp finding in url]".to_owned();
-            what = format!("{method} {scheme}://{authority}/[withheld]");
-            let denial = Denial::new(
-                DenyKind::Dlp,
-                finding.rule,
-                "the URL carries a credential",
-                &host,
-                port,
-            );
-            return deny(state, &policy, record, &denial, &what);
+            if finding.action == Action::Block {
+                what = format!("{method} {scheme}://{authority}/[withheld]");
+                let denial = Denial::new(
+                    DenyKind::Dlp,
+                    finding.rule,
+                    "the URL carries a credential or encoded data",
+                    &host,
+                    port,
+                );
+                return deny(state, &policy, record, &denial, &what);
+            }
+            audited.get_or_insert(finding);
         }
         for (name, value) in req.headers() {
             if route.is_some_and(|r| r.header == *name) || is_hop_by_hop(name) {
                 continue;
             }
-            if let Some(finding) = policy.dlp.scan(value.as_bytes(), ScanPart::Header, &host) {
+            if let Some(finding) = policy
+                .dlp
+                .scan_header(name.as_str(), value.as_bytes(), &host)
+            {
+                if finding.action == Action::Audit {
+                    audited.get_or_insert(finding);
+                    continue;
+                }
                 let denial = Denial::new(
                     DenyKind::Dlp,
                     finding.rule,
@@ -598,7 +647,14 @@ async fn forward(
     let upstream_request = Request::from_parts(parts, body);
     let timeout = Duration::from_secs(state.limits.response_timeout_secs);
     let result = tokio::time::timeout(timeout, policy.client.request(upstream_request)).await;
-    let body_finding = finding_slot.lock().ok().and_then(|mut slot| slot.take());
+    let mut body_finding = finding_slot.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(BodyFinding::Audited(finding)) = &body_finding {
+        audited.get_or_insert(finding.clone());
+        body_finding = None;
+    }
+    if let Some(finding) = &audited {
+        note_audited(&mut record, finding);
+    }
     match result {
         Ok(Ok(mut response)) => {
             strip_hop_by_hop(response.headers_mut());
@@ -645,7 +701,7 @@ async fn forward(
                         &what,
                     );
                 }
-                None => {}
+                Some(BodyFinding::Audited(_)) | None => {}
             }
             if let Some(ConnectError::Ssrf { block, .. }) = find_connect_error(&error) {
                 let denial = Denial::new(
@@ -683,6 +739,22 @@ async fn forward(
                 ),
             )
         }
+    }
+}
+
+/// Writes an audit-mode DLP finding into the request's audit line (the
+/// rule and its severity, never the matched bytes).
+fn note_audited(record: &mut AuditRecord, finding: &Finding) {
+    record.dlp = Some(finding.rule.clone());
+    let note = format!(
+        "dlp audit mode: rule {} ({}) let through",
+        finding.rule,
+        finding.severity.as_str()
+    );
+    if record.reason.is_empty() {
+        record.reason = note;
+    } else {
+        record.reason = format!("{}; {note}", record.reason);
     }
 }
 

@@ -5,6 +5,8 @@
 mod support;
 
 mod audit_bounds;
+mod dlp_corpus;
+mod dlp_modes;
 mod dns;
 mod forwarding;
 mod guarded_env;

@@ -197,7 +197,7 @@ async fn secrets_in_url_header_and_body_are_blocked() {
         ),
         (
             vec![format!("{base}/login?password=hunter2222")],
-            "credential-in-query",
+            "credential-assignment",
         ),
     ];
     for (args, rule) in cases {

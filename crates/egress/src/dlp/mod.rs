@@ -1,11 +1,21 @@
-//! Data-loss prevention, pure: find this bottle's own secrets (raw, base64,
-//! hex, percent-encoded, base32, reversed and rot13: [`encoded_form_list`];
-//! gzip and deflate request bodies are decoded and scanned too, see
-//! [`crate::body`]), well-known credential formats, and operator
-//! patterns in request URLs, headers and bodies. Findings carry a rule NAME
-//! only, never the matched bytes. Placeholders are not DLP's business: they
-//! never leave the proxy, whatever the DLP setting ([`crate::placeholder`]);
-//! DLP only keeps a credential-format match inside a placeholder from firing.
+//! Data-loss prevention, pure: find this bottle's own secrets (raw and in
+//! every spelling of [`encoded_form_list`]), well-known credential formats
+//! ([`rules`], with vendor checksums in [`checksum`]), financial and crypto
+//! identifiers, credential assignments, and operator patterns in request
+//! URLs, host names, headers and bodies; wrapped secrets are unwrapped
+//! first ([`layers`]: base64, hex, base32, percent, escapes, several layers
+//! deep, within a per-request budget), and URL parts and sub-domain labels
+//! that carry encoded or random data are caught by their shape
+//! ([`entropy`]). gzip and deflate request bodies are decoded and scanned
+//! too, see [`crate::body`]. Findings carry a rule NAME only, never the
+//! matched bytes. Placeholders are not DLP's business: they never leave the
+//! proxy, whatever the DLP setting ([`crate::placeholder`]); DLP only keeps a
+//! credential-format match inside a placeholder from firing.
+//!
+//! What a finding does depends on the destination's mode ([`DlpMode`]):
+//! `block` refuses the request, `audit` lets it through and logs the rule,
+//! `off` skips the rules. The bottle's own secrets are refused everywhere
+//! but their own hosts, whatever the mode.
 //!
 //! Bodies are scanned as a stream ([`BodyScanner`]): each chunk is scanned
 //! together with the last [`DlpEngine::overlap_window`] bytes of what came
@@ -15,32 +25,64 @@
 //! mid-body the transport aborts the upstream request (the upstream sees a
 //! truncated request and a reset) and the client gets a 403.
 
+pub mod checksum;
+pub mod entropy;
+mod forms;
+mod index;
+pub mod layers;
+pub mod rules;
+pub mod shapes;
+
 use std::collections::BTreeMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, utf8_percent_encode};
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::config::DlpConfig;
+pub use crate::config::DlpMode;
 use crate::policy::HostPattern;
 use crate::secret::SecretValue;
+pub use forms::{base32_no_pad, encoded_form_list, encoded_forms, percent_encoded_forms};
+pub use layers::Budget;
+pub use rules::Severity;
+use rules::{BUILTIN_RULES, Parts, Rule};
 
 /// Bytes of context kept between body chunks for pattern rules; a
 /// credential-format match longer than this that straddles a chunk boundary
 /// can be missed (the known-secret window is sized to the secrets).
-pub const PATTERN_WINDOW: usize = 4096;
+pub const PATTERN_WINDOW: usize = 2048;
 
 /// Secrets shorter than this are only matched raw: their encodings are too
 /// short to be told apart from ordinary data.
 pub const MIN_ENCODED_SECRET_LEN: usize = 8;
+
+/// What a finding does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The request is refused.
+    Block,
+    /// The request goes on; the finding is logged.
+    Audit,
+}
 
 /// A DLP hit: which rule fired. Never the matched value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     /// E.g. `github-pat`, `bottle-secret:GITHUB_TOKEN`, `extra:acme-id`.
     pub rule: String,
+    /// How bad it is.
+    pub severity: Severity,
+    /// What the destination's mode makes of it.
+    pub action: Action,
+}
+
+impl Finding {
+    fn blocking(rule: impl Into<String>, severity: Severity) -> Self {
+        Self {
+            rule: rule.into(),
+            severity,
+            action: Action::Block,
+        }
+    }
 }
 
 /// One of this bottle's credentials, as the engine needs it.
@@ -57,135 +99,6 @@ pub struct KnownSecret {
     pub host: String,
 }
 
-struct BuiltinRule {
-    name: &'static str,
-    keywords: &'static [&'static str],
-    regex: &'static str,
-    url_only: bool,
-}
-
-/// Credential formats, written from the issuers' documented token shapes
-/// (gitleaks' MIT rules used as a cross-check). `(?-u)` keeps `\b` ASCII so
-/// the regexes run on raw bytes.
-const BUILTIN_RULES: &[BuiltinRule] = &[
-    BuiltinRule {
-        name: "aws-access-key-id",
-        keywords: &["akia", "asia", "abia", "acca", "a3t"],
-        regex: r"(?-u)\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "github-pat",
-        keywords: &["ghp_"],
-        regex: r"(?-u)\bghp_[0-9A-Za-z]{36}\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "github-oauth-token",
-        keywords: &["gho_"],
-        regex: r"(?-u)\bgho_[0-9A-Za-z]{36}\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "github-user-to-server-token",
-        keywords: &["ghu_"],
-        regex: r"(?-u)\bghu_[0-9A-Za-z]{36}\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "github-server-to-server-token",
-        keywords: &["ghs_"],
-        regex: r"(?-u)\bghs_[0-9A-Za-z]{36}\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "github-refresh-token",
-        keywords: &["ghr_"],
-        regex: r"(?-u)\bghr_[0-9A-Za-z]{36}\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "github-fine-grained-pat",
-        keywords: &["github_pat_"],
-        regex: r"(?-u)\bgithub_pat_[0-9A-Za-z_]{82}\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "gitlab-pat",
-        keywords: &["glpat-"],
-        regex: r"(?-u)\bglpat-[0-9A-Za-z_\-]{20,}",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "anthropic-api-key",
-        keywords: &["sk-ant-"],
-        regex: r"(?-u)\bsk-ant-[a-z]{3,8}[0-9]{2}-[A-Za-z0-9_\-]{32,}",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "openai-api-key",
-        keywords: &["sk-"],
-        regex: r"(?-u)\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{40,}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}|[A-Za-z0-9]{48})\b",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "slack-token",
-        keywords: &["xox"],
-        regex: r"(?-u)\bxox[abposr]-[0-9A-Za-z\-]{10,}",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "stripe-secret-key",
-        keywords: &["sk_live_", "rk_live_"],
-        regex: r"(?-u)\b[sr]k_live_[0-9A-Za-z]{20,}",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "google-api-key",
-        keywords: &["aiza"],
-        regex: r"(?-u)\bAIza[0-9A-Za-z_\-]{35}(?:[^0-9A-Za-z_\-]|$)",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "private-key",
-        keywords: &["private key"],
-        regex: r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "jwt",
-        keywords: &["eyj"],
-        regex: r"(?-u)\beyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",
-        url_only: false,
-    },
-    BuiltinRule {
-        name: "credential-in-query",
-        keywords: &[
-            "password=",
-            "passwd=",
-            "pwd=",
-            "token=",
-            "secret=",
-            "api_key=",
-            "apikey=",
-        ],
-        regex: r"(?i-u)[?&](?:password|passwd|pwd|token|secret|api_key|apikey|access_token|client_secret)=[^&#\s]{6,}",
-        url_only: true,
-    },
-];
-
-/// Characters `encodeURIComponent` leaves alone, so the other percent form.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'!')
-    .remove(b'*')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')');
-
 struct KnownForm {
     name: String,
     allowed_hosts: Vec<String>,
@@ -197,10 +110,27 @@ struct ExtraRule {
     allowed_hosts: Vec<HostPattern>,
 }
 
-/// Where in a request the bytes come from; some rules apply to URLs only.
+/// What one pass of the index found in a piece of data.
+struct IndexHits {
+    /// Rules whose keywords are present.
+    rules: [bool; BUILTIN_RULES.len()],
+    /// (rule, keyword start, keyword end) for rules matched after their keyword.
+    anchored: Vec<(usize, usize, usize)>,
+    /// (form, start) where a bottle secret's form may start (case-insensitive).
+    forms: Vec<(usize, usize)>,
+}
+
+struct CompiledRule {
+    rule: &'static Rule,
+    regex: Regex,
+    captures: bool,
+    anchor: Option<Regex>,
+}
+
+/// Where in a request the bytes come from; some rules apply to some parts only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanPart {
-    /// Path and query (raw or decoded).
+    /// Path and query (raw or decoded), or the host name.
     Url,
     /// A header value.
     Header,
@@ -211,13 +141,18 @@ pub enum ScanPart {
 /// The compiled DLP rules of one policy version.
 pub struct DlpEngine {
     enabled: bool,
-    known: Option<AhoCorasick>,
-    known_forms: Vec<KnownForm>,
+    default_mode: DlpMode,
+    host_modes: Vec<(HostPattern, DlpMode)>,
+    /// The bottle's secrets' forms, matched exactly after the index hits them.
+    known_forms: Vec<(Vec<u8>, KnownForm)>,
     longest_known_form: usize,
     placeholders: Vec<Vec<u8>>,
-    prefilter: AhoCorasick,
+    /// One case-insensitive automaton over the rules' keywords and the
+    /// bottle's secrets' forms: a single pass per piece of data.
+    index: index::Index,
+    /// Index pattern -> rule, for the keywords (the forms come after them).
     prefilter_rule: Vec<usize>,
-    builtin: Vec<(&'static BuiltinRule, Regex)>,
+    builtin: Vec<CompiledRule>,
     extra: Vec<ExtraRule>,
 }
 
@@ -225,118 +160,18 @@ impl std::fmt::Debug for DlpEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DlpEngine")
             .field("enabled", &self.enabled)
+            .field("default_mode", &self.default_mode)
+            .field("host_modes", &self.host_modes.len())
             .field("known_forms", &self.known_forms.len())
             .field("extra", &self.extra.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Every spelling of `secret` that should be caught, sorted and without
-/// duplicates: see [`encoded_form_list`].
-pub fn encoded_forms(secret: &str) -> Vec<Vec<u8>> {
-    let mut forms = encoded_form_list(secret);
-    forms.sort();
-    forms.dedup();
-    forms
-}
-
-/// Every spelling of `secret` that should be caught, in a fixed order (raw
-/// first) so the forms of two strings of the same shape line up one to one
-/// (the response scrubber replaces a secret's form by its placeholder's form
-/// of the same kind): raw; base64, standard and URL-safe, at the three byte
-/// alignments (so padding and a secret inside a longer blob are both covered);
-/// hex, lower and upper case; percent-encoded (two ways); base32 (RFC 4648, at
-/// the five byte alignments, so with or without padding and inside a longer
-/// blob), upper and lower case; reversed; rot13. Secrets shorter than
-/// [`MIN_ENCODED_SECRET_LEN`] only get their raw form.
-///
-/// An agent can always pick an encoding not on this list (xor with a key,
-/// every other byte, one character per request): DLP is a tripwire for
-/// mistakes and lazy exfiltration, not containment.
-pub fn encoded_form_list(secret: &str) -> Vec<Vec<u8>> {
-    let raw = secret.as_bytes();
-    let mut forms = vec![raw.to_vec()];
-    if raw.len() < MIN_ENCODED_SECRET_LEN {
-        return forms;
-    }
-    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-        for offset in 0..3usize {
-            let mut shifted = vec![0u8; offset];
-            shifted.extend_from_slice(raw);
-            let encoded = engine.encode(&shifted);
-            // Characters touched by the prefix bytes, and the last
-            // partial character, depend on neighbouring data: drop them.
-            let skip = (offset * 8).div_ceil(6);
-            let end = (shifted.len() * 8) / 6;
-            forms.push(encoded.as_bytes()[skip..end].to_vec());
-        }
-    }
-    forms.push(hex::encode(raw).into_bytes());
-    forms.push(hex::encode_upper(raw).into_bytes());
-    forms.extend(percent_encoded_forms(secret));
-    for offset in 0..5usize {
-        let mut shifted = vec![0u8; offset];
-        shifted.extend_from_slice(raw);
-        let encoded = base32_no_pad(&shifted);
-        // As for base64: keep only the characters made of the secret's bits
-        // alone (the padding, if any, comes after the last partial one).
-        let skip = (offset * 8).div_ceil(5);
-        let end = (shifted.len() * 8) / 5;
-        let fragment = encoded.as_bytes()[skip..end].to_vec();
-        forms.push(fragment.to_ascii_lowercase());
-        forms.push(fragment);
-    }
-    forms.push(raw.iter().rev().copied().collect());
-    forms.push(raw.iter().map(|&b| rot13(b)).collect());
-    forms
-}
-
-/// RFC 4648 base32 (upper case), without padding.
-pub fn base32_no_pad(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity((data.len() * 8).div_ceil(5));
-    let mut buffer: u32 = 0;
-    let mut bits = 0u32;
-    for &byte in data {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
-        }
-        buffer &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
-    }
-    out
-}
-
-/// ROT13 of one byte: ASCII letters rotated by 13, everything else as is.
-fn rot13(byte: u8) -> u8 {
-    match byte {
-        b'a'..=b'z' => (byte - b'a' + 13) % 26 + b'a',
-        b'A'..=b'Z' => (byte - b'A' + 13) % 26 + b'A',
-        _ => byte,
-    }
-}
-
-/// `text` percent-encoded as every byte but alphanumerics, and as
-/// `encodeURIComponent` does (upper-case hex).
-pub fn percent_encoded_forms(text: &str) -> [Vec<u8>; 2] {
-    [
-        utf8_percent_encode(text, NON_ALPHANUMERIC)
-            .to_string()
-            .into_bytes(),
-        utf8_percent_encode(text, URI_COMPONENT)
-            .to_string()
-            .into_bytes(),
-    ]
-}
-
 impl DlpEngine {
     /// Compiles the rules for one policy: this bottle's secrets, the
-    /// built-in credential formats and the configured extra patterns.
+    /// built-in credential formats, the configured extra patterns and the
+    /// per-host modes.
     pub fn new(config: &DlpConfig, secrets: &[KnownSecret]) -> Result<Self, String> {
         // Group by value so a token shared by several routes is allowed on
         // each of their hosts.
@@ -360,35 +195,43 @@ impl DlpEngine {
             }
         }
         let longest_known_form = by_form.keys().map(Vec::len).max().unwrap_or(0);
-        let (patterns, known_forms): (Vec<Vec<u8>>, Vec<KnownForm>) = by_form.into_iter().unzip();
-        let known = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .build(&patterns)
-                    .map_err(|e| format!("dlp: cannot index bottle secrets: {e}"))?,
-            )
-        };
+        let known_forms: Vec<(Vec<u8>, KnownForm)> = by_form.into_iter().collect();
 
         let mut keywords = Vec::new();
         let mut prefilter_rule = Vec::new();
         let mut builtin = Vec::new();
         for (index, rule) in BUILTIN_RULES.iter().enumerate() {
-            let regex = Regex::new(rule.regex)
+            let regex = RegexBuilder::new(rule.regex)
+                .size_limit(1 << 22)
+                .build()
                 .map_err(|e| format!("dlp: built-in rule {} does not compile: {e}", rule.name))?;
-            builtin.push((rule, regex));
+            let captures = regex.captures_len() > 1;
+            let anchor = rule
+                .anchor
+                .map(|a| {
+                    Regex::new(a).map_err(|e| {
+                        format!(
+                            "dlp: built-in rule {} anchor does not compile: {e}",
+                            rule.name
+                        )
+                    })
+                })
+                .transpose()?;
+            builtin.push(CompiledRule {
+                rule,
+                regex,
+                captures,
+                anchor,
+            });
             for keyword in rule.keywords {
                 keywords.push(*keyword);
                 prefilter_rule.push(index);
             }
         }
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .build(&keywords)
-            .map_err(|e| format!("dlp: cannot build keyword prefilter: {e}"))?;
+        let mut patterns: Vec<&[u8]> = keywords.iter().map(|k| k.as_bytes()).collect();
+        patterns.extend(known_forms.iter().map(|(form, _)| form.as_slice()));
+        let index = index::Index::new(&patterns)
+            .map_err(|e| format!("dlp: cannot build the keyword and secret index: {e}"))?;
 
         let extra = config
             .extra_patterns
@@ -411,14 +254,24 @@ impl DlpEngine {
                 })
             })
             .collect::<Result<_, String>>()?;
+        let host_modes = config
+            .hosts
+            .iter()
+            .map(|h| {
+                HostPattern::parse(&h.host)
+                    .map(|pattern| (pattern, h.mode))
+                    .map_err(|e| format!("dlp: host mode {:?}: {e}", h.host))
+            })
+            .collect::<Result<_, String>>()?;
 
         Ok(Self {
             enabled: config.enabled,
-            known,
+            default_mode: config.mode,
+            host_modes,
             known_forms,
             longest_known_form,
             placeholders,
-            prefilter,
+            index,
             prefilter_rule,
             builtin,
             extra,
@@ -435,36 +288,138 @@ impl DlpEngine {
         PATTERN_WINDOW.max(self.longest_known_form)
     }
 
-    /// Scans one piece of a request going to `dest_host` (normalized).
+    /// The mode for `dest_host` (normalized): an exact host entry wins over
+    /// a wildcard, a longer wildcard over a shorter one, then the default.
+    pub fn mode_for(&self, dest_host: &str) -> DlpMode {
+        self.host_modes
+            .iter()
+            .filter(|(pattern, _)| pattern.matches(dest_host))
+            .max_by_key(|(pattern, _)| pattern.specificity())
+            .map_or(self.default_mode, |(_, mode)| *mode)
+    }
+
+    /// Scans one piece of a request going to `dest_host` (normalized), with
+    /// a fresh decoding budget.
     pub fn scan(&self, data: &[u8], part: ScanPart, dest_host: &str) -> Option<Finding> {
+        self.scan_budgeted(data, part, dest_host, &mut Budget::per_request())
+    }
+
+    /// Scans `data` and the layers decoded out of it: the bottle's secrets
+    /// first (they block whatever the host's mode), then the rules (unless
+    /// the host's mode is `off`), with the action the mode gives.
+    pub fn scan_budgeted(
+        &self,
+        data: &[u8],
+        part: ScanPart,
+        dest_host: &str,
+        budget: &mut Budget,
+    ) -> Option<Finding> {
         if !self.enabled || data.is_empty() {
             return None;
         }
-        if let Some(known) = &self.known {
-            for hit in known.find_overlapping_iter(data) {
-                let form = &self.known_forms[hit.pattern().as_usize()];
-                if !form.allowed_hosts.iter().any(|h| h == dest_host) {
-                    return Some(Finding {
-                        rule: form.name.clone(),
-                    });
-                }
+        let mode = self.mode_for(dest_host);
+        if self.known_forms.is_empty() && mode == DlpMode::Off {
+            return None;
+        }
+        let raw = self.index_of(data);
+        if let Some(finding) = self.known_finding(data, &raw, dest_host) {
+            return Some(finding);
+        }
+        let mut shape_scanner = shapes::ShapeScanner::default();
+        let decoded = layers::decode_layers_with_shapes(data, budget, &mut shape_scanner);
+        let raw_shapes = shape_scanner.finish(data);
+        let mut indexed = Vec::with_capacity(decoded.len());
+        for layer in &decoded {
+            let hits = self.index_of(layer);
+            if let Some(finding) = self.known_finding(layer, &hits, dest_host) {
+                return Some(finding);
             }
+            indexed.push(hits);
         }
-        let mut rules_to_run = [false; BUILTIN_RULES.len()];
-        for hit in self.prefilter.find_overlapping_iter(data) {
-            rules_to_run[self.prefilter_rule[hit.pattern().as_usize()]] = true;
-        }
-        for (index, (rule, regex)) in self.builtin.iter().enumerate() {
-            if !rules_to_run[index] || (rule.url_only && part != ScanPart::Url) {
+        let action = match mode {
+            DlpMode::Off => return None,
+            DlpMode::Audit => Action::Audit,
+            DlpMode::Block => Action::Block,
+        };
+        self.rule_finding(data, &raw, Some(raw_shapes), part, dest_host)
+            .or_else(|| {
+                decoded
+                    .iter()
+                    .zip(&indexed)
+                    .find_map(|(layer, hits)| self.rule_finding(layer, hits, None, part, dest_host))
+            })
+            .map(|(rule, severity)| Finding {
+                rule,
+                severity,
+                action,
+            })
+    }
+
+    /// One pass of the index over `data`: which rules' keywords are in it,
+    /// where the anchored rules' keywords are, and where the bottle's
+    /// secrets' forms may be.
+    fn index_of(&self, data: &[u8]) -> IndexHits {
+        let mut hits = IndexHits {
+            rules: [false; BUILTIN_RULES.len()],
+            anchored: Vec::new(),
+            forms: Vec::new(),
+        };
+        let keywords = self.prefilter_rule.len();
+        self.index.for_each_match(data, |pattern, start, end| {
+            if pattern >= keywords {
+                hits.forms.push((pattern - keywords, start));
+                return;
+            }
+            let rule = self.prefilter_rule[pattern];
+            hits.rules[rule] = true;
+            if self.builtin[rule].anchor.is_some() {
+                hits.anchored.push((rule, start, end));
+            }
+        });
+        hits
+    }
+
+    /// A form of a bottle secret, byte for byte, going to a host it does
+    /// not belong to.
+    fn known_finding(&self, data: &[u8], hits: &IndexHits, dest_host: &str) -> Option<Finding> {
+        hits.forms.iter().find_map(|&(form, start)| {
+            let (bytes, known) = &self.known_forms[form];
+            (data.get(start..start + bytes.len()) == Some(bytes.as_slice())
+                && !known.allowed_hosts.iter().any(|h| h == dest_host))
+            .then(|| Finding::blocking(known.name.clone(), Severity::Critical))
+        })
+    }
+
+    fn rule_finding(
+        &self,
+        data: &[u8],
+        hits: &IndexHits,
+        shaped: Option<Vec<(shapes::Shape, std::ops::Range<usize>)>>,
+        part: ScanPart,
+        dest_host: &str,
+    ) -> Option<(String, Severity)> {
+        let rules_to_run = &hits.rules;
+        let anchored_hits = &hits.anchored;
+        let mut shaped = shaped;
+        for (index, compiled) in self.builtin.iter().enumerate() {
+            if compiled.rule.parts == Parts::Header && part != ScanPart::Header {
                 continue;
             }
-            if regex
-                .find_iter(data)
-                .any(|m| !self.is_placeholder_fragment(m.as_bytes()))
-            {
-                return Some(Finding {
-                    rule: rule.name.to_owned(),
-                });
+            let severity = match (&compiled.anchor, compiled.rule.shape) {
+                (Some(anchor), _) => anchored_hits
+                    .iter()
+                    .filter(|(i, start, _)| *i == index && word_starts_at(data, *start))
+                    .find_map(|&(_, _, end)| self.anchored_match(compiled, anchor, data, end)),
+                (None, Some(shape)) => shaped
+                    .get_or_insert_with(|| shapes::candidates(data))
+                    .iter()
+                    .filter(|(s, _)| *s == shape)
+                    .find_map(|(_, span)| self.builtin_match(compiled, &data[span.clone()])),
+                (None, None) if rules_to_run[index] => self.builtin_match(compiled, data),
+                (None, None) => None,
+            };
+            if let Some(severity) = severity {
+                return Some((compiled.rule.name.to_owned(), severity));
             }
         }
         for rule in &self.extra {
@@ -472,34 +427,157 @@ impl DlpEngine {
                 continue;
             }
             if rule.regex.is_match(data) {
-                return Some(Finding {
-                    rule: rule.name.clone(),
-                });
+                return Some((rule.name.clone(), Severity::High));
             }
         }
         None
     }
 
-    /// Scans a request target (path + query) both as sent and
-    /// percent-decoded (with `+` as space), so encoding does not hide it.
+    /// `anchor` right after a keyword ending at `end`, on a bounded slice.
+    fn anchored_match(
+        &self,
+        compiled: &CompiledRule,
+        anchor: &Regex,
+        data: &[u8],
+        end: usize,
+    ) -> Option<Severity> {
+        let slice = &data[end..(end + 400).min(data.len())];
+        let caps = anchor.captures(slice)?;
+        let whole = caps.get(0)?.as_bytes();
+        let value = caps.get(1).map(|m| m.as_bytes());
+        if value.is_some_and(|v| self.is_placeholder_fragment(v)) {
+            return None;
+        }
+        rules::check(compiled.rule, whole, value)
+    }
+
+    fn builtin_match(&self, compiled: &CompiledRule, data: &[u8]) -> Option<Severity> {
+        if compiled.captures {
+            compiled.regex.captures_iter(data).find_map(|caps| {
+                let whole = caps.get(0)?.as_bytes();
+                let group = caps.get(1).or_else(|| caps.get(2)).map(|m| m.as_bytes());
+                if self.is_placeholder_fragment(whole)
+                    || group.is_some_and(|g| self.is_placeholder_fragment(g))
+                {
+                    return None;
+                }
+                rules::check(compiled.rule, whole, group)
+            })
+        } else {
+            compiled.regex.find_iter(data).find_map(|m| {
+                if self.is_placeholder_fragment(m.as_bytes()) {
+                    return None;
+                }
+                rules::check(compiled.rule, m.as_bytes(), None)
+            })
+        }
+    }
+
+    /// Scans a header value; a header whose name says it carries a
+    /// credential (`x-api-key`, `x-auth-token`, `x-secret`) is scanned as
+    /// `name: value`, so the assignment rule sees the name.
+    pub fn scan_header(&self, name: &str, value: &[u8], dest_host: &str) -> Option<Finding> {
+        const NAMED: &[&str] = &["key", "token", "secret", "pass", "cred"];
+        let lower = name.to_ascii_lowercase();
+        if NAMED.iter().any(|n| lower.contains(n)) {
+            let mut line = Vec::with_capacity(name.len() + 2 + value.len());
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(b": ");
+            line.extend_from_slice(value);
+            return self.scan(&line, ScanPart::Header, dest_host);
+        }
+        self.scan(value, ScanPart::Header, dest_host)
+    }
+
+    /// Scans a request target (path + query): as sent, with `+` read as a
+    /// space, and decoded layer by layer; then each path segment and query
+    /// key and value, percent-decoded, by its shape ([`entropy`]).
     pub fn scan_url(&self, path_and_query: &str, dest_host: &str) -> Option<Finding> {
+        let mut budget = Budget::per_request();
         let raw = path_and_query.as_bytes();
-        if let Some(finding) = self.scan(raw, ScanPart::Url, dest_host) {
+        if let Some(finding) = self.scan_budgeted(raw, ScanPart::Url, dest_host, &mut budget) {
             return Some(finding);
         }
-        let plus_as_space: Vec<u8> = raw
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        for candidate in [raw, plus_as_space.as_slice()] {
-            let decoded: Vec<u8> = percent_decode(candidate).collect();
-            if decoded != raw
-                && let Some(finding) = self.scan(&decoded, ScanPart::Url, dest_host)
+        if raw.contains(&b'+') {
+            let plus_as_space: Vec<u8> = raw
+                .iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect();
+            if let Some(decoded) = layers::percent_decode_strict(&plus_as_space)
+                && let Some(finding) =
+                    self.scan_budgeted(&decoded, ScanPart::Url, dest_host, &mut budget)
             {
                 return Some(finding);
             }
         }
+        if !self.enabled {
+            return None;
+        }
+        let action = match self.mode_for(dest_host) {
+            DlpMode::Off => return None,
+            DlpMode::Audit => Action::Audit,
+            DlpMode::Block => Action::Block,
+        };
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let path = path.split('#').next().unwrap_or("");
+        let shape = |component: &[u8]| {
+            // Nothing shorter than this can be flagged (`%XX` decodes to one byte).
+            if component.len() < 20 {
+                return None;
+            }
+            let decoded = percent_decode_repeatedly(component);
+            entropy::url_component_finding(&decoded).map(|rule| Finding {
+                rule: rule.to_owned(),
+                severity: Severity::High,
+                action,
+            })
+        };
+        for segment in path.split('/') {
+            if let Some(finding) = shape(segment.as_bytes()) {
+                return Some(finding);
+            }
+        }
+        let query = query.map(|q| q.split('#').next().unwrap_or(""));
+        for pair in query.into_iter().flat_map(|q| q.split(['&', ';'])) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if let Some(finding) = shape(key.as_bytes()) {
+                return Some(finding);
+            }
+            if value.len() < 20
+                || entropy::is_signed_url_parameter(&percent_decode_repeatedly(key.as_bytes()))
+            {
+                continue;
+            }
+            if let Some(finding) = shape(value.as_bytes()) {
+                return Some(finding);
+            }
+        }
         None
+    }
+
+    /// Scans the destination host name: the bottle's secrets and the rules
+    /// on the name, and the shape of its sub-domain labels (DNS-style
+    /// exfiltration to a host the allowlist permits by wildcard).
+    pub fn scan_host(&self, dest_host: &str) -> Option<Finding> {
+        if let Some(finding) = self.scan(dest_host.as_bytes(), ScanPart::Url, dest_host) {
+            return Some(finding);
+        }
+        if !self.enabled {
+            return None;
+        }
+        let action = match self.mode_for(dest_host) {
+            DlpMode::Off => return None,
+            DlpMode::Audit => Action::Audit,
+            DlpMode::Block => Action::Block,
+        };
+        entropy::host_finding(dest_host).map(|rule| Finding {
+            rule: rule.to_owned(),
+            severity: Severity::High,
+            action,
+        })
     }
 
     /// A placeholder may look like a real token (that is the point): a
@@ -511,22 +589,45 @@ impl DlpEngine {
     }
 }
 
+/// Whether a keyword at `start` begins a word: after a non-letter, or at a
+/// camel-case boundary (`apiToken`), not inside one (`bypass`).
+fn word_starts_at(data: &[u8], start: usize) -> bool {
+    let Some(&before) = start.checked_sub(1).and_then(|i| data.get(i)) else {
+        return true;
+    };
+    !data.get(start).is_some_and(u8::is_ascii_alphabetic)
+        || !before.is_ascii_alphabetic()
+        || (before.is_ascii_lowercase() && data.get(start).is_some_and(u8::is_ascii_uppercase))
+}
+
+/// Percent-decodes up to three times (double and triple encoding).
+fn percent_decode_repeatedly(component: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut current = std::borrow::Cow::Borrowed(component);
+    for _ in 0..3 {
+        if !current.contains(&b'%') {
+            break;
+        }
+        match layers::percent_decode_strict(&current) {
+            Some(decoded) => current = std::borrow::Cow::Owned(decoded),
+            None => break,
+        }
+    }
+    current
+}
+
 /// Streaming body scan state for one request.
 #[derive(Debug)]
 pub struct BodyScanner {
     tail: Vec<u8>,
     window: usize,
     dest_host: String,
+    budget: Budget,
 }
 
 impl BodyScanner {
     /// Starts scanning a body going to `dest_host`.
     pub fn new(engine: &DlpEngine, dest_host: &str) -> Self {
-        Self {
-            tail: Vec::new(),
-            window: engine.overlap_window(),
-            dest_host: dest_host.to_owned(),
-        }
+        Self::with_window(engine.overlap_window(), dest_host)
     }
 
     /// Starts a scan that keeps `window` bytes between chunks (for scans
@@ -536,6 +637,7 @@ impl BodyScanner {
             tail: Vec::new(),
             window,
             dest_host: dest_host.to_owned(),
+            budget: Budget::per_request(),
         }
     }
 
@@ -549,24 +651,25 @@ impl BodyScanner {
         if !engine.enabled() {
             return None;
         }
-        self.push_with(chunk, |buffer, dest_host| {
-            engine.scan(buffer, ScanPart::Body, dest_host)
+        self.push_with(chunk, |buffer, dest_host, budget| {
+            engine.scan_budgeted(buffer, ScanPart::Body, dest_host, budget)
         })
     }
 
-    /// Runs `scan(buffer, dest_host)` on the next chunk with the overlap
-    /// kept from earlier chunks in front of it.
+    /// Runs `scan(buffer, dest_host, budget)` on the next chunk with the
+    /// overlap kept from earlier chunks in front of it; the decoding budget
+    /// is the whole body's.
     pub fn push_with<T>(
         &mut self,
         chunk: &[u8],
-        scan: impl FnOnce(&[u8], &str) -> Option<T>,
+        scan: impl FnOnce(&[u8], &str, &mut Budget) -> Option<T>,
     ) -> Option<T> {
         if chunk.is_empty() {
             return None;
         }
         let mut buffer = std::mem::take(&mut self.tail);
         buffer.extend_from_slice(chunk);
-        let finding = scan(&buffer, &self.dest_host);
+        let finding = scan(&buffer, &self.dest_host, &mut self.budget);
         let keep_from = buffer.len().saturating_sub(self.window);
         buffer.drain(..keep_from);
         self.tail = buffer;
@@ -577,7 +680,11 @@ impl BodyScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ExtraPattern;
+    use crate::config::{DlpHostMode, ExtraPattern};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use forms::rot13;
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
     const SECRET: &str = "s3cr3t-Token_value-0123456789abcdef";
     const PLACEHOLDER: &str = "placeholder-for-the-agent-0000";
@@ -585,8 +692,8 @@ mod tests {
     fn engine_with(extra: Vec<ExtraPattern>) -> DlpEngine {
         DlpEngine::new(
             &DlpConfig {
-                enabled: true,
                 extra_patterns: extra,
+                ..DlpConfig::default()
             },
             &[KnownSecret {
                 name: "API_TOKEN".to_owned(),
@@ -851,7 +958,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_in_query_strings_are_caught_in_urls_only() {
+    fn credential_assignments_are_caught_in_urls_and_bodies() {
         let e = engine();
         for url in [
             "/login?user=bob&password=hunter22",
@@ -862,13 +969,28 @@ mod tests {
         ] {
             assert_eq!(
                 e.scan_url(url, "any.test").map(|f| f.rule).as_deref(),
-                Some("credential-in-query"),
+                Some("credential-assignment"),
                 "{url}"
             );
         }
-        assert_eq!(body_finding(&e, b"password=hunter22", "any.test"), None);
+        for body in [
+            &b"password=hunter22"[..],
+            b"db:\n  password: S3cure!Pass\n",
+            br#"{"api_key": "Zx81kLmq2PzQ"}"#,
+        ] {
+            assert_eq!(
+                body_finding(&e, body, "any.test").as_deref(),
+                Some("credential-assignment"),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
         assert_eq!(e.scan_url("/search?q=token&page=2", "any.test"), None);
         assert_eq!(e.scan_url("/x?token=", "any.test"), None);
+        assert_eq!(
+            body_finding(&e, br#"{"password": "${DB_PASSWORD}"}"#, "any.test"),
+            None
+        );
     }
 
     #[test]
@@ -917,12 +1039,12 @@ mod tests {
     fn invalid_extra_pattern_is_an_error() {
         let result = DlpEngine::new(
             &DlpConfig {
-                enabled: true,
                 extra_patterns: vec![ExtraPattern {
                     name: "bad".to_owned(),
                     regex: "(".to_owned(),
                     allowed_hosts: vec![],
                 }],
+                ..DlpConfig::default()
             },
             &[],
         );
@@ -934,7 +1056,7 @@ mod tests {
         let e = DlpEngine::new(
             &DlpConfig {
                 enabled: false,
-                extra_patterns: vec![],
+                ..DlpConfig::default()
             },
             &[],
         )
@@ -1024,6 +1146,135 @@ mod tests {
         ] {
             assert_eq!(e.scan_url(url, "registry.test"), None, "{url}");
         }
+    }
+
+    fn engine_with_modes(default: DlpMode, hosts: &[(&str, DlpMode)]) -> DlpEngine {
+        DlpEngine::new(
+            &DlpConfig {
+                mode: default,
+                hosts: hosts
+                    .iter()
+                    .map(|(host, mode)| DlpHostMode {
+                        host: (*host).to_owned(),
+                        mode: *mode,
+                    })
+                    .collect(),
+                ..DlpConfig::default()
+            },
+            &[KnownSecret {
+                name: "API_TOKEN".to_owned(),
+                value: SecretValue::new(SECRET),
+                placeholder: None,
+                host: "api.test".to_owned(),
+            }],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_most_specific_host_mode_wins() {
+        let e = engine_with_modes(
+            DlpMode::Block,
+            &[
+                ("*.llm.test", DlpMode::Audit),
+                ("*.eu.llm.test", DlpMode::Off),
+                ("api.llm.test", DlpMode::Block),
+            ],
+        );
+        assert_eq!(e.mode_for("other.test"), DlpMode::Block);
+        assert_eq!(e.mode_for("x.llm.test"), DlpMode::Audit);
+        assert_eq!(e.mode_for("x.eu.llm.test"), DlpMode::Off);
+        assert_eq!(e.mode_for("api.llm.test"), DlpMode::Block);
+        assert_eq!(e.mode_for("llm.test"), DlpMode::Block);
+    }
+
+    #[test]
+    fn audit_and_off_modes_never_let_the_bottles_own_secrets_out() {
+        let e = engine_with_modes(
+            DlpMode::Block,
+            &[
+                ("audit.test", DlpMode::Audit),
+                ("off.test", DlpMode::Off),
+                ("*.off.test", DlpMode::Off),
+            ],
+        );
+        let pat = token("ghp_", ALNUM, 36);
+        let on = |host: &str, data: &str| e.scan(data.as_bytes(), ScanPart::Body, host);
+        assert_eq!(
+            on("block.test", &pat).map(|f| f.action),
+            Some(Action::Block)
+        );
+        assert_eq!(
+            on("audit.test", &pat).map(|f| f.action),
+            Some(Action::Audit)
+        );
+        assert_eq!(on("off.test", &pat), None);
+        let wrapped = base64::engine::general_purpose::STANDARD
+            .encode(base64::engine::general_purpose::STANDARD.encode(SECRET));
+        for host in ["audit.test", "off.test"] {
+            for data in [SECRET, wrapped.as_str()] {
+                let finding = on(host, data).unwrap();
+                assert_eq!(finding.rule, "bottle-secret:API_TOKEN", "{host} {data}");
+                assert_eq!(finding.action, Action::Block, "{host} {data}");
+            }
+        }
+        assert!(
+            e.scan_url(&format!("/x/{}", token("", ALNUM, 32)), "off.test")
+                .is_none()
+        );
+        assert!(
+            e.scan_host("6768705f736563726574746f6b656e.off.test")
+                .is_none()
+        );
+        assert!(
+            e.scan_host("6768705f736563726574746f6b656e.block.test")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn named_headers_are_scanned_with_their_name() {
+        let e = engine();
+        assert_eq!(
+            e.scan_header("x-api-key", b"Zx81kLmq2PzQ9f", "any.test")
+                .map(|f| f.rule)
+                .as_deref(),
+            Some("credential-assignment")
+        );
+        assert_eq!(
+            e.scan_header("x-request-id", b"Zx81kLmq2PzQ9f", "any.test"),
+            None
+        );
+        assert_eq!(
+            e.scan_header("accept", b"application/json", "any.test"),
+            None
+        );
+    }
+
+    #[test]
+    fn data_in_urls_and_host_names_is_caught_by_shape() {
+        let e = engine();
+        for url in [
+            "/c/8fKq2LmZ9xTb4NcR7vWd1YpE3sGh6JuA",
+            "/q?d=726f6f743a783a303a303a726f6f743a2f726f6f74",
+            "/q?d=%2538%2566%254B%2571%2532%254C%256D%255A%2539%2578%2554%2562%2534%254E%2563%2552%2537%2576%2557%2564",
+        ] {
+            assert!(e.scan_url(url, "any.test").is_some(), "{url}");
+        }
+        assert!(
+            e.scan_url(
+                "/dl?X-Amz-Signature=8fKq2LmZ9xTb4NcR7vWd1YpE3sGh6JuA&X-Amz-Date=20240101T000000Z",
+                "any.test"
+            )
+            .is_none()
+        );
+        assert_eq!(
+            e.scan_host("onswg4tfoqqhizlyoqqgqzlsmu.exfil.test")
+                .map(|f| f.rule)
+                .as_deref(),
+            Some(entropy::ENCODED_HOST)
+        );
+        assert_eq!(e.scan_host("registry.npmjs.org"), None);
     }
 
     #[test]

@@ -1,0 +1,1042 @@
+//! Decoding before matching: a secret wrapped once or several times in
+//! base64 (standard or URL-safe), hex (plain, `0x`, or with delimiters such
+//! as `de:ad:be:ef`), base32, percent-encoding (double and triple too) or
+//! string escapes (`\x67`, `\u0067`, `\/`) is unwrapped, layer by layer, and
+//! the decoded text is matched like the original.
+//!
+//! Candidates are runs of encoding characters of at least
+//! [`MIN_CANDIDATE`] bytes; a run that decodes to mostly non-text (an image,
+//! a content hash) is dropped after its first 48 bytes, so ordinary binary
+//! payloads cost one look. Each decoded layer is smaller than what it came
+//! from, so the work is linear in the input; on top of that a [`Budget`]
+//! caps the decoded bytes per request (past it, decoding stops and only the
+//! raw bytes are matched) and [`MAX_DEPTH`] caps the nesting.
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+use super::shapes::ShapeScanner;
+
+/// How many layers deep decoding goes.
+pub const MAX_DEPTH: usize = 4;
+
+/// Shortest run worth decoding: base64 of 12 bytes, hex of 8.
+pub const MIN_CANDIDATE: usize = 16;
+
+/// Decoded bytes allowed per request by default.
+pub const REQUEST_BUDGET: usize = 8 << 20;
+
+/// How many decoded bytes a request may still produce.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    remaining: usize,
+    exhausted: bool,
+}
+
+impl Budget {
+    /// A budget of `bytes` decoded bytes.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            remaining: bytes,
+            exhausted: false,
+        }
+    }
+
+    /// The default per-request budget ([`REQUEST_BUDGET`]).
+    pub fn per_request() -> Self {
+        Self::new(REQUEST_BUDGET)
+    }
+
+    /// Whether decoding stopped because the budget ran out.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    fn take(&mut self, bytes: usize) -> bool {
+        if self.exhausted || bytes > self.remaining {
+            self.exhausted = true;
+            return false;
+        }
+        self.remaining -= bytes;
+        true
+    }
+}
+
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+    .with_decode_allow_trailing_bits(true);
+const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
+const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
+
+/// Every layer decoded out of `data` (not `data` itself), outermost first
+/// within each candidate, up to [`MAX_DEPTH`] deep.
+pub fn decode_layers(data: &[u8], budget: &mut Budget) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_into(data, 1, budget, &mut out, None);
+    out
+}
+
+/// [`decode_layers`], also feeding `data`'s letter-and-digit runs to
+/// `shapes` on the same pass.
+pub fn decode_layers_with_shapes(
+    data: &[u8],
+    budget: &mut Budget,
+    shapes: &mut ShapeScanner,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_into(data, 1, budget, &mut out, Some(shapes));
+    out
+}
+
+fn decode_into(
+    data: &[u8],
+    depth: usize,
+    budget: &mut Budget,
+    out: &mut Vec<Vec<u8>>,
+    shapes: Option<&mut ShapeScanner>,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let mut produced = Vec::new();
+    let mut hex_starts = Vec::new();
+    let exhausted = budget.exhausted();
+    for_each_candidate(data, &mut hex_starts, shapes, |candidate| {
+        if !exhausted {
+            decode_candidate(candidate, budget, &mut produced);
+        }
+    });
+    if budget.exhausted() {
+        return;
+    }
+    if let Some(unescaped) = unescape(data)
+        && budget.take(unescaped.len())
+    {
+        produced.push(unescaped);
+    }
+    let mut resume = 0;
+    for start in hex_starts {
+        if start >= resume {
+            resume = delimited_hex_at(data, start, budget, &mut produced);
+        }
+    }
+    for layer in produced {
+        decode_into_owned(layer, depth, budget, out);
+    }
+}
+
+fn decode_into_owned(layer: Vec<u8>, depth: usize, budget: &mut Budget, out: &mut Vec<Vec<u8>>) {
+    let index = out.len();
+    out.push(layer);
+    let layer = std::mem::take(&mut out[index]);
+    decode_into(&layer, depth + 1, budget, out, None);
+    out[index] = layer;
+}
+
+/// Byte classes, looked up once per byte.
+const RUN: u8 = 1;
+const HEX: u8 = 2;
+const B32_UPPER: u8 = 4;
+const B32_LOWER: u8 = 8;
+const STD: u8 = 16;
+const URL: u8 = 32;
+const PCT: u8 = 64;
+const DELIM: u8 = 128;
+
+const CLASSES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let mut class = 0;
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-' | b'%') {
+            class |= RUN;
+        }
+        if c.is_ascii_hexdigit() {
+            class |= HEX;
+        }
+        if c.is_ascii_uppercase() || (c >= b'2' && c <= b'7') {
+            class |= B32_UPPER;
+        }
+        if c.is_ascii_lowercase() || (c >= b'2' && c <= b'7') {
+            class |= B32_LOWER;
+        }
+        if matches!(c, b'+' | b'/') {
+            class |= STD;
+        }
+        if matches!(c, b'-' | b'_') {
+            class |= URL;
+        }
+        if c == b'%' {
+            class |= PCT;
+        }
+        if matches!(c, b':' | b' ' | b',') {
+            class |= DELIM;
+        }
+        table[b] = class;
+        b += 1;
+    }
+    table
+};
+
+/// Per-byte facts as bit masks, 64 bytes to a word (bit `i % 64` of word
+/// `i / 64` is byte `i`): computed without a branch per byte, then walked
+/// run by run (`trailing_zeros`), so word boundaries cost no mispredicted
+/// branch each.
+struct Masks {
+    len: usize,
+    /// Encoding bytes: letters, digits and `+/=_-%`.
+    run: Vec<u64>,
+    alnum: Vec<u64>,
+    /// Digits and capitals.
+    upper_or_digit: Vec<u64>,
+    /// Where a hex pair before a delimiter (`:`, space, `,`) starts.
+    pair: Vec<u64>,
+}
+
+impl Masks {
+    fn new(data: &[u8]) -> Self {
+        let words = data.len().div_ceil(64);
+        let mut masks = Self {
+            len: data.len(),
+            run: Vec::with_capacity(words),
+            alnum: Vec::with_capacity(words),
+            upper_or_digit: Vec::with_capacity(words),
+            pair: Vec::with_capacity(words),
+        };
+        // Each block of 64 with the 2 bytes after it (zeros past the end).
+        let mut padded = [0u8; 66];
+        for start in (0..data.len()).step_by(64) {
+            let window: &[u8; 66] = match data.get(start..start + 66) {
+                Some(inner) => inner.try_into().unwrap_or(&padded),
+                None => {
+                    let src = &data[start..];
+                    padded = [0u8; 66];
+                    padded[..src.len()].copy_from_slice(src);
+                    &padded
+                }
+            };
+            let mut flags = [0u8; 64];
+            for (j, flag) in flags.iter_mut().enumerate() {
+                let (b, next, after) = (window[j], window[j + 1], window[j + 2]);
+                let digit = b.wrapping_sub(b'0') < 10;
+                let upper = b.wrapping_sub(b'A') < 26;
+                let lower = b.wrapping_sub(b'a') < 26;
+                let alnum = digit | upper | lower;
+                let run = alnum
+                    | (b == b'+')
+                    | (b == b'/')
+                    | (b == b'=')
+                    | (b == b'_')
+                    | (b == b'-')
+                    | (b == b'%');
+                let hex = |c: u8| (c.wrapping_sub(b'0') < 10) | ((c | 0x20).wrapping_sub(b'a') < 6);
+                let delim = (after == b':') | (after == b' ') | (after == b',');
+                *flag = u8::from(run)
+                    | u8::from(alnum) << 1
+                    | u8::from(upper | digit) << 2
+                    | u8::from(hex(b) & hex(next) & delim) << 3;
+            }
+            let [mut run, mut alnum, mut upper_or_digit, mut pair] = [0u64; 4];
+            for (group, bytes) in flags.chunks_exact(8).enumerate() {
+                let x = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+                let shift = group * 8;
+                run |= pack(x) << shift;
+                alnum |= pack(x >> 1) << shift;
+                upper_or_digit |= pack(x >> 2) << shift;
+                pair |= pack(x >> 3) << shift;
+            }
+            masks.run.push(run);
+            masks.alnum.push(alnum);
+            masks.upper_or_digit.push(upper_or_digit);
+            masks.pair.push(pair);
+        }
+        masks
+    }
+}
+
+/// Bit 0 of each of the 8 bytes of `x`, gathered into the low 8 bits.
+fn pack(x: u64) -> u64 {
+    (x & 0x0101_0101_0101_0101).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// The first set bit at or after `from` (`len` if none).
+fn next_one(words: &[u64], from: usize, len: usize, invert: bool) -> usize {
+    let flip = if invert { u64::MAX } else { 0 };
+    let mut w = from / 64;
+    let Some(&first) = words.get(w) else {
+        return len;
+    };
+    let mut word = (first ^ flip) & (u64::MAX << (from % 64));
+    loop {
+        if word != 0 {
+            return (w * 64 + word.trailing_zeros() as usize).min(len);
+        }
+        w += 1;
+        match words.get(w) {
+            Some(&next) => word = next ^ flip,
+            None => return len,
+        }
+    }
+}
+
+/// Where the run of set bits holding bit `at` starts.
+fn run_start(words: &[u64], at: usize) -> usize {
+    let mut w = at / 64;
+    let mut word = !words[w] & ((1u64 << (at % 64)) - 1);
+    loop {
+        if word != 0 {
+            return w * 64 + 64 - word.leading_zeros() as usize;
+        }
+        if w == 0 {
+            return 0;
+        }
+        w -= 1;
+        word = !words[w];
+    }
+}
+
+/// Calls `f` on each run worth decoding: maximal runs of encoding bytes,
+/// split after `key=` (a form or cookie assignment), and, for short runs
+/// with slashes (URL paths), each segment as well. Where a hex pair is
+/// followed by a delimiter (`67:68`, `0x67, 0x68`, `67-68`), its start goes
+/// to `hex_starts`. `shapes`, if given, is fed the maximal runs of letters
+/// and digits that have a digit or a capital, in order.
+fn for_each_candidate(
+    data: &[u8],
+    hex_starts: &mut Vec<usize>,
+    shapes: Option<&mut ShapeScanner>,
+    mut f: impl FnMut(&[u8]),
+) {
+    let masks = Masks::new(data);
+    let len = masks.len;
+    if let Some(shapes) = shapes {
+        // Only runs with a digit or a capital can matter (see
+        // `ShapeScanner::alnum_run`).
+        let mut i = 0;
+        loop {
+            let at = next_one(&masks.upper_or_digit, i, len, false);
+            if at >= len {
+                break;
+            }
+            let start = run_start(&masks.alnum, at);
+            let end = next_one(&masks.alnum, at, len, true);
+            let all_digits = data[start..end].iter().all(u8::is_ascii_digit);
+            let upper_or_digit = next_one(&masks.upper_or_digit, start, len, true) >= end;
+            shapes.classified_run(data, start, end, all_digits, upper_or_digit);
+            i = end;
+        }
+    }
+    // Only two kinds of runs of encoding bytes matter: long ones, and hex
+    // pairs before a delimiter. Both are found 64 bytes at a time from the
+    // masks; the short words in between cost nothing each.
+    let mut resume = 0;
+    for w in 0..masks.run.len() {
+        if resume >= (w + 1) * 64 {
+            continue;
+        }
+        let both =
+            |v: &[u64]| u128::from(v[w]) | u128::from(v.get(w + 1).copied().unwrap_or(0)) << 64;
+        let run = both(&masks.run);
+        // Bit p: encoding bytes p..p + 16.
+        let mut long = run & (run >> 1);
+        long &= long >> 2;
+        long &= long >> 4;
+        long &= long >> 8;
+        let mut bits = (long as u64) | masks.pair[w];
+        while bits != 0 {
+            let at = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if at < resume {
+                continue;
+            }
+            let start = run_start(&masks.run, at);
+            let i = next_one(&masks.run, at, len, true);
+            resume = i;
+            // The rest of this run's bits.
+            bits = match resume - w * 64 {
+                skip @ 0..64 => bits & (u64::MAX << skip),
+                _ => 0,
+            };
+            let run = &data[start..i];
+            if run.len() < MIN_CANDIDATE {
+                let pair = match run.len() {
+                    2 => Some(run),
+                    4 if run[..2].eq_ignore_ascii_case(b"0x") => Some(&run[2..]),
+                    _ => None,
+                };
+                if let Some(pair) = pair
+                    && pair.iter().all(|&b| CLASSES[b as usize] & HEX != 0)
+                    && data
+                        .get(i)
+                        .is_some_and(|&b| matches!(b, b':' | b' ' | b','))
+                {
+                    hex_starts.push(i - 2);
+                }
+                continue;
+            }
+            long_run(data, start, i, hex_starts, &mut f);
+        }
+    }
+}
+
+/// The first `=` in `bytes`, found with a vectorized search (long base64
+/// runs have none, or only at the end).
+fn find_equals(bytes: &[u8]) -> Option<usize> {
+    // Most runs are short and have none: the standard library's byte
+    // search says so with less setup than a searcher.
+    if bytes.len() < 256 && !bytes.contains(&b'=') {
+        return None;
+    }
+    static EQUALS: std::sync::LazyLock<aho_corasick::AhoCorasick> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::new([b"="]).expect("one literal always builds")
+        });
+    EQUALS.find(bytes).map(|m| m.start())
+}
+
+/// A run of at least [`MIN_CANDIDATE`] encoding bytes, `data[start..end]`.
+fn long_run(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    hex_starts: &mut Vec<usize>,
+    f: &mut impl FnMut(&[u8]),
+) {
+    let run = &data[start..end];
+    if run.len() >= 23 && run[2] == b'-' && is_dashed_hex(run) {
+        hex_starts.push(start);
+    }
+    // `key=value`: an `=` followed by something other than padding.
+    let mut piece_start = 0;
+    let mut from = 0;
+    while let Some(offset) = find_equals(&run[from..]) {
+        let j = from + offset;
+        if run.get(j + 1).is_some_and(|&n| n != b'=') {
+            emit_piece(&run[piece_start..j], f);
+            piece_start = j + 1;
+        }
+        from = j + 1;
+    }
+    emit_piece(&run[piece_start..], f);
+}
+
+fn emit_piece(piece: &[u8], f: &mut impl FnMut(&[u8])) {
+    if piece.len() < MIN_CANDIDATE {
+        return;
+    }
+    f(piece);
+    if piece.len() <= 512 && piece.contains(&b'/') {
+        for segment in piece.split(|&b| b == b'/') {
+            if segment.len() >= MIN_CANDIDATE && segment.len() < piece.len() {
+                f(segment);
+            }
+        }
+    }
+}
+
+/// Mostly printable ASCII: what a secret, a config file or a nested
+/// encoding looks like once decoded, and what random bytes do not.
+pub fn is_texty(bytes: &[u8]) -> bool {
+    if bytes.len() < 8 {
+        return false;
+    }
+    let printable = bytes
+        .iter()
+        .filter(|&&b| (0x20..0x7f).contains(&b) || matches!(b, b'\n' | b'\r' | b'\t'))
+        .count();
+    printable * 10 >= bytes.len() * 9
+}
+
+fn decode_candidate(candidate: &[u8], budget: &mut Budget, produced: &mut Vec<Vec<u8>>) {
+    // One pass for what the run could be.
+    let (mut all, mut any) = (u8::MAX, 0u8);
+    for &b in candidate {
+        let class = CLASSES[b as usize];
+        all &= class;
+        any |= class;
+    }
+    if any & PCT != 0 {
+        if let Some(decoded) = percent_decode_strict(candidate)
+            && budget.take(decoded.len())
+        {
+            produced.push(decoded);
+        }
+        return;
+    }
+    let body = candidate
+        .strip_prefix(b"0x")
+        .or_else(|| candidate.strip_prefix(b"0X"))
+        .unwrap_or(candidate);
+    let hex_like = if body.len() == candidate.len() {
+        all & HEX != 0
+    } else {
+        body.iter().all(u8::is_ascii_hexdigit)
+    };
+    if hex_like && body.len() >= MIN_CANDIDATE && body.len().is_multiple_of(2) {
+        let head = &body[..body.len().min(64)];
+        if !could_be_texty(
+            head.chunks_exact(2),
+            |&[first, _]: &[u8; 2]| matches!(first, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'),
+        ) {
+            return;
+        }
+        let mut head_bytes = [0u8; 32];
+        let head_bytes = &mut head_bytes[..head.len() / 2];
+        if hex::decode_to_slice(head, head_bytes).is_ok()
+            && is_texty(head_bytes)
+            && let Ok(decoded) = hex::decode(body)
+            && budget.take(decoded.len())
+        {
+            produced.push(decoded);
+        }
+        return;
+    }
+    let unpadded = trim_padding(candidate);
+    if unpadded.len() >= MIN_CANDIDATE
+        && (unpadded
+            .iter()
+            .all(|&b| CLASSES[b as usize] & B32_UPPER != 0)
+            || unpadded
+                .iter()
+                .all(|&b| CLASSES[b as usize] & B32_LOWER != 0))
+        && let Some(decoded) = base32_decode(unpadded)
+        && is_texty(&decoded)
+        && budget.take(decoded.len())
+    {
+        produced.push(decoded);
+        return;
+    }
+    let engine = match (any & STD != 0, any & URL != 0) {
+        (true, true) => return,
+        (true, false) => &STANDARD,
+        _ => &URL_SAFE,
+    };
+    // A run longer than the scan overlap may start mid-quantum: try every
+    // alignment for long runs.
+    let alignments = if unpadded.len() > 256 { 4 } else { 1 };
+    for offset in 0..alignments {
+        let aligned = &unpadded[offset..];
+        let usable = aligned.len() - aligned.len() % 4;
+        let probe = &aligned[..usable.min(64)];
+        // A quantum whose first character is worth 32 or more decodes to a
+        // first byte with the high bit set: too many, and the decoded head
+        // cannot pass `is_texty` (no padding inside: it was split off).
+        if !probe.contains(&b'=')
+            && !could_be_texty(
+                probe.chunks_exact(4),
+                |quantum: &[u8; 4]| !matches!(quantum[0], b'A'..=b'Z' | b'a'..=b'f'),
+            )
+        {
+            continue;
+        }
+        // Into a buffer on the stack: most probes are turned down.
+        let mut head = [0u8; 64];
+        let Ok(decoded_len) = engine.decode_slice(probe, &mut head) else {
+            continue;
+        };
+        if !is_texty(&head[..decoded_len]) {
+            continue;
+        }
+        // A lone trailing character carries no whole byte.
+        let whole = if aligned.len() % 4 == 1 {
+            &aligned[..usable]
+        } else {
+            aligned
+        };
+        if let Ok(decoded) = engine.decode(whole)
+            && budget.take(decoded.len())
+        {
+            produced.push(decoded);
+            return;
+        }
+    }
+}
+
+/// Whether the bytes decoded from `units` (each decoding to `N * 3 / 4`
+/// or `N / 2` bytes) could pass [`is_texty`], counting only the units that
+/// `high` says decode to a byte of 0x80 or more: a cheap way to turn down
+/// binary before decoding it.
+fn could_be_texty<'a, const N: usize>(
+    units: std::slice::ChunksExact<'a, u8>,
+    high: impl Fn(&[u8; N]) -> bool,
+) -> bool {
+    let bytes_per_unit = if N == 4 { 3 } else { 1 };
+    let total = units.len() * bytes_per_unit;
+    let non_printable = units
+        .filter(|unit| <&[u8; N]>::try_from(*unit).is_ok_and(&high))
+        .count();
+    // `is_texty` wants printable * 10 >= len * 9, i.e. non-printable * 10 <= len.
+    non_printable * 10 <= total
+}
+
+fn trim_padding(candidate: &[u8]) -> &[u8] {
+    let end = candidate
+        .iter()
+        .rposition(|&b| b != b'=')
+        .map_or(0, |p| p + 1);
+    &candidate[..end]
+}
+
+/// RFC 4648 base32 without padding, either case.
+pub fn base32_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 5 / 8);
+    let mut buffer = 0u64;
+    let mut bits = 0u32;
+    for &c in text {
+        let value = match c.to_ascii_uppercase() {
+            b @ b'A'..=b'Z' => b - b'A',
+            b @ b'2'..=b'7' => b - b'2' + 26,
+            _ => return None,
+        };
+        buffer = (buffer << 5) | u64::from(value);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Percent-decoding that only answers when there was at least one valid
+/// escape (`+` is left alone: it is also base64).
+pub fn percent_decode_strict(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut escapes = 0;
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                text.get(i + 1).and_then(|c| hex_value(*c)),
+                text.get(i + 2).and_then(|c| hex_value(*c)),
+            )
+        {
+            out.push(h << 4 | l);
+            escapes += 1;
+            i += 3;
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    (escapes > 0).then_some(out)
+}
+
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `data` with `\xHH`, `\uHHHH` (ASCII range) and `\/` unescaped, if it has
+/// any of them.
+pub fn unescape(data: &[u8]) -> Option<Vec<u8>> {
+    let first = memchr_escape(data)?;
+    let mut out = Vec::with_capacity(data.len());
+    out.extend_from_slice(&data[..first]);
+    let mut i = first;
+    let mut changed = false;
+    while i < data.len() {
+        if data[i] == b'\\' {
+            match data.get(i + 1) {
+                Some(b'/') => {
+                    out.push(b'/');
+                    i += 2;
+                    changed = true;
+                    continue;
+                }
+                Some(b'x' | b'X') => {
+                    if let (Some(h), Some(l)) = (
+                        data.get(i + 2).and_then(|c| hex_value(*c)),
+                        data.get(i + 3).and_then(|c| hex_value(*c)),
+                    ) {
+                        out.push(h << 4 | l);
+                        i += 4;
+                        changed = true;
+                        continue;
+                    }
+                }
+                Some(b'u') => {
+                    let digits = data.get(i + 2..i + 6);
+                    if let Some(digits) = digits
+                        && digits[..2] == *b"00"
+                        && let (Some(h), Some(l)) = (hex_value(digits[2]), hex_value(digits[3]))
+                    {
+                        out.push(h << 4 | l);
+                        i += 6;
+                        changed = true;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+fn memchr_escape(data: &[u8]) -> Option<usize> {
+    // A vectorized search for both bytes at once (Teddy), not a loop over
+    // every backslash: JSON bodies are full of `\n`.
+    static ESCAPES: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::packed::Searcher::new([b"\\/", b"\\x", b"\\X", b"\\u"])
+        });
+    match ESCAPES.as_ref() {
+        Some(searcher) => searcher.find(data).map(|m| m.start()),
+        None => {
+            let mut from = 0;
+            while let Some(offset) = data[from..].iter().position(|&b| b == b'\\') {
+                let at = from + offset;
+                if matches!(data.get(at + 1), Some(b'/' | b'x' | b'X' | b'u')) {
+                    return Some(at);
+                }
+                from = at + 1;
+            }
+            None
+        }
+    }
+}
+
+/// `67-68-70-…`: hex pairs joined by hyphens, a run of its own.
+fn is_dashed_hex(run: &[u8]) -> bool {
+    run.iter().enumerate().all(|(i, &b)| {
+        if i % 3 == 2 {
+            b == b'-'
+        } else {
+            CLASSES[b as usize] & HEX != 0
+        }
+    })
+}
+
+/// Hex written as separated pairs (`67:68:70`, `67 68 70`, `0x67, 0x68`,
+/// `67-68-70`) from `start`: at least 8 pairs, decoded if they make text.
+/// Returns where the pairs end.
+fn delimited_hex_at(
+    data: &[u8],
+    start: usize,
+    budget: &mut Budget,
+    produced: &mut Vec<Vec<u8>>,
+) -> usize {
+    let mut bytes = Vec::new();
+    let mut j = start;
+    while let (Some(h), Some(l)) = (
+        data.get(j).and_then(|c| hex_value(*c)),
+        data.get(j + 1).and_then(|c| hex_value(*c)),
+    ) {
+        if data.get(j + 2).is_some_and(u8::is_ascii_alphanumeric) {
+            break;
+        }
+        bytes.push(h << 4 | l);
+        j += 2;
+        // Delimiter: up to two of `: ,-`, then an optional `0x` or `\x`.
+        let mut k = j;
+        while k < data.len() && k < j + 2 && is_delimiter(data[k]) {
+            k += 1;
+        }
+        if k == j {
+            break;
+        }
+        if data
+            .get(k..k + 2)
+            .is_some_and(|p| p == b"0x" || p == b"\\x")
+        {
+            k += 2;
+        }
+        j = k;
+    }
+    if bytes.len() >= 8 && is_texty(&bytes) && budget.take(bytes.len()) {
+        produced.push(bytes);
+    }
+    j.max(start + 1)
+}
+
+fn is_delimiter(b: u8) -> bool {
+    matches!(b, b':' | b' ' | b',' | b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
+
+    const TEXT: &str = "ghp_FAKEFAKEFAKEFAKEFAKEFAKE0123456789";
+
+    /// The byte-by-byte walk the masks replaced, feeding every letter-and-digit
+    /// run to the shape pass: the reference for the fast one.
+    fn reference_candidates(
+        data: &[u8],
+        hex_starts: &mut Vec<usize>,
+        shapes: &mut ShapeScanner,
+        f: &mut impl FnMut(&[u8]),
+    ) {
+        let is_run = |b: u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(&b);
+        let mut i = 0;
+        while i < data.len() {
+            if !is_run(data[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut alnum_start = None;
+            while i < data.len() && is_run(data[i]) {
+                if data[i].is_ascii_alphanumeric() {
+                    alnum_start.get_or_insert(i);
+                } else if let Some(from) = alnum_start.take() {
+                    shapes.alnum_run(data, from, i);
+                }
+                i += 1;
+            }
+            if let Some(from) = alnum_start {
+                shapes.alnum_run(data, from, i);
+            }
+            let run = &data[start..i];
+            if run.len() < MIN_CANDIDATE {
+                let pair = match run.len() {
+                    2 => Some(run),
+                    4 if run[..2].eq_ignore_ascii_case(b"0x") => Some(&run[2..]),
+                    _ => None,
+                };
+                if let Some(pair) = pair
+                    && pair.iter().all(u8::is_ascii_hexdigit)
+                    && data
+                        .get(i)
+                        .is_some_and(|&b| matches!(b, b':' | b' ' | b','))
+                {
+                    hex_starts.push(i - 2);
+                }
+                continue;
+            }
+            if run.len() >= 23 && run[2] == b'-' && is_dashed_hex(run) {
+                hex_starts.push(start);
+            }
+            let mut piece_start = 0;
+            for j in 0..run.len() {
+                if run[j] == b'=' && run.get(j + 1).is_some_and(|&n| n != b'=') {
+                    emit_piece(&run[piece_start..j], f);
+                    piece_start = j + 1;
+                }
+            }
+            emit_piece(&run[piece_start..], f);
+        }
+    }
+
+    #[test]
+    fn the_cheap_texty_check_never_turns_down_text() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..3000 {
+            let len = 8 + round % 40;
+            // Text, binary, and mixes of both.
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if (round / 3) % 4 == 0 || i % ((round % 5) + 2) == 0 {
+                        (state >> 24) as u8
+                    } else {
+                        b' ' + (state % 95) as u8
+                    }
+                })
+                .collect();
+            let texty = is_texty(&bytes);
+            let b64 = B64.encode(&bytes);
+            let probe = &b64.as_bytes()[..b64.len() / 4 * 4];
+            let decoded = B64.decode(probe).unwrap();
+            let cheap = could_be_texty(
+                probe.chunks_exact(4),
+                |q: &[u8; 4]| !matches!(q[0], b'A'..=b'Z' | b'a'..=b'f'),
+            );
+            assert!(cheap || !is_texty(&decoded), "{b64}");
+            let hex = hex::encode(&bytes);
+            let cheap = could_be_texty(
+                hex.as_bytes().chunks_exact(2),
+                |&[first, _]: &[u8; 2]| matches!(first, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'),
+            );
+            assert!(cheap || !texty, "{hex}");
+        }
+    }
+
+    #[test]
+    fn the_mask_walk_finds_what_the_byte_walk_finds() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Runs of every kind and length: words, digit groups, IBAN-like
+        // capitals, hex pairs with delimiters, base64 with padding.
+        let pieces: &[&[u8]] = &[
+            b"a",
+            b"ab",
+            b"word",
+            b"Word",
+            b"0x",
+            b"de",
+            b"4111",
+            b"1",
+            b"DE89",
+            b"K",
+            b"3",
+            b"-",
+            b"_",
+            b"=",
+            b"==",
+            b"+",
+            b"/",
+            b"%2",
+            b" ",
+            b":",
+            b",",
+            b"\\n",
+            b"\"",
+            b"\n",
+            b"aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ",
+            b"1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
+            b"67:68:70:5f:61:62:63:64:65",
+            b"0123456789abcdef0123",
+            b"x=",
+            b"ZZ",
+        ];
+        for round in 0..400 {
+            let mut data = Vec::new();
+            let target = (next() % 400) as usize + round % 7;
+            while data.len() < target {
+                data.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let (mut want_hex, mut want_shapes, mut want) =
+                (Vec::new(), ShapeScanner::default(), Vec::new());
+            reference_candidates(&data, &mut want_hex, &mut want_shapes, &mut |c| {
+                want.push(c.to_vec())
+            });
+            let (mut got_hex, mut got_shapes, mut got) =
+                (Vec::new(), ShapeScanner::default(), Vec::new());
+            for_each_candidate(&data, &mut got_hex, Some(&mut got_shapes), |c| {
+                got.push(c.to_vec())
+            });
+            let text = String::from_utf8_lossy(&data);
+            assert_eq!(got, want, "{text}");
+            assert_eq!(got_hex, want_hex, "{text}");
+            let mut got_spans = got_shapes.finish(&data);
+            let mut want_spans = want_shapes.finish(&data);
+            // Same spans; a chain may be closed a run later, never elsewhere.
+            got_spans.sort_by_key(|(shape, span)| (format!("{shape:?}"), span.start, span.end));
+            want_spans.sort_by_key(|(shape, span)| (format!("{shape:?}"), span.start, span.end));
+            assert_eq!(got_spans, want_spans, "{text}");
+        }
+    }
+
+    fn layers(data: &str) -> Vec<String> {
+        decode_layers(data.as_bytes(), &mut Budget::per_request())
+            .into_iter()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .collect()
+    }
+
+    fn found(data: &str) -> bool {
+        layers(data).iter().any(|l| l.contains(TEXT))
+    }
+
+    #[test]
+    fn single_encodings_are_unwrapped() {
+        let b64 = B64.encode(TEXT);
+        let hex = hex::encode(TEXT);
+        for data in [
+            format!("{{\"d\":\"{b64}\"}}"),
+            format!("x={}", URL_SAFE_NO_PAD.encode(TEXT)),
+            format!("/collect/{hex}"),
+            format!("id=0x{}", hex::encode_upper(TEXT)),
+            format!("q={}", super::super::base32_no_pad(TEXT.as_bytes())),
+            format!(
+                "q={}",
+                super::super::base32_no_pad(TEXT.as_bytes()).to_ascii_lowercase()
+            ),
+            format!("v={}", utf8_escape(TEXT)),
+        ] {
+            assert!(found(&data), "{data}");
+        }
+    }
+
+    fn utf8_escape(text: &str) -> String {
+        text.bytes().map(|b| format!("%{b:02X}")).collect()
+    }
+
+    #[test]
+    fn nested_encodings_are_unwrapped() {
+        let twice = B64.encode(B64.encode(TEXT));
+        let hex_of_b64 = hex::encode(B64.encode(TEXT));
+        let b64_of_json = B64.encode(format!("{{\"token\": \"{TEXT}\"}}"));
+        let double_percent = utf8_escape(TEXT).replace('%', "%25");
+        let triple_percent = double_percent.replace('%', "%25");
+        for data in [
+            twice,
+            hex_of_b64,
+            b64_of_json,
+            double_percent,
+            triple_percent,
+        ] {
+            assert!(found(&data), "{data}");
+        }
+    }
+
+    #[test]
+    fn delimited_hex_and_escapes_are_unwrapped() {
+        let bytes = TEXT.as_bytes();
+        let colons = bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>();
+        for data in [
+            colons.join(":"),
+            colons.join(" "),
+            colons.join("-"),
+            colons
+                .iter()
+                .map(|c| format!("0x{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            colons.iter().map(|c| format!("\\x{c}")).collect(),
+            colons.iter().map(|c| format!("\\u00{c}")).collect(),
+        ] {
+            assert!(found(&data), "{data}");
+        }
+        assert!(found(&B64.encode(TEXT).replace('/', "\\/")));
+    }
+
+    #[test]
+    fn binary_and_hashes_are_not_decoded() {
+        // A git SHA, a sha256, base64 of random bytes: no layer comes out.
+        assert!(layers("/objects/5b8a3a7765dfe001261dde915589e782f8c94d1e").is_empty());
+        assert!(
+            layers("sha512-XI5MPzVNApjAyhQzphX8BkmKsKUxD4LdyK24iZeQ9lJBuQRHBqgs9EFWXvVJD+ewSjIfhgWzPvnLb+FPfNNS1A==")
+                .is_empty()
+        );
+        assert!(layers("just some ordinary words in a sentence").is_empty());
+    }
+
+    #[test]
+    fn depth_and_budget_are_bounded() {
+        let mut nested = TEXT.to_owned();
+        for _ in 0..(MAX_DEPTH + 2) {
+            nested = B64.encode(nested);
+        }
+        assert!(!found(&nested), "deeper than MAX_DEPTH is not unwrapped");
+        let mut budget = Budget::new(10);
+        let _ = decode_layers(B64.encode(TEXT).as_bytes(), &mut budget);
+        assert!(budget.exhausted());
+    }
+
+    #[test]
+    fn base32_decodes_rfc_4648() {
+        assert_eq!(base32_decode(b"MZXW6YTBOI").unwrap(), b"foobar");
+        assert_eq!(base32_decode(b"mzxw6ytboi").unwrap(), b"foobar");
+        assert_eq!(base32_decode(b"MZ1"), None);
+    }
+}
