@@ -279,14 +279,7 @@ async fn handle_connect(
         && let Some(finding) = policy.dlp.scan_host(&host)
         && finding.action == Action::Block
     {
-        record.host = "[withheld: dlp finding in host]".to_owned();
-        let denial = Denial::new(
-            DenyKind::Dlp,
-            finding.rule,
-            "the host name carries encoded or random data",
-            &host,
-            port,
-        );
+        let denial = host_denial(&mut record, finding, &host, port);
         let mut response = deny(&state, &policy, record, &denial, "CONNECT [withheld]");
         response.headers_mut().insert(
             header::CONNECTION,
@@ -537,16 +530,9 @@ async fn forward(
     if policy.dlp.enabled() {
         if let Some(finding) = policy.dlp.scan_host(&host) {
             if finding.action == Action::Block {
-                record.host = "[withheld: dlp finding in host]".to_owned();
+                let denial = host_denial(&mut record, finding, &host, port);
                 record.path = "[withheld]".to_owned();
                 what = format!("{method} {scheme}://[withheld]");
-                let denial = Denial::new(
-                    DenyKind::Dlp,
-                    finding.rule,
-                    "the host name carries encoded or random data",
-                    &host,
-                    port,
-                );
                 return deny(state, &policy, record, &denial, &what);
             }
             audited.get_or_insert(finding);
@@ -740,6 +726,19 @@ async fn forward(
             )
         }
     }
+}
+
+/// The refusal of a host name that carries data: the audit record withholds the
+/// name (it is what would leak).
+fn host_denial(record: &mut AuditRecord, finding: Finding, host: &str, port: u16) -> Denial {
+    record.host = "[withheld: dlp finding in host]".to_owned();
+    Denial::new(
+        DenyKind::Dlp,
+        finding.rule,
+        "the host name carries encoded or random data",
+        host,
+        port,
+    )
 }
 
 /// Writes an audit-mode DLP finding into the request's audit line (the

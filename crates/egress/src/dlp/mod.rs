@@ -336,11 +336,7 @@ impl DlpEngine {
             }
             indexed.push(hits);
         }
-        let action = match mode {
-            DlpMode::Off => return None,
-            DlpMode::Audit => Action::Audit,
-            DlpMode::Block => Action::Block,
-        };
+        let action = rule_action(mode)?;
         self.rule_finding(data, &raw, Some(raw_shapes), part, dest_host)
             .or_else(|| {
                 decoded
@@ -513,11 +509,7 @@ impl DlpEngine {
         if !self.enabled {
             return None;
         }
-        let action = match self.mode_for(dest_host) {
-            DlpMode::Off => return None,
-            DlpMode::Audit => Action::Audit,
-            DlpMode::Block => Action::Block,
-        };
+        let action = rule_action(self.mode_for(dest_host))?;
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
@@ -568,11 +560,7 @@ impl DlpEngine {
         if !self.enabled {
             return None;
         }
-        let action = match self.mode_for(dest_host) {
-            DlpMode::Off => return None,
-            DlpMode::Audit => Action::Audit,
-            DlpMode::Block => Action::Block,
-        };
+        let action = rule_action(self.mode_for(dest_host))?;
         entropy::host_finding(dest_host).map(|rule| Finding {
             rule: rule.to_owned(),
             severity: Severity::High,
@@ -674,6 +662,15 @@ impl BodyScanner {
         buffer.drain(..keep_from);
         self.tail = buffer;
         finding
+    }
+}
+
+/// What a rule finding does under `mode`; None: rules are off there.
+fn rule_action(mode: DlpMode) -> Option<Action> {
+    match mode {
+        DlpMode::Off => None,
+        DlpMode::Audit => Some(Action::Audit),
+        DlpMode::Block => Some(Action::Block),
     }
 }
 
