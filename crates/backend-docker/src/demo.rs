@@ -221,9 +221,18 @@ mod tests {
                 .any(|c| c == "run:img:python3 /demo/server.py /demo"),
             "{calls:?}"
         );
-        for file in ["server.py", "server.crt", "server.key", "credential"] {
-            assert!(dir.path().join("upstream").join(file).is_file(), "{file}");
+        use std::os::unix::fs::PermissionsExt;
+        for (file, mode) in [
+            ("server.py", 0o644),
+            ("server.crt", 0o644),
+            ("server.key", 0o600),
+            ("credential", 0o600),
+        ] {
+            let meta = std::fs::metadata(dir.path().join("upstream").join(file)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
         }
+        // The stand-in never echoes a character of the credential.
+        assert!(!SERVER_PY.contains("REAL[") && !SERVER_PY.contains("token[-"));
         assert!(
             std::fs::read_to_string(&stand_in.ca_pem)
                 .unwrap()
