@@ -68,6 +68,24 @@ pub enum Error {
     /// one).
     #[error("cannot provision `{path}` in the agent container: {detail}")]
     AgentFile { path: String, detail: String },
+    /// No base image can be had: no registry answered, and debootstrap is missing
+    /// (`needs_root: false`) or this user is not root (`needs_root: true`).
+    #[error("no registry is reachable to pull the base image from, and {}: {fix}", if *needs_root { "building it with debootstrap needs root" } else { "debootstrap is not installed to build it" })]
+    NoBaseSource { needs_root: bool, fix: String },
+    /// Something is still mounted inside a directory that must be removed.
+    #[error(
+        "{mount} is still mounted inside a root file system left by an interrupted run: `umount` it, then rerun"
+    )]
+    StaleMount { mount: String },
+    /// The executable changed while it was being copied into an image.
+    #[error("{path} changed while it was copied (reinstalled?): run the command again")]
+    BinaryChanged { path: String },
+    /// A service of a bottle that must run for this does not.
+    #[error("the {role} container of {slug} is not running")]
+    ServiceNotRunning { slug: String, role: String },
+    /// A bottle whose launch stopped before this was there.
+    #[error("{slug} has no {what} (its launch did not get that far)")]
+    Incomplete { slug: String, what: &'static str },
     /// The manifest asks for something this version cannot run yet.
     #[error("{0}")]
     Unsupported(String),

@@ -70,11 +70,9 @@ impl Bottles {
                 c.labels.get(LABEL_ROLE).is_some_and(|r| r == AGENT_SERVICE) && c.state == "running"
             })
             .map(|c| c.name.clone())
-            .ok_or_else(|| {
-                BackendError::Unsupported(format!(
-                    "the agent container of {} is not running",
-                    bottle.slug
-                ))
+            .ok_or_else(|| BackendError::ServiceNotRunning {
+                slug: bottle.slug.clone(),
+                role: AGENT_SERVICE.to_owned(),
             })
     }
 }
@@ -221,9 +219,10 @@ impl Backend for Bottles {
         let secrets = ops::running_secrets(&bottle);
         let compose_file = bottle.state_dir.join(COMPOSE_FILE);
         if !compose_file.exists() {
-            return Err(BackendError::Unsupported(format!(
-                "{slug} has no compose file (its launch did not get that far)"
-            )));
+            return Err(BackendError::Incomplete {
+                slug: slug.to_owned(),
+                what: "compose file",
+            });
         }
         if !follow {
             for audit in ["egress.jsonl", "git-gate.jsonl"] {
@@ -391,6 +390,42 @@ mod tests {
             seen.manifest,
             Some(("/p/bottle.yaml".into(), "ab".repeat(32)))
         );
+    }
+
+    #[test]
+    fn attaching_to_a_bottle_whose_agent_is_gone_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("dev-abc123");
+        std::fs::create_dir_all(&state_dir).unwrap();
+        crate::state::Metadata {
+            slug: "dev-abc123".into(),
+            agent: "dev".into(),
+            compose_project: compose_project("dev-abc123"),
+            compose_file: state_dir.join(COMPOSE_FILE),
+            created: 0,
+            manifest: "/m".into(),
+            manifest_sha256: String::new(),
+            networks: Vec::new(),
+            agent_container: "dev-abc123-agent".into(),
+            launcher_pid: 1,
+            ready: true,
+            files: Vec::new(),
+            secret_env: Vec::new(),
+        }
+        .write(&state_dir)
+        .unwrap();
+        let bottles = bottles(dir.path());
+        assert!(matches!(
+            bottles.attach("dev-abc123", &["sh".into()], None),
+            Err(BackendError::ServiceNotRunning { ref role, .. }) if role == AGENT_SERVICE
+        ));
+        assert!(matches!(
+            bottles.logs("dev-abc123", false, &mut |_, _| {}),
+            Err(BackendError::Incomplete {
+                what: "compose file",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -53,19 +53,20 @@ pub fn debootstrap_tarball(
     // sudo's secure_path rarely holds ~/.cargo/bin: name this very executable.
     let exe =
         std::env::current_exe().map_or_else(|_| "bottle".to_owned(), |p| p.display().to_string());
-    let debootstrap = find_program("debootstrap").ok_or_else(|| {
-        BackendError::Unsupported(format!(
-            "no registry is reachable to pull the base image from, and debootstrap is not \
-             installed to build it: install it (`apt-get install debootstrap`) and run \
-             `sudo {exe} images build` once"
-        ))
+    let debootstrap = find_program("debootstrap").ok_or_else(|| BackendError::NoBaseSource {
+        needs_root: false,
+        fix: format!(
+            "install it (`apt-get install debootstrap`) and run `sudo {exe} images build` once"
+        ),
     })?;
     if !is_root() {
-        return Err(BackendError::Unsupported(format!(
-            "no registry is reachable to pull the base image from, and building it with \
-             debootstrap needs root: run `sudo {exe} images build` once (the image is then \
-             shared by every user of this Docker engine)"
-        )));
+        return Err(BackendError::NoBaseSource {
+            needs_root: true,
+            fix: format!(
+                "run `sudo {exe} images build` once (the image is then shared by every user \
+                 of this Docker engine)"
+            ),
+        });
     }
     fs::create_dir_all(&sources.cache_dir)
         .map_err(BackendError::io("creating", &sources.cache_dir))?;
@@ -186,10 +187,9 @@ fn remove_stale_rootfs(rootfs: &Path) -> Result<()> {
         .filter_map(|l| l.split_whitespace().nth(1))
         .find(|m| m.starts_with(prefix.as_ref()))
     {
-        return Err(BackendError::Unsupported(format!(
-            "{mount} is still mounted inside a root file system left by an interrupted run: \
-             `umount` it, then rerun"
-        )));
+        return Err(BackendError::StaleMount {
+            mount: mount.to_owned(),
+        });
     }
     fs::remove_dir_all(rootfs).map_err(BackendError::io("removing", rootfs))
 }

@@ -116,10 +116,9 @@ fn build(backend: &dyn Engine, own: &OwnBinary, tag: &str, context: &Path) -> Re
     std::fs::copy(&own.source, &binary).map_err(BackendError::io("copying", &own.source))?;
     // What was copied must be what was hashed: the tag promises it.
     if OwnBinary::at(&binary)?.sha256 != own.sha256 {
-        return Err(BackendError::Unsupported(format!(
-            "{} changed while it was copied (reinstalled?): run the command again",
-            own.path.display()
-        )));
+        return Err(BackendError::BinaryChanged {
+            path: own.path.display().to_string(),
+        });
     }
     let wrapper = context.join("bottle.sh");
     std::fs::write(&wrapper, wrapper_script(&runtime.loader_name()))
