@@ -26,6 +26,19 @@ pub const SERVER_PY: &str = include_str!("demo/upstream.py");
 /// state dir, so `ls`, `gc` and `down` leave it alone.
 pub const DEMOS_DIR: &str = "demos";
 
+/// What the demo's engine names start with (its network, its stand-in's container).
+const NETWORK_PREFIX: &str = "bot-bottle-demo-";
+
+/// The network of the demo whose launcher is `pid`.
+fn network_name(pid: &str) -> String {
+    format!("{NETWORK_PREFIX}{pid}")
+}
+
+/// The launcher pid in a name [`network_name`] made.
+fn pid_of_network(name: &str) -> Option<u32> {
+    name.strip_prefix(NETWORK_PREFIX)?.parse().ok()
+}
+
 /// Where the stand-in's files are mounted in its container.
 const MOUNT: &str = "/demo";
 
@@ -54,7 +67,7 @@ pub fn start(
 ) -> Result<StandIn> {
     let pid = std::process::id().to_string();
     let labels = BTreeMap::from([(DEMO_LABEL.to_owned(), pid.clone())]);
-    let network = format!("bot-bottle-demo-{pid}");
+    let network = network_name(&pid);
     let info = create_in_free_subnet(backend, &|subnet| NetworkSpec {
         name: network.clone(),
         internal: true,
@@ -75,7 +88,7 @@ pub fn start(
         expected_credential.as_bytes(),
         0o600,
     )?;
-    let container = format!("bot-bottle-demo-upstream-{pid}");
+    let container = format!("{NETWORK_PREFIX}upstream-{pid}");
     let stand_in = StandIn {
         network,
         ip,
@@ -135,10 +148,7 @@ pub fn remove_leftovers(backend: &dyn Engine, pid_alive: &dyn Fn(u32) -> bool) -
         .collect();
     backend.remove_containers(&ids)?;
     for network in backend.networks_with_label(DEMO_LABEL)? {
-        let pid = network
-            .rsplit('-')
-            .next()
-            .and_then(|p| p.parse::<u32>().ok());
+        let pid = pid_of_network(&network);
         if pid.is_some_and(|pid| !pid_alive(pid)) {
             backend.remove_network(&network)?;
         }
@@ -239,6 +249,8 @@ mod tests {
                 .contains("BEGIN CERTIFICATE")
         );
         assert!(stop(&fake, &stand_in).is_empty());
+        assert_eq!(pid_of_network(&stand_in.network), Some(std::process::id()));
+        assert_eq!(pid_of_network("bot-bottle-demo-upstream-12"), None);
         assert!(fake.network_names().is_empty());
     }
 }
