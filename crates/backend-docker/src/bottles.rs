@@ -123,10 +123,10 @@ fn pending(p: requests::PendingRequest) -> PendingRequest {
     }
 }
 
-fn kind(kind: &supervise::RequestKind) -> RequestKind {
+fn kind(kind: &sidecar_contract::supervise::RequestKind) -> RequestKind {
     match kind {
-        supervise::RequestKind::Egress => RequestKind::Egress,
-        supervise::RequestKind::Question => RequestKind::Question,
+        sidecar_contract::supervise::RequestKind::Egress => RequestKind::Egress,
+        sidecar_contract::supervise::RequestKind::Question => RequestKind::Question,
     }
 }
 

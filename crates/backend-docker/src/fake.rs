@@ -278,8 +278,8 @@ impl FakeEngine {
 /// The version an egress stand-in accepts from `dir/policy.json`: its SHA-256 if the
 /// file parses as an egress policy, else nothing (it keeps the old one).
 fn accepted_version(dir: &Path) -> Option<String> {
-    let bytes = std::fs::read(dir.join(egress::config::POLICY_FILE_NAME)).ok()?;
-    egress::config::EgressConfig::from_json(&bytes).ok()?;
+    let bytes = std::fs::read(dir.join(sidecar_contract::egress::POLICY_FILE_NAME)).ok()?;
+    sidecar_contract::egress::EgressConfig::from_json(&bytes).ok()?;
     Some(crate::sidecar_config::policy_version(&bytes))
 }
 

@@ -19,6 +19,7 @@ pub mod fake;
 pub mod images;
 pub mod launch;
 pub mod ops;
+pub mod preview;
 pub mod progress;
 pub mod provision;
 pub mod requests;

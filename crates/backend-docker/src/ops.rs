@@ -280,9 +280,9 @@ pub fn gc(
 
 /// The policy after `change`, or why the change makes no sense.
 pub fn apply_change(
-    mut config: egress::config::EgressConfig,
+    mut config: sidecar_contract::egress::EgressConfig,
     change: &PolicyChange,
-) -> Result<egress::config::EgressConfig> {
+) -> Result<sidecar_contract::egress::EgressConfig> {
     match change {
         PolicyChange::Allow {
             host,
@@ -303,7 +303,7 @@ pub fn apply_change(
             }
             if let Some(methods) = methods {
                 let methods: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
-                let rule = egress::config::AllowRule {
+                let rule = sidecar_contract::egress::AllowRule {
                     host: host.clone(),
                     ports: port.map(|p| vec![p]),
                     methods: Some(methods),
@@ -330,7 +330,7 @@ pub fn apply_change(
                 (Some(rule), Some(port)) => {
                     let ports = rule
                         .ports
-                        .get_or_insert_with(|| egress::policy::DEFAULT_PORTS.to_vec());
+                        .get_or_insert_with(|| sidecar_contract::egress::DEFAULT_PORTS.to_vec());
                     if ports.contains(port) {
                         return Err(BackendError::AlreadyAllowed {
                             target: format!("{host}:{port}"),
@@ -344,7 +344,7 @@ pub fn apply_change(
                     });
                 }
                 (Some(rule), None) => rule.ports = None,
-                (None, port) => config.allow.push(egress::config::AllowRule {
+                (None, port) => config.allow.push(sidecar_contract::egress::AllowRule {
                     host: host.clone(),
                     ports: port.map(|p| vec![p]),
                     methods: None,
@@ -358,9 +358,9 @@ pub fn apply_change(
                 None => config.allow.retain(|r| &r.host != host),
                 Some(port) => {
                     for rule in config.allow.iter_mut().filter(|r| &r.host == host) {
-                        let ports = rule
-                            .ports
-                            .get_or_insert_with(|| egress::policy::DEFAULT_PORTS.to_vec());
+                        let ports = rule.ports.get_or_insert_with(|| {
+                            sidecar_contract::egress::DEFAULT_PORTS.to_vec()
+                        });
                         ports.retain(|p| p != port);
                     }
                     config
@@ -435,13 +435,14 @@ pub fn change_egress(
     let bottle = find(backend, state_root, slug)?;
     let container = egress_container(&bottle)?.name.clone();
     let config_dir = bottle.state_dir.join("egress/config");
-    let path = config_dir.join(egress::config::POLICY_FILE_NAME);
+    let path = config_dir.join(sidecar_contract::egress::POLICY_FILE_NAME);
     let old = std::fs::read(&path).map_err(BackendError::io("reading", &path))?;
-    let config =
-        egress::config::EgressConfig::from_json(&old).map_err(|e| BackendError::Corrupt {
+    let config = sidecar_contract::egress::EgressConfig::from_json(&old).map_err(|e| {
+        BackendError::Corrupt {
             path: path.clone(),
             detail: e.to_string(),
-        })?;
+        }
+    })?;
     let updated = apply_change(config, change)?;
     write_policy(&updated, &config_dir)?;
     let new_bytes = std::fs::read(&path).map_err(BackendError::io("reading back", &path))?;
@@ -472,15 +473,15 @@ pub fn change_egress(
 mod tests {
     use super::*;
 
-    fn config(rules: &[(&str, Option<Vec<u16>>)]) -> egress::config::EgressConfig {
+    fn config(rules: &[(&str, Option<Vec<u16>>)]) -> sidecar_contract::egress::EgressConfig {
         let json = serde_json::json!({
             "bottle_slug": "t-000000",
             "allow": rules.iter().map(|(h, p)| serde_json::json!({"host": h, "ports": p})).collect::<Vec<_>>(),
         });
-        egress::config::EgressConfig::from_json(json.to_string().as_bytes()).unwrap()
+        sidecar_contract::egress::EgressConfig::from_json(json.to_string().as_bytes()).unwrap()
     }
 
-    fn hosts(config: &egress::config::EgressConfig) -> Vec<(String, Option<Vec<u16>>)> {
+    fn hosts(config: &sidecar_contract::egress::EgressConfig) -> Vec<(String, Option<Vec<u16>>)> {
         config
             .allow
             .iter()
@@ -664,12 +665,12 @@ mod secret_tests {
 mod widening_tests {
     use super::*;
 
-    fn restricted() -> egress::config::EgressConfig {
+    fn restricted() -> sidecar_contract::egress::EgressConfig {
         let json = serde_json::json!({
             "bottle_slug": "t-000000",
             "allow": [{"host": "api.github.com", "methods": ["GET"], "path_prefixes": ["/repos/"]}],
         });
-        egress::config::EgressConfig::from_json(json.to_string().as_bytes()).unwrap()
+        sidecar_contract::egress::EgressConfig::from_json(json.to_string().as_bytes()).unwrap()
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn home_json(plan: &BottlePlan) -> BTreeMap<String, Value> {
             "http://{}:{}{}",
             compose_render::SUPERVISE_SERVICE,
             compose_render::SUPERVISE_PORT,
-            supervise::MCP_PATH
+            sidecar_contract::supervise::MCP_PATH
         );
         let server = serde_json::json!({ MCP_SERVER_NAME: { "type": "http", "url": url } });
         add(

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use supervise::{Decision, Outcome, Request, RequestKind};
+use sidecar_contract::supervise::{Decision, Outcome, Request, RequestKind};
 
 use crate::engine::Engine;
 use crate::error::{BackendError, Result};
@@ -24,7 +24,9 @@ fn supervise_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("supervise")
 }
 
-fn supervise_error(dir: &Path) -> impl FnOnce(supervise::Error) -> BackendError + '_ {
+fn supervise_error(
+    dir: &Path,
+) -> impl FnOnce(sidecar_contract::supervise::Error) -> BackendError + '_ {
     move |e| BackendError::Corrupt {
         path: dir.to_path_buf(),
         detail: e.to_string(),
@@ -46,7 +48,9 @@ pub fn pending(
         if !dir.join("queue").is_dir() {
             continue;
         }
-        for request in supervise::host::pending_requests(&dir).map_err(supervise_error(&dir))? {
+        for request in sidecar_contract::supervise::host::pending_requests(&dir)
+            .map_err(supervise_error(&dir))?
+        {
             all.push(PendingRequest {
                 slug: bottle.slug.clone(),
                 request,
@@ -69,7 +73,7 @@ fn resolve(
         if !dir.join("queue").is_dir() {
             continue;
         }
-        if let Ok(request) = supervise::host::resolve_request(&dir, id) {
+        if let Ok(request) = sidecar_contract::supervise::host::resolve_request(&dir, id) {
             found.push((bottle, request));
         }
     }
@@ -137,7 +141,8 @@ pub fn approve(
             Decision::now(request.id.clone(), Outcome::Answered, Some(note))
         }
     };
-    supervise::host::write_decision(&dir, &decision).map_err(supervise_error(&dir))?;
+    sidecar_contract::supervise::host::write_decision(&dir, &decision)
+        .map_err(supervise_error(&dir))?;
     Ok((bottle.slug, request))
 }
 
@@ -150,7 +155,7 @@ pub fn deny(
 ) -> Result<(String, Request)> {
     let (bottle, request) = resolve(backend, state_root, id)?;
     let dir = supervise_dir(&bottle.state_dir);
-    supervise::host::write_decision(
+    sidecar_contract::supervise::host::write_decision(
         &dir,
         &Decision::now(request.id.clone(), Outcome::Denied, note),
     )

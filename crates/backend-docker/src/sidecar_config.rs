@@ -25,11 +25,11 @@ pub struct EgressExtras {
 }
 
 /// The sidecar's spelling of a manifest DLP mode.
-fn dlp_mode(mode: plan::DlpMode) -> egress::config::DlpMode {
+fn dlp_mode(mode: plan::DlpMode) -> sidecar_contract::egress::DlpMode {
     match mode {
-        plan::DlpMode::Block => egress::config::DlpMode::Block,
-        plan::DlpMode::Audit => egress::config::DlpMode::Audit,
-        plan::DlpMode::Off => egress::config::DlpMode::Off,
+        plan::DlpMode::Block => sidecar_contract::egress::DlpMode::Block,
+        plan::DlpMode::Audit => sidecar_contract::egress::DlpMode::Audit,
+        plan::DlpMode::Off => sidecar_contract::egress::DlpMode::Off,
     }
 }
 
@@ -43,8 +43,8 @@ pub fn egress_config(
     plan: &BottlePlan,
     facts: &LaunchFacts,
     extras: &EgressExtras,
-) -> egress::config::EgressConfig {
-    use egress::config::*;
+) -> sidecar_contract::egress::EgressConfig {
+    use sidecar_contract::egress::*;
     let egress = &plan.egress;
     let mut exempt_cidrs = egress.ssrf.exempt.clone();
     exempt_cidrs.push(facts.internal_cidr.clone());
@@ -129,7 +129,7 @@ pub fn egress_config(
 
 /// Writes the egress policy (0600) and the optional extra CA into `config_dir`.
 pub fn write_egress_config(
-    config: &egress::config::EgressConfig,
+    config: &sidecar_contract::egress::EgressConfig,
     extras: &EgressExtras,
     config_dir: &Path,
 ) -> Result<()> {
@@ -142,11 +142,14 @@ pub fn write_egress_config(
 }
 
 /// Writes `policy.json` atomically; returns its version (what the sidecar reports).
-pub fn write_policy(config: &egress::config::EgressConfig, config_dir: &Path) -> Result<()> {
+pub fn write_policy(
+    config: &sidecar_contract::egress::EgressConfig,
+    config_dir: &Path,
+) -> Result<()> {
     let mut text = serde_json::to_string_pretty(config).expect("egress config serializes");
     text.push('\n');
     write_atomic(
-        &config_dir.join(egress::config::POLICY_FILE_NAME),
+        &config_dir.join(sidecar_contract::egress::POLICY_FILE_NAME),
         text.as_bytes(),
         0o600,
     )
@@ -175,7 +178,7 @@ pub fn write_git_gate_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<(
             &upstream.known_hosts_path,
         ))?;
         write_atomic(&config_dir.join(&hosts_name), &hosts, 0o644)?;
-        upstreams.push(git_gate::config::UpstreamConfig {
+        upstreams.push(sidecar_contract::git_gate::UpstreamConfig {
             name: upstream.name.clone(),
             url: upstream.url.clone(),
             key_path: in_container.join(key_name),
@@ -186,16 +189,16 @@ pub fn write_git_gate_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<(
             read_only: upstream.read_only,
         });
     }
-    let config = git_gate::config::GateConfig {
+    let config = sidecar_contract::git_gate::GateConfig {
         listen: std::net::SocketAddr::from(([0, 0, 0, 0], compose_render::GIT_GATE_PORT)),
-        mirrors_dir: PathBuf::from(git_gate::config::DEFAULT_MIRRORS_DIR),
+        mirrors_dir: PathBuf::from(sidecar_contract::git_gate::DEFAULT_MIRRORS_DIR),
         audit_log: Some(Path::new(SIDECAR_AUDIT_DIR).join("git-gate.jsonl")),
         upstreams,
     };
     let mut text = serde_json::to_string_pretty(&config).expect("git-gate config serializes");
     text.push('\n');
     write_atomic(
-        &config_dir.join(git_gate::config::CONFIG_FILE_NAME),
+        &config_dir.join(sidecar_contract::git_gate::CONFIG_FILE_NAME),
         text.as_bytes(),
         0o600,
     )?;
@@ -220,7 +223,7 @@ pub fn write_supervise_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<
     ] {
         crate::state::create_private_dir(&dir)?;
     }
-    let mut config = supervise::SuperviseConfig::new(plan.slug.to_string());
+    let mut config = sidecar_contract::supervise::SuperviseConfig::new(plan.slug.to_string());
     config.audit_log = Some(Path::new(SIDECAR_AUDIT_DIR).join("supervise.jsonl"));
     config
         .write(&facts.supervise_config_dir())
@@ -241,18 +244,19 @@ pub fn write_policy_view(state_dir: &Path) -> Result<()> {
     }
     let policy_path = state_dir
         .join("egress/config")
-        .join(egress::config::POLICY_FILE_NAME);
+        .join(sidecar_contract::egress::POLICY_FILE_NAME);
     let bytes = std::fs::read(&policy_path).map_err(BackendError::io("reading", &policy_path))?;
-    let policy =
-        egress::config::EgressConfig::from_json(&bytes).map_err(|e| BackendError::Corrupt {
+    let policy = sidecar_contract::egress::EgressConfig::from_json(&bytes).map_err(|e| {
+        BackendError::Corrupt {
             path: policy_path.clone(),
             detail: e.to_string(),
-        })?;
-    let view = supervise::PolicyView {
+        }
+    })?;
+    let view = sidecar_contract::supervise::PolicyView {
         allow: policy
             .allow
             .iter()
-            .map(|rule| supervise::AllowView {
+            .map(|rule| sidecar_contract::supervise::AllowView {
                 host: rule.host.clone(),
                 ports: rule.ports.clone(),
                 methods: rule.methods.clone(),
@@ -262,7 +266,7 @@ pub fn write_policy_view(state_dir: &Path) -> Result<()> {
         credentials: policy
             .routes
             .iter()
-            .map(|route| supervise::CredentialView {
+            .map(|route| sidecar_contract::supervise::CredentialView {
                 host: route.host.clone(),
                 header: route.header.clone(),
             })
@@ -271,7 +275,7 @@ pub fn write_policy_view(state_dir: &Path) -> Result<()> {
         ssrf: policy.ssrf.enabled,
         version: policy_version(&bytes),
     };
-    let path = config_dir.join(supervise::config::DEFAULT_POLICY_VIEW);
+    let path = config_dir.join(sidecar_contract::supervise::config::DEFAULT_POLICY_VIEW);
     view.write(&path).map_err(|e| BackendError::Corrupt {
         path,
         detail: e.to_string(),

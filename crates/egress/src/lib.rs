@@ -58,7 +58,7 @@
 pub mod audit;
 pub mod body;
 pub mod ca;
-pub mod config;
+pub use sidecar_contract::egress as config;
 pub mod decode;
 pub mod dlp;
 pub mod dns_sink;

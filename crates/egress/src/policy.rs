@@ -11,8 +11,7 @@ use crate::config::{AllowRule, EgressConfig};
 use crate::path::{NormalizedTarget, PathRefusal, normalize_prefix};
 use crate::ssrf::parse_numeric_host;
 
-/// Ports an allow rule permits when it lists none.
-pub const DEFAULT_PORTS: [u16; 2] = [443, 80];
+pub use crate::config::DEFAULT_PORTS;
 
 /// Lower-cases a host, drops a trailing dot and brackets, and rewrites any
 /// numeric spelling of an IP address (`2130706433`, `0x7f.1`) to its

@@ -55,7 +55,7 @@ pub use server::serve;
 /// `DIR/git-gate.json`, prepares the mirrors and serves on its own tokio
 /// runtime until SIGTERM or SIGINT.
 pub fn run(config_dir: &Path) -> Result<(), Error> {
-    let config = GateConfig::load(config_dir)?;
+    let config = config::load(config_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -28,22 +28,19 @@
 //! [`host::write_decision`] — after applying an approved egress change.
 
 pub mod audit;
-pub mod config;
-mod error;
-pub mod host;
 mod mcp;
-pub mod request;
 mod server;
-mod store;
 mod supervisor;
+
+pub use sidecar_contract::supervise::{MCP_PATH, config, host, request, store};
 
 use std::path::Path;
 
 pub use config::{AllowView, CONFIG_FILE, CredentialView, PolicyView, SuperviseConfig};
-pub use error::Error;
 pub use mcp::{SERVER_NAME, SUPPORTED_PROTOCOL_VERSIONS};
 pub use request::{Decision, Outcome, Request, RequestKind};
-pub use server::{MAX_BODY_BYTES, MCP_PATH, serve};
+pub use server::{MAX_BODY_BYTES, serve};
+pub use sidecar_contract::supervise::Error;
 
 /// Entry point of `bottle sidecar supervise --config DIR`: reads
 /// `DIR/supervise.json` and serves on its own tokio runtime until SIGTERM

@@ -1,6 +1,7 @@
 //! The HTTP front: `POST /mcp` (streamable HTTP, plain JSON responses),
 //! `GET /healthz`, and the accept loop.
 
+use crate::MCP_PATH;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -25,8 +26,6 @@ use crate::supervisor::Supervisor;
 
 /// Largest request body accepted on `/mcp`.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-/// The MCP endpoint's path.
-pub const MCP_PATH: &str = "/mcp";
 /// The session header set on `initialize`.
 pub const SESSION_HEADER: &str = "mcp-session-id";
 /// How long shutdown waits for connections to finish.

@@ -3,8 +3,6 @@
 
 use std::path::Path;
 
-use compose_render::{LaunchFacts, render, to_yaml};
-
 use crate::commands::plan_cmd::unknown_agent;
 use crate::loaded::Overrides;
 use crate::{CliError, loaded, output};
@@ -25,7 +23,6 @@ pub fn run_with(path: &Path, agent: &str, overrides: &Overrides) -> Result<(), C
         .plan
         .bottle_plan(agent, DRY_RUN_ENTROPY)
         .ok_or_else(|| unknown_agent(agent, &loaded))?;
-    let file = render(&plan, &LaunchFacts::preview(&plan));
-    output::print(&to_yaml(&file));
+    output::print(&backend_docker::preview::compose_yaml(&plan));
     Ok(())
 }

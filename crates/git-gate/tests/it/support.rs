@@ -242,7 +242,7 @@ impl RunningGate {
             serde_json::to_string_pretty(&config).unwrap(),
         )
         .unwrap();
-        let config = GateConfig::load(dir.path()).expect("config loads");
+        let config = git_gate::config::load(dir.path()).expect("config loads");
 
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();

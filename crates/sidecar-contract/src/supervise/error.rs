@@ -14,7 +14,7 @@ pub enum Error {
         /// The underlying I/O error.
         source: std::io::Error,
     },
-    /// The config file is not valid JSON for [`crate::SuperviseConfig`].
+    /// The config file is not valid JSON for [`crate::supervise::SuperviseConfig`].
     #[error("parsing supervise config {path}: {source}")]
     ParseConfig {
         /// The config file.
@@ -133,7 +133,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
+    pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {

@@ -8,8 +8,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
-use crate::store;
+use crate::supervise::Error;
+use crate::supervise::store;
 
 /// The config file's name inside the config directory.
 pub const CONFIG_FILE: &str = "supervise.json";

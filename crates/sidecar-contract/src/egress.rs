@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 /// The file name of the policy inside the config directory.
 pub const POLICY_FILE_NAME: &str = "policy.json";
 
+/// Ports an allow rule without `ports` admits.
+pub const DEFAULT_PORTS: [u16; 2] = [443, 80];
+
 /// Everything the egress sidecar is told by the launcher.
 ///
 /// Fields marked "restart" are read once at start; a SIGHUP reload applies

@@ -9,18 +9,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Error;
-use crate::request::{is_valid_id, random_hex};
+use crate::supervise::Error;
+use crate::supervise::request::{is_valid_id, random_hex};
 
 /// Largest request, decision or policy-view file read, in bytes.
-pub(crate) const MAX_FILE_BYTES: u64 = 1 << 20;
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// Mode of request and decision files. They hold no secrets; the
 /// directories they sit in are the launcher's to protect (0700).
 const FILE_MODE: u32 = 0o644;
 
 /// The path of `<id>.json` in `dir`.
-pub(crate) fn id_path(dir: &Path, id: &str) -> PathBuf {
+pub fn id_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.json"))
 }
 
@@ -28,7 +28,7 @@ pub(crate) fn id_path(dir: &Path, id: &str) -> PathBuf {
 /// same directory, fsync, then rename (`replace`) or hard link
 /// (`!replace`, which fails with `AlreadyExists` rather than overwrite),
 /// then fsync of the directory.
-pub(crate) fn write_json_atomic(
+pub fn write_json_atomic(
     dir: &Path,
     name: &str,
     value: &impl Serialize,
@@ -39,12 +39,7 @@ pub(crate) fn write_json_atomic(
     write_atomic(dir, name, &bytes, replace)
 }
 
-pub(crate) fn write_atomic(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    replace: bool,
-) -> Result<(), Error> {
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], replace: bool) -> Result<(), Error> {
     let target = dir.join(name);
     let suffix = random_hex::<8>().map_err(Error::Random)?;
     let temp = dir.join(format!(".{name}.tmp-{suffix}"));
@@ -74,7 +69,7 @@ pub(crate) fn write_atomic(
 
 /// Reads and parses a JSON file of at most [`MAX_FILE_BYTES`]; `None` if it
 /// does not exist.
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -100,7 +95,7 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, E
 
 /// The ids of the `<id>.json` files in `dir` (anything else is ignored:
 /// temp files, `<id>.decision.json`, stray names), sorted.
-pub(crate) fn list_ids(dir: &Path) -> Result<Vec<String>, Error> {
+pub fn list_ids(dir: &Path) -> Result<Vec<String>, Error> {
     let mut ids = Vec::new();
     for entry in fs::read_dir(dir).map_err(Error::io("listing", dir))? {
         let entry = entry.map_err(Error::io("listing", dir))?;

@@ -352,7 +352,7 @@ pub fn validate_text(field: &str, text: &str, max_chars: usize) -> Result<(), St
 }
 
 /// The first `max` characters of `text`, with `…` when cut.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
+pub fn truncate(text: &str, max: usize) -> String {
     let mut chars = text.chars();
     let head: String = chars.by_ref().take(max).collect();
     if chars.next().is_some() {
@@ -363,7 +363,7 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Seconds since the Unix epoch.
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -371,12 +371,12 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// A fresh request id: 16 bytes from `/dev/urandom`, hex.
-pub(crate) fn new_id() -> Result<String, std::io::Error> {
+pub fn new_id() -> Result<String, std::io::Error> {
     random_hex::<16>()
 }
 
 /// `N` random bytes from `/dev/urandom`, hex.
-pub(crate) fn random_hex<const N: usize>() -> Result<String, std::io::Error> {
+pub fn random_hex<const N: usize>() -> Result<String, std::io::Error> {
     use std::io::Read;
     let mut bytes = [0u8; N];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;

@@ -9,9 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::Error;
-use crate::request::{Decision, Request, is_valid_id};
-use crate::store;
+use crate::supervise::Error;
+use crate::supervise::request::{Decision, Request, is_valid_id};
+use crate::supervise::store;
 
 /// Name of the queue subdirectory.
 pub const QUEUE_SUBDIR: &str = "queue";
@@ -40,10 +40,7 @@ pub fn pending_requests(dir: &Path) -> Result<Vec<Request>, Error> {
 
 /// Reads and checks every undecided request in `queue`; per-file results so
 /// the sidecar can skip a bad file where the CLI reports it.
-pub(crate) fn pending_in(
-    queue: &Path,
-    decisions: &Path,
-) -> Result<Vec<Result<Request, Error>>, Error> {
+pub fn pending_in(queue: &Path, decisions: &Path) -> Result<Vec<Result<Request, Error>>, Error> {
     let decided = match store::list_ids(decisions) {
         Ok(ids) => ids,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -67,7 +64,7 @@ pub(crate) fn pending_in(
 }
 
 /// Reads `queue/<id>.json` and checks it (its id must match its name).
-pub(crate) fn read_request(queue: &Path, id: &str) -> Result<Option<Request>, Error> {
+pub fn read_request(queue: &Path, id: &str) -> Result<Option<Request>, Error> {
     let path = store::id_path(queue, id);
     let Some(request) = store::read_json::<Request>(&path)? else {
         return Ok(None);
@@ -152,7 +149,7 @@ pub fn write_decision(dir: &Path, decision: &Decision) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{Outcome, RequestKind};
+    use crate::supervise::request::{Outcome, RequestKind};
 
     fn state() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
