@@ -6,6 +6,7 @@
 
 mod backend;
 mod error;
+pub mod needs;
 mod progress;
 mod types;
 

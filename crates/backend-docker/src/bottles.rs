@@ -16,9 +16,9 @@ use crate::engine::{ComposeCall, Engine, ExecSpec};
 use crate::error::{BackendError, Result};
 use crate::images::{OwnBinary, Sources};
 use crate::launch::{LaunchOptions, compose_project, launch, redact};
-use crate::sidecar_config::EgressExtras;
 use crate::state::COMPOSE_FILE;
 use crate::{images, ops, requests};
+use backend_api::needs::EgressExtras;
 
 /// Where the sidecar image of this launcher comes from.
 #[derive(Clone, Debug)]

@@ -11,10 +11,8 @@ use rcgen::{
 use crate::error::{BackendError, Result};
 use crate::state::write_atomic;
 
-/// File names inside the egress config dir (what the egress sidecar reads).
-pub const CA_CERT_FILE: &str = "ca-cert.pem";
-/// The CA private key.
-pub const CA_KEY_FILE: &str = "ca-key.pem";
+pub use sidecar_contract::layout::{CA_CERT_FILE, CA_KEY_FILE};
+
 /// The certificate as the agent sees it (the only file in the agent's CA mount).
 pub const AGENT_CA_FILE: &str = "ca.crt";
 

@@ -280,7 +280,7 @@ impl FakeEngine {
 fn accepted_version(dir: &Path) -> Option<String> {
     let bytes = std::fs::read(dir.join(sidecar_contract::egress::POLICY_FILE_NAME)).ok()?;
     sidecar_contract::egress::EgressConfig::from_json(&bytes).ok()?;
-    Some(crate::sidecar_config::policy_version(&bytes))
+    Some(backend_api::needs::policy_version(&bytes))
 }
 
 impl Engine for FakeEngine {

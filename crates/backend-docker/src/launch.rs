@@ -13,9 +13,10 @@ use plan::{BottlePlan, ImagePlan};
 use crate::engine::{BuildSpec, ComposeCall, Engine, NetworkSpec};
 use crate::error::{BackendError, Result};
 use crate::progress::Progress;
-use crate::sidecar_config::{self, EgressExtras};
+use crate::sidecar_config;
 use crate::state::{self, COMPOSE_FILE, Metadata, create_private_dir};
 use crate::teardown::Teardown;
+use backend_api::needs::EgressExtras;
 
 /// Everything a launch needs besides the plan: where, with what, and how.
 #[derive(Clone, Debug)]
@@ -197,7 +198,7 @@ fn launch_steps(
     )
     .replace("{dir}", &shell_quote(&workdir));
     let base_id = backend.image_id(&base_image)?;
-    let digest = sidecar_config::policy_version(format!("{base_id}\n{dockerfile}").as_bytes());
+    let digest = sidecar_config::sha256_hex(format!("{base_id}\n{dockerfile}").as_bytes());
     let agent_image = format!("{DERIVED_IMAGE_REPO}:{}", &digest[..16]);
     if backend.image_exists(&agent_image)? {
         progress.done(

@@ -11,9 +11,10 @@ pub use backend_api::{Garbage, GarbageReason, PolicyChange, parse_host_port};
 
 use crate::engine::{ContainerInfo, Engine, ExecSpec};
 use crate::error::{BackendError, Result};
-use crate::sidecar_config::{policy_version, write_policy};
+use crate::sidecar_config::write_policy;
 use crate::state::{COMPOSE_FILE, METADATA_FILE, Metadata};
 use crate::teardown::{LOGS_DIR, archive_log_and_remove, compose_down, dump_logs};
+use backend_api::needs::policy_version;
 
 /// A bottle as `ls` shows it: what is on disk and what runs.
 #[derive(Clone, Debug)]

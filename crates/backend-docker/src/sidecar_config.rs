@@ -1,135 +1,38 @@
-//! Sidecar configs written at launch: the typed config of each sidecar crate, filled
-//! from the plan and the launch facts. The sidecar reads the same types it was
-//! written with: they ship in the same binary.
+//! Sidecar configs written at launch: what `backend_api::needs` computes from the
+//! plan, written as files into the bottle's state dir, which compose mounts into each
+//! sidecar. The sidecars read the same `sidecar-contract` types.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use compose_render::{
-    LaunchFacts, SIDECAR_AUDIT_DIR, SIDECAR_CONFIG_DIR, guarded_secret_env, route_secret_env,
-};
+use backend_api::needs::{self, EgressExtras};
+use compose_render::LaunchFacts;
 use plan::BottlePlan;
+use sidecar_contract::egress::{EgressConfig, POLICY_FILE_NAME};
+use sidecar_contract::layout::EXTRA_CA_FILE;
 
 use crate::error::{BackendError, Result};
 use crate::state::write_atomic;
 
-/// Options the launcher may add on top of the plan (e2e uses them for its fake
-/// internet; users never need them).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EgressExtras {
-    /// Extra CA bundle the proxy trusts for upstreams (PEM file on the host).
-    pub extra_ca_bundle: Option<PathBuf>,
-    /// Names the proxy resolves itself, without DNS.
-    pub static_hosts: BTreeMap<String, IpAddr>,
+/// Hex SHA-256 of `bytes`: content-addressed names (base tarballs, the sidecar
+/// image's tag).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// The sidecar's spelling of a manifest DLP mode.
-fn dlp_mode(mode: plan::DlpMode) -> sidecar_contract::egress::DlpMode {
-    match mode {
-        plan::DlpMode::Block => sidecar_contract::egress::DlpMode::Block,
-        plan::DlpMode::Audit => sidecar_contract::egress::DlpMode::Audit,
-        plan::DlpMode::Off => sidecar_contract::egress::DlpMode::Off,
-    }
-}
-
-/// File name of the extra CA bundle inside the egress config dir.
-pub const EXTRA_CA_FILE: &str = "extra-ca.pem";
-
-/// The egress sidecar's policy for `plan`: the manifest's rules, the internal CIDR
-/// exempt from SSRF blocking, routes reading their credentials from namespaced
-/// variables.
+/// The egress policy of `plan` on Docker: the bottle's internal network is where its
+/// sidecars live, so SSRF blocking exempts it.
 pub fn egress_config(
     plan: &BottlePlan,
     facts: &LaunchFacts,
     extras: &EgressExtras,
-) -> sidecar_contract::egress::EgressConfig {
-    use sidecar_contract::egress::*;
-    let egress = &plan.egress;
-    let mut exempt_cidrs = egress.ssrf.exempt.clone();
-    exempt_cidrs.push(facts.internal_cidr.clone());
-    EgressConfig {
-        bottle_slug: plan.slug.to_string(),
-        listen: std::net::SocketAddr::from(([0, 0, 0, 0], compose_render::EGRESS_PROXY_PORT)),
-        ca_cert: PathBuf::from(crate::ca::CA_CERT_FILE),
-        ca_key: PathBuf::from(crate::ca::CA_KEY_FILE),
-        extra_ca_bundle: extras
-            .extra_ca_bundle
-            .as_ref()
-            .map(|_| PathBuf::from(EXTRA_CA_FILE)),
-        audit_log: Some(Path::new(SIDECAR_AUDIT_DIR).join("egress.jsonl")),
-        static_hosts: extras.static_hosts.clone(),
-        allow: egress
-            .allow
-            .iter()
-            .map(|rule| AllowRule {
-                host: rule.host.to_string(),
-                ports: Some(rule.ports.clone()),
-                methods: rule.methods.clone(),
-                path_prefixes: rule.paths.clone(),
-            })
-            .collect(),
-        routes: egress
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(index, route)| Route {
-                host: route.host.clone(),
-                path_prefix: route.path_prefix.clone(),
-                header: route.header.clone(),
-                format: route.format.clone(),
-                secret_env: route_secret_env(index),
-                placeholder: Some(route.placeholder.clone()),
-                agent_env: Some(route.agent_env.clone()),
-            })
-            .collect(),
-        dlp: DlpConfig {
-            enabled: egress.dlp.enabled,
-            extra_patterns: egress
-                .dlp
-                .patterns
-                .iter()
-                .map(|p| ExtraPattern {
-                    name: p.name.clone(),
-                    regex: p.regex.clone(),
-                    allowed_hosts: p.allowed_hosts.iter().map(ToString::to_string).collect(),
-                })
-                .collect(),
-            mode: dlp_mode(egress.dlp.mode),
-            hosts: egress
-                .dlp
-                .hosts
-                .iter()
-                .map(|h| DlpHostMode {
-                    host: h.host.to_string(),
-                    mode: dlp_mode(h.mode),
-                })
-                .collect(),
-        },
-        guarded_env: egress
-            .guarded_env
-            .iter()
-            .enumerate()
-            .map(|(index, guarded)| GuardedEnv {
-                name: guarded.var.clone(),
-                secret_env: guarded_secret_env(index),
-                allowed_hosts: guarded.may_send_to.clone(),
-            })
-            .collect(),
-        ssrf: SsrfConfig {
-            enabled: egress.ssrf.enabled,
-            exempt_cidrs,
-        },
-        limits: Limits::default(),
-        dns_sink: Some(DnsSinkConfig {
-            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 53)),
-        }),
-    }
+) -> EgressConfig {
+    needs::egress_config(plan, std::slice::from_ref(&facts.internal_cidr), extras)
 }
 
 /// Writes the egress policy (0600) and the optional extra CA into `config_dir`.
 pub fn write_egress_config(
-    config: &sidecar_contract::egress::EgressConfig,
+    config: &EgressConfig,
     extras: &EgressExtras,
     config_dir: &Path,
 ) -> Result<()> {
@@ -141,81 +44,47 @@ pub fn write_egress_config(
     write_policy(config, config_dir)
 }
 
-/// Writes `policy.json` atomically; returns its version (what the sidecar reports).
-pub fn write_policy(
-    config: &sidecar_contract::egress::EgressConfig,
-    config_dir: &Path,
-) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(config).expect("egress config serializes");
-    text.push('\n');
+/// Writes `policy.json` atomically.
+pub fn write_policy(config: &EgressConfig, config_dir: &Path) -> Result<()> {
     write_atomic(
-        &config_dir.join(sidecar_contract::egress::POLICY_FILE_NAME),
-        text.as_bytes(),
+        &config_dir.join(POLICY_FILE_NAME),
+        &needs::policy_bytes(config),
         0o600,
     )
-}
-
-/// The policy version of a policy file's bytes: hex SHA-256, as the sidecar computes it.
-pub fn policy_version(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Writes the git gate's config, a copy of each upstream's key (0600) and known_hosts,
 /// and a passwd file so ssh finds an entry for the sidecar's uid.
 pub fn write_git_gate_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<()> {
-    let config_dir = facts.git_gate_config_dir();
-    let in_container = Path::new(SIDECAR_CONFIG_DIR);
-    let mut upstreams = Vec::new();
-    for upstream in &plan.git_gate.upstreams {
-        let key_name = format!("{}.key", upstream.name);
-        let hosts_name = format!("{}.known_hosts", upstream.name);
-        let key = std::fs::read(&upstream.key_path)
-            .map_err(BackendError::io("reading SSH key", &upstream.key_path))?;
-        write_atomic(&config_dir.join(&key_name), &key, 0o600)?;
-        let hosts = std::fs::read(&upstream.known_hosts_path).map_err(BackendError::io(
-            "reading known_hosts",
-            &upstream.known_hosts_path,
-        ))?;
-        write_atomic(&config_dir.join(&hosts_name), &hosts, 0o644)?;
-        upstreams.push(sidecar_contract::git_gate::UpstreamConfig {
-            name: upstream.name.clone(),
-            url: upstream.url.clone(),
-            key_path: in_container.join(key_name),
-            known_hosts_path: in_container.join(hosts_name),
-            push_refs: upstream.push_refs.clone(),
-            allow_force_push: upstream.force_push,
-            allow_delete: upstream.allow_delete,
-            read_only: upstream.read_only,
-        });
-    }
-    let config = sidecar_contract::git_gate::GateConfig {
-        listen: std::net::SocketAddr::from(([0, 0, 0, 0], compose_render::GIT_GATE_PORT)),
-        mirrors_dir: PathBuf::from(sidecar_contract::git_gate::DEFAULT_MIRRORS_DIR),
-        audit_log: Some(Path::new(SIDECAR_AUDIT_DIR).join("git-gate.jsonl")),
-        upstreams,
+    let Some(gate) = needs::git_gate(plan) else {
+        return Ok(());
     };
-    let mut text = serde_json::to_string_pretty(&config).expect("git-gate config serializes");
+    let config_dir = facts.git_gate_config_dir();
+    for file in &gate.files {
+        let bytes = std::fs::read(&file.from).map_err(BackendError::io("reading", &file.from))?;
+        write_atomic(&config_dir.join(&file.name), &bytes, file.mode)?;
+    }
+    let mut text = serde_json::to_string_pretty(&gate.config).expect("git-gate config serializes");
     text.push('\n');
     write_atomic(
         &config_dir.join(sidecar_contract::git_gate::CONFIG_FILE_NAME),
         text.as_bytes(),
         0o600,
     )?;
-    let (uid, gid) = facts
-        .sidecar_user
-        .split_once(':')
-        .unwrap_or((&facts.sidecar_user, "0"));
-    let passwd = format!(
-        "root:x:0:0:root:/root:/bin/sh\nbottle:x:{uid}:{gid}:bot-bottle sidecar:/tmp:/bin/sh\n"
-    );
-    write_atomic(&facts.git_gate_passwd_file(), passwd.as_bytes(), 0o644)
+    write_atomic(
+        &facts.git_gate_passwd_file(),
+        needs::sidecar_passwd(&facts.sidecar_user).as_bytes(),
+        0o644,
+    )
 }
 
 /// Writes the supervise sidecar's config and its policy view, and creates the request
 /// queue (writable by the sidecar) and the decisions dir (written only by the host CLI;
 /// mounted read-only).
 pub fn write_supervise_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<()> {
+    let Some(config) = needs::supervise_config(plan) else {
+        return Ok(());
+    };
     for dir in [
         facts.supervise_config_dir(),
         facts.supervise_queue_dir(),
@@ -223,8 +92,6 @@ pub fn write_supervise_config(plan: &BottlePlan, facts: &LaunchFacts) -> Result<
     ] {
         crate::state::create_private_dir(&dir)?;
     }
-    let mut config = sidecar_contract::supervise::SuperviseConfig::new(plan.slug.to_string());
-    config.audit_log = Some(Path::new(SIDECAR_AUDIT_DIR).join("supervise.jsonl"));
     config
         .write(&facts.supervise_config_dir())
         .map_err(|e| BackendError::Corrupt {
@@ -242,39 +109,13 @@ pub fn write_policy_view(state_dir: &Path) -> Result<()> {
     if !config_dir.is_dir() {
         return Ok(());
     }
-    let policy_path = state_dir
-        .join("egress/config")
-        .join(sidecar_contract::egress::POLICY_FILE_NAME);
+    let policy_path = state_dir.join("egress/config").join(POLICY_FILE_NAME);
     let bytes = std::fs::read(&policy_path).map_err(BackendError::io("reading", &policy_path))?;
-    let policy = sidecar_contract::egress::EgressConfig::from_json(&bytes).map_err(|e| {
-        BackendError::Corrupt {
-            path: policy_path.clone(),
-            detail: e.to_string(),
-        }
+    let policy = EgressConfig::from_json(&bytes).map_err(|e| BackendError::Corrupt {
+        path: policy_path.clone(),
+        detail: e.to_string(),
     })?;
-    let view = sidecar_contract::supervise::PolicyView {
-        allow: policy
-            .allow
-            .iter()
-            .map(|rule| sidecar_contract::supervise::AllowView {
-                host: rule.host.clone(),
-                ports: rule.ports.clone(),
-                methods: rule.methods.clone(),
-                paths: rule.path_prefixes.clone(),
-            })
-            .collect(),
-        credentials: policy
-            .routes
-            .iter()
-            .map(|route| sidecar_contract::supervise::CredentialView {
-                host: route.host.clone(),
-                header: route.header.clone(),
-            })
-            .collect(),
-        dlp: policy.dlp.enabled,
-        ssrf: policy.ssrf.enabled,
-        version: policy_version(&bytes),
-    };
+    let view = needs::policy_view(&policy, needs::policy_version(&bytes));
     let path = config_dir.join(sidecar_contract::supervise::config::DEFAULT_POLICY_VIEW);
     view.write(&path).map_err(|e| BackendError::Corrupt {
         path,

@@ -15,50 +15,12 @@ pub const INTERNAL_NETWORK: &str = "internal";
 /// Compose-local name of the egress network.
 pub const EGRESS_NETWORK: &str = "egress";
 
-/// Service names: stable, since the agent reaches sidecars by them.
-pub const AGENT_SERVICE: &str = "agent";
-/// The egress proxy service.
-pub const EGRESS_SERVICE: &str = "egress";
-/// The git gate service.
-pub const GIT_GATE_SERVICE: &str = "git-gate";
-/// The supervise service.
-pub const SUPERVISE_SERVICE: &str = "supervise";
-
-/// Port of the egress proxy.
-pub const EGRESS_PROXY_PORT: u16 = 3128;
-/// Port of the git gate's smart-HTTP server.
-pub const GIT_GATE_PORT: u16 = 9418;
-/// Port of the supervise MCP server.
-pub const SUPERVISE_PORT: u16 = 8765;
-
-/// Where sidecars find their config directory.
-pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle/config";
-/// Where the agent finds the bottle CA certificate.
-pub const AGENT_CA_DIR: &str = "/etc/bot-bottle/ca";
-/// The bottle CA certificate inside the agent.
-pub const AGENT_CA_CERT: &str = "/etc/bot-bottle/ca/ca.crt";
-/// Where the agent's persisted directories are mounted; provisioning links each into
-/// the agent's home (the image's home is not known when rendering).
-pub const AGENT_PERSIST_DIR: &str = "/var/lib/bot-bottle/persist";
-/// Where sidecars write audit logs.
-pub const SIDECAR_AUDIT_DIR: &str = "/var/log/bot-bottle";
-
-/// Label keys every service carries: `bottle ls` and `bottle gc` look them up.
-pub const LABEL_SLUG: &str = "dev.bot-bottle.slug";
-/// Agent name label.
-pub const LABEL_AGENT: &str = "dev.bot-bottle.agent";
-/// State root label: which state directory owns the bottle, so `ls` and `gc` of one
-/// state root never touch another's bottles.
-pub const LABEL_STATE_ROOT: &str = "dev.bot-bottle.state-root";
-/// Role label: agent, egress, git-gate or supervise.
-pub const LABEL_ROLE: &str = "dev.bot-bottle.role";
-
-/// Default pids limit where the plan sets none: a fork bomb must not take the host.
-pub const DEFAULT_AGENT_PIDS: u32 = 4096;
-/// Pids limit of each sidecar.
-pub const SIDECAR_PIDS: u32 = 256;
-/// Memory limit of each sidecar.
-pub const SIDECAR_MEMORY: u64 = 512 << 20;
+pub use sidecar_contract::layout::{
+    AGENT_CA_CERT, AGENT_CA_DIR, AGENT_PERSIST_DIR, AGENT_SERVICE, DEFAULT_AGENT_PIDS,
+    EGRESS_PROXY_PORT, EGRESS_SERVICE, GIT_GATE_PORT, GIT_GATE_SERVICE, LABEL_AGENT, LABEL_ROLE,
+    LABEL_SLUG, LABEL_STATE_ROOT, SIDECAR_AUDIT_DIR, SIDECAR_CONFIG_DIR, SIDECAR_MEMORY,
+    SIDECAR_PIDS, SUPERVISE_PORT, SUPERVISE_SERVICE, guarded_secret_env, route_secret_env,
+};
 
 /// Container logs of every service are bounded: an agent that floods stdout (or the
 /// sidecars' audit lines) cannot fill the host's disk through the engine's log files.
@@ -121,18 +83,6 @@ pub fn compose_process_env(plan: &BottlePlan) -> Vec<(String, plan::Secret)> {
         vars.push((guarded_secret_env(index), guarded.value.clone()));
     }
     vars
-}
-
-/// Name under which the agent's guarded secret `index` reaches the egress sidecar
-/// (for DLP to look for). Namespaced like [`route_secret_env`].
-pub fn guarded_secret_env(index: usize) -> String {
-    format!("BOT_BOTTLE_GUARDED_{index}")
-}
-
-/// Name under which route `index`'s credential reaches the egress sidecar. Namespaced
-/// so it can never collide with a variable of the agent's.
-pub fn route_secret_env(index: usize) -> String {
-    format!("BOT_BOTTLE_ROUTE_{index}")
 }
 
 /// Compose interpolates `$` in values: escape every literal one.

@@ -6,4 +6,5 @@
 
 pub mod egress;
 pub mod git_gate;
+pub mod layout;
 pub mod supervise;

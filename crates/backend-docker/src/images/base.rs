@@ -43,7 +43,7 @@ const IMPORT_PATH: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/us
 /// A short, stable id of [`PACKAGES`]: part of the cached tarball's name and the base
 /// image's [`PACKAGES_LABEL`].
 pub fn packages_id() -> String {
-    crate::sidecar_config::policy_version(PACKAGES.join(",").as_bytes())[..8].to_owned()
+    crate::sidecar_config::sha256_hex(PACKAGES.join(",").as_bytes())[..8].to_owned()
 }
 
 /// The cached debootstrap rootfs, relative to the cache directory.

@@ -40,7 +40,7 @@ impl OwnBinary {
         Ok(OwnBinary {
             path,
             source,
-            sha256: crate::sidecar_config::policy_version(&bytes),
+            sha256: crate::sidecar_config::sha256_hex(&bytes),
         })
     }
 
@@ -50,7 +50,7 @@ impl OwnBinary {
         Ok(OwnBinary {
             path: path.to_path_buf(),
             source: path.to_path_buf(),
-            sha256: crate::sidecar_config::policy_version(&bytes),
+            sha256: crate::sidecar_config::sha256_hex(&bytes),
         })
     }
 
