@@ -2,6 +2,7 @@
 
 mod e2e;
 mod images;
+mod k8s_validate;
 mod proc;
 
 use std::process::ExitCode;
@@ -15,7 +16,10 @@ tasks:
            bot-bottle/test-agent:dev; `images --check` lists which exist
            (`cargo xtask images --help` for options)
   e2e      real bottles on real Docker against a fake internet: builds the images,
-           runs every scenario, cleans up (`cargo xtask e2e --help` for options)";
+           runs every scenario, cleans up (`cargo xtask e2e --help` for options)
+  k8s-validate
+           every valid fixture through `bottle render --backend k8s`, checked by
+           kubernetes-validate --strict against Kubernetes 1.33's schemas";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
         }
         Some("images") => images::main(&args[1..]),
         Some("e2e") => e2e::main(&args[1..]),
+        Some("k8s-validate") => k8s_validate::main(&args[1..]),
         Some(other) => {
             eprintln!("unknown task `{other}`; try `cargo xtask help`");
             ExitCode::from(2)

@@ -13,8 +13,7 @@ use crate::state::write_atomic;
 
 pub use sidecar_contract::layout::{CA_CERT_FILE, CA_KEY_FILE};
 
-/// The certificate as the agent sees it (the only file in the agent's CA mount).
-pub const AGENT_CA_FILE: &str = "ca.crt";
+pub use sidecar_contract::layout::AGENT_CA_FILE;
 
 /// How long a bottle CA is valid: bottles are short-lived.
 pub const CA_VALIDITY_DAYS: i64 = 30;

@@ -42,12 +42,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Dry run: print the compose file of one agent's bottle; touch nothing.
+    /// Dry run: print what one agent's bottle would run (a compose file, or Kubernetes
+    /// objects); touch nothing.
     Render {
         /// Agent name from the manifest.
         agent: String,
         #[command(flatten)]
         manifest: ManifestArg,
+        /// Which engine's objects to print.
+        #[arg(long, value_enum, default_value_t = RenderBackend::Docker)]
+        backend: RenderBackend,
     },
     /// Launch an agent's bottle, provision it, attach to the agent; tear down on exit.
     Start {
@@ -245,4 +249,13 @@ pub enum SidecarCommand {
         #[arg(long)]
         print: bool,
     },
+}
+
+/// The engines `bottle render` can print a bottle for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RenderBackend {
+    /// A compose file, as `bottle start` runs it on Docker.
+    Docker,
+    /// Kubernetes objects: a namespace, sidecar Pods and Services, NetworkPolicies.
+    K8s,
 }

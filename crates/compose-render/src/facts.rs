@@ -30,16 +30,7 @@ pub struct LaunchFacts {
     pub writable_layer_quota: bool,
 }
 
-/// Repository of the sidecar image.
-pub const SIDECAR_REPO: &str = "bot-bottle/sidecar";
-
-/// The sidecar image of one `bottle` build: its version and the first 12 hex digits
-/// of the binary's SHA-256, so a sidecar never runs another build than the CLI that
-/// wrote its config.
-pub fn sidecar_image_tag(version: &str, binary_sha256: &str) -> String {
-    let short = binary_sha256.get(..12).unwrap_or(binary_sha256);
-    format!("{SIDECAR_REPO}:{version}-{short}")
-}
+pub use sidecar_contract::layout::{SIDECAR_REPO, sidecar_image_tag};
 
 /// What an agent keeps across its bottles (sessions, memory; never credentials):
 /// `<state root>/agents/<agent>/`. `bottle down --purge` removes it.

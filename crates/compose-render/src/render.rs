@@ -236,17 +236,6 @@ fn agent_service(
     facts: &LaunchFacts,
     sidecars: &BTreeMap<String, Service>,
 ) -> Service {
-    let proxy = format!("http://{EGRESS_SERVICE}:{EGRESS_PROXY_PORT}");
-    let no_proxy = ["localhost", "127.0.0.1", "::1"]
-        .into_iter()
-        .chain(
-            sidecars
-                .keys()
-                .map(String::as_str)
-                .filter(|s| *s != EGRESS_SERVICE),
-        )
-        .collect::<Vec<_>>()
-        .join(",");
     let mut environment: Vec<String> = plan
         .env
         .vars
@@ -257,20 +246,12 @@ fn agent_service(
             EnvVar::Secret(_) => name.clone(),
         })
         .collect();
-    for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
-        environment.push(format!("{name}={proxy}"));
-    }
-    for name in ["NO_PROXY", "no_proxy"] {
-        environment.push(format!("{name}={no_proxy}"));
-    }
-    for name in [
-        "NODE_EXTRA_CA_CERTS",
-        "SSL_CERT_FILE",
-        "REQUESTS_CA_BUNDLE",
-        "GIT_SSL_CAINFO",
-    ] {
-        environment.push(format!("{name}={AGENT_CA_CERT}"));
-    }
+    let direct: Vec<&str> = sidecars.keys().map(String::as_str).collect();
+    environment.extend(
+        sidecar_contract::layout::agent_network_env(&direct)
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}")),
+    );
     let depends_on = sidecars
         .keys()
         .map(|name| {

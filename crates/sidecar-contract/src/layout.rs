@@ -21,6 +21,8 @@ pub const SUPERVISE_PORT: u16 = 8765;
 
 /// Where sidecars find their config directory.
 pub const SIDECAR_CONFIG_DIR: &str = "/etc/bot-bottle/config";
+/// The bottle CA certificate's file name in the agent's CA directory.
+pub const AGENT_CA_FILE: &str = "ca.crt";
 /// Where the agent finds the bottle CA certificate.
 pub const AGENT_CA_DIR: &str = "/etc/bot-bottle/ca";
 /// The bottle CA certificate inside the agent.
@@ -66,4 +68,44 @@ pub fn guarded_secret_env(index: usize) -> String {
 /// so it can never collide with a variable of the agent's.
 pub fn route_secret_env(index: usize) -> String {
     format!("BOT_BOTTLE_ROUTE_{index}")
+}
+
+/// The variables that send the agent's tools through the egress proxy and make them
+/// trust the bottle CA, in the order a backend sets them. `direct` are the sidecars
+/// the agent reaches without the proxy (the git gate, supervise).
+pub fn agent_network_env(direct: &[&str]) -> Vec<(String, String)> {
+    let proxy = format!("http://{EGRESS_SERVICE}:{EGRESS_PROXY_PORT}");
+    let no_proxy = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .chain(direct.iter().filter(|name| **name != EGRESS_SERVICE))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut env = Vec::new();
+    for name in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+        env.push((name.to_owned(), proxy.clone()));
+    }
+    for name in ["NO_PROXY", "no_proxy"] {
+        env.push((name.to_owned(), no_proxy.clone()));
+    }
+    for name in [
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ] {
+        env.push((name.to_owned(), AGENT_CA_CERT.to_owned()));
+    }
+    env
+}
+
+/// Repository of the sidecar image.
+pub const SIDECAR_REPO: &str = "bot-bottle/sidecar";
+
+/// The sidecar image of one `bottle` build: its version and the first 12 hex digits
+/// of the binary's SHA-256, so a sidecar never runs another build than the CLI that
+/// wrote its config.
+pub fn sidecar_image_tag(version: &str, binary_sha256: &str) -> String {
+    let short = binary_sha256.get(..12).unwrap_or(binary_sha256);
+    format!("{SIDECAR_REPO}:{version}-{short}")
 }

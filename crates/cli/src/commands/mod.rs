@@ -27,7 +27,11 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
             manifest,
             json,
         } => plan_cmd::run(&manifest.file, &agent, json),
-        Command::Render { agent, manifest } => render::run(&manifest.file, &agent),
+        Command::Render {
+            agent,
+            manifest,
+            backend,
+        } => render::run(&manifest.file, &agent, backend),
         Command::Start {
             agent,
             manifest,

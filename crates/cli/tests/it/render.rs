@@ -38,9 +38,14 @@ fn render_prints_no_secret_for_any_fixture() {
     for path in valid_fixtures() {
         let source = std::fs::read_to_string(&path).unwrap();
         let manifest = plan::parse_manifest(&source).unwrap();
-        for agent in manifest.agents.keys() {
+        for (agent, backend) in manifest
+            .agents
+            .keys()
+            .flat_map(|agent| [(agent, "docker"), (agent, "k8s")])
+        {
             let output = bottle()
                 .args(["render", &agent.value, "-f", &relative(&path)])
+                .args(["--backend", backend])
                 .output()
                 .unwrap();
             assert!(
@@ -52,13 +57,36 @@ fn render_prints_no_secret_for_any_fixture() {
             for (name, secret) in SENTINELS {
                 assert!(
                     !yaml.contains(secret),
-                    "{name} leaked by render {}",
+                    "{name} leaked by render --backend {backend} {}",
                     agent.value
                 );
             }
             assert!(!yaml.contains("fixture-db-password"));
         }
     }
+}
+
+#[test]
+fn render_for_kubernetes_prints_the_objects_of_one_namespace() {
+    let output = bottle()
+        .args(["render", "implementer", "-f", "examples/claude/bottle.yaml"])
+        .args(["--backend", "k8s"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        yaml.starts_with("---\napiVersion: v1\nkind: Namespace\n"),
+        "{yaml}"
+    );
+    for kind in ["NetworkPolicy", "Secret", "ConfigMap", "Service", "Pod"] {
+        assert!(yaml.contains(&format!("\nkind: {kind}\n")), "no {kind}");
+    }
+    assert!(!yaml.contains("services:\n  agent:"), "a compose file");
 }
 
 #[test]

@@ -1,0 +1,9 @@
+//! Bottles on Kubernetes. `render` turns a plan into the bottle's objects (pure,
+//! typed with k8s-openapi); `cluster` creates, checks, changes and removes them
+//! through the API server with kube-rs. The layout and its threat model are in
+//! `docs/kubernetes.md`.
+
+pub mod names;
+pub mod render;
+
+pub use render::{ClusterFacts, Manifests, Materials, Reveal, render};
