@@ -7,6 +7,7 @@
 mod backend;
 mod error;
 pub mod needs;
+pub mod policy_edit;
 mod progress;
 mod types;
 
