@@ -67,6 +67,7 @@ pub mod live;
 pub mod path;
 pub mod placeholder;
 pub mod policy;
+pub mod policy_watch;
 pub mod proxy;
 pub mod scrub;
 pub mod secret;
@@ -75,7 +76,8 @@ pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -139,6 +141,7 @@ impl Proxy {
             audit: audit.clone(),
             limits: config.limits.clone(),
             secrets,
+            reloads: Mutex::new(None),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![tokio::spawn(accept_loop(
@@ -211,6 +214,17 @@ impl Proxy {
         Ok(())
     }
 
+    /// Polls the policy file every `every` and reloads it when its content
+    /// changed ([`policy_watch`]): Kubernetes swaps a ConfigMap's files and
+    /// sends no SIGHUP. The sidecar uses [`policy_watch::POLL_INTERVAL`].
+    pub fn watch_policy_file(&self, every: Duration) {
+        tokio::spawn(policy_watch::poll_policy(
+            self.state.clone(),
+            every,
+            self.shutdown.subscribe(),
+        ));
+    }
+
     /// Stops accepting; in-flight tunnels end with the runtime.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -222,7 +236,7 @@ impl Proxy {
 
 /// The sidecar entry point: builds a tokio runtime, serves the policy in
 /// `config_dir` (secrets from the process environment), reloads on SIGHUP and
-/// returns on SIGTERM or SIGINT.
+/// when the policy file's content changes, and returns on SIGTERM or SIGINT.
 pub fn run(config_dir: &Path) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -240,6 +254,7 @@ pub fn run(config_dir: &Path) -> Result<(), Error> {
         })?;
         let proxy = Proxy::start(config_dir, SecretSource::ProcessEnv).await?;
         proxy.reload_on_sighup()?;
+        proxy.watch_policy_file(policy_watch::POLL_INTERVAL);
         eprintln!(
             "egress: listening on {} with policy version {}",
             proxy.local_addr(),

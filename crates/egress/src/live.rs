@@ -111,18 +111,38 @@ pub fn policy_path(config_dir: &Path) -> PathBuf {
     config_dir.join(POLICY_FILE_NAME)
 }
 
+/// The version a policy file's bytes run as: hex SHA-256, what `/status`
+/// reports and the launcher waits for.
+pub fn policy_version(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads the bytes of `DIR/policy.json` (through symlinks: a Kubernetes
+/// ConfigMap mount makes it one).
+pub fn read_policy(config_dir: &Path) -> Result<Vec<u8>, Error> {
+    let path = policy_path(config_dir);
+    std::fs::read(&path).map_err(|source| Error::ReadPolicy { path, source })
+}
+
 /// Reads `DIR/policy.json`, validates and compiles it.
 pub fn load_policy(config_dir: &Path, secrets: &SecretSource) -> Result<LivePolicy, Error> {
+    policy_from_bytes(config_dir, &read_policy(config_dir)?, secrets)
+}
+
+/// Validates and compiles policy file content already read from `DIR`
+/// (relative paths in it resolve there), so the version is that of exactly
+/// these bytes.
+pub fn policy_from_bytes(
+    config_dir: &Path,
+    bytes: &[u8],
+    secrets: &SecretSource,
+) -> Result<LivePolicy, Error> {
     let path = policy_path(config_dir);
-    let bytes = std::fs::read(&path).map_err(|source| Error::ReadPolicy {
+    let config = EgressConfig::from_json(bytes).map_err(|source| Error::ParsePolicy {
         path: path.clone(),
         source,
     })?;
-    let config = EgressConfig::from_json(&bytes).map_err(|source| Error::ParsePolicy {
-        path: path.clone(),
-        source,
-    })?;
-    compile_policy(config_dir, &path, &bytes, config, secrets)
+    compile_policy(config_dir, &path, bytes, config, secrets)
 }
 
 fn compile_policy(
@@ -265,7 +285,7 @@ fn compile_policy(
         config.limits.max_connections,
     );
     Ok(LivePolicy {
-        version: hex::encode(Sha256::digest(bytes)),
+        version: policy_version(bytes),
         loaded_at: audit_lines::rfc3339_utc(std::time::SystemTime::now()),
         config,
         allow,

@@ -13,7 +13,7 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -36,7 +36,7 @@ use crate::ca::LeafMinter;
 use crate::config::Limits;
 use crate::decode::{Coding, DecodeBound};
 use crate::dlp::{Action, Finding};
-use crate::live::{LivePolicy, SecretSource, load_policy};
+use crate::live::{LivePolicy, SecretSource, policy_from_bytes, policy_version, read_policy};
 use crate::path::NormalizedTarget;
 use crate::placeholder::{Location, RequestContext, Unreplaced};
 use crate::policy::{Decision, Denial, DenyKind, RequestTarget, normalize_host};
@@ -60,28 +60,52 @@ pub struct ProxyState {
     pub limits: Limits,
     /// Where route secrets come from on reload.
     pub secrets: SecretSource,
+    /// Held while a reload reads, compiles and swaps, so SIGHUP and the file
+    /// watch never interleave; holds the version last refused, so the watch
+    /// reports a bad file once ([`crate::policy_watch`]).
+    pub reloads: Mutex<Option<String>>,
 }
 
 impl ProxyState {
     /// Re-reads and swaps in the policy; on failure the old one stays.
     pub fn reload(&self) -> Result<String, crate::Error> {
-        match load_policy(&self.config_dir, &self.secrets) {
+        let mut refused = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        match read_policy(&self.config_dir) {
+            Ok(bytes) => self.swap_in(&bytes, &mut refused),
+            Err(e) => Err(self.refuse(e)),
+        }
+    }
+
+    /// Compiles `bytes` (the policy file's content) and swaps it in, with its
+    /// audit line; on failure the old policy stays and `refused` records the
+    /// version. The caller holds [`ProxyState::reloads`].
+    pub(crate) fn swap_in(
+        &self,
+        bytes: &[u8],
+        refused: &mut Option<String>,
+    ) -> Result<String, crate::Error> {
+        match policy_from_bytes(&self.config_dir, bytes, &self.secrets) {
             Ok(policy) => {
                 let version = policy.version.clone();
                 self.policy.store(Arc::new(policy));
+                *refused = None;
                 let mut record = AuditRecord::now("reload", "reload");
                 record.reason = format!("policy version {version}");
                 self.audit.write(&record);
                 Ok(version)
             }
             Err(e) => {
-                let mut record = AuditRecord::now("reload", "reload-failed");
-                record.reason =
-                    format!("{e}; keeping policy version {}", self.policy.load().version);
-                self.audit.write(&record);
-                Err(e)
+                *refused = Some(policy_version(bytes));
+                Err(self.refuse(e))
             }
         }
+    }
+
+    fn refuse(&self, e: crate::Error) -> crate::Error {
+        let mut record = AuditRecord::now("reload", "reload-failed");
+        record.reason = format!("{e}; keeping policy version {}", self.policy.load().version);
+        self.audit.write(&record);
+        e
     }
 }
 

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -411,6 +412,30 @@ impl ProxyDir {
             serde_json::to_vec_pretty(policy).unwrap(),
         )
         .unwrap();
+    }
+
+    /// Lays the policy out as kubelet mounts a ConfigMap: `policy.json ->
+    /// ..data/policy.json`, `..data -> ..2026_11_30_a`.
+    pub fn mount_as_configmap(&self) {
+        let first = self.path().join("..2026_11_30_a");
+        std::fs::create_dir(&first).unwrap();
+        std::fs::rename(self.policy_path(), first.join("policy.json")).unwrap();
+        std::os::unix::fs::symlink("..2026_11_30_a", self.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/policy.json", self.policy_path()).unwrap();
+    }
+
+    /// Updates a [`ProxyDir::mount_as_configmap`] layout as kubelet does:
+    /// a new timestamped dir, `..data_tmp` pointing at it renamed over
+    /// `..data`, the old dir removed. Returns the new file's SHA-256.
+    pub fn configmap_update(&self, stamp: &str, bytes: &[u8]) -> String {
+        let dir = self.path();
+        std::fs::create_dir(dir.join(stamp)).unwrap();
+        std::fs::write(dir.join(stamp).join("policy.json"), bytes).unwrap();
+        std::os::unix::fs::symlink(stamp, dir.join("..data_tmp")).unwrap();
+        let old = std::fs::read_link(dir.join("..data")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+        hex::encode(Sha256::digest(bytes))
     }
 
     pub fn bottle_ca_path(&self) -> PathBuf {
