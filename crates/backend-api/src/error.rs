@@ -86,6 +86,18 @@ pub enum Error {
     /// A bottle whose launch stopped before this was there.
     #[error("{slug} has no {what} (its launch did not get that far)")]
     Incomplete { slug: String, what: &'static str },
+    /// The Kubernetes API server refused a request (status code and reason as it
+    /// gave them: `AlreadyExists`, `Forbidden`, `NotFound`, ...).
+    #[error("the Kubernetes API refused {action}: {code} {reason}: {message}")]
+    ClusterApi {
+        action: String,
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// The Kubernetes API server could not be reached or answered nonsense.
+    #[error("the Kubernetes API is unreachable ({action}): {detail}")]
+    ClusterUnreachable { action: String, detail: String },
     /// The manifest asks for something this version cannot run yet.
     #[error("{0}")]
     Unsupported(String),

@@ -3,6 +3,7 @@
 //! through the API server with kube-rs. The layout and its threat model are in
 //! `docs/kubernetes.md`.
 
+pub mod cluster;
 pub mod names;
 pub mod render;
 

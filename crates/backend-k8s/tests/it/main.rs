@@ -1,6 +1,8 @@
 //! The Kubernetes renderer over every valid fixture: snapshots, and the security
 //! shape of a bottle (each test fails if its rule breaks).
 
+mod fake_api;
+mod lifecycle;
 mod shape;
 
 use backend_k8s::{ClusterFacts, Manifests, Materials, Reveal, render};
