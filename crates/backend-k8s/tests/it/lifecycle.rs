@@ -327,24 +327,25 @@ async fn a_policy_change_is_confirmed_by_the_proxy_and_shown_to_the_agent() {
         )
         .await
         .unwrap();
-    let state_now = state.lock().unwrap();
-    let text = policy_text(&state_now, &ns);
-    assert_eq!(version, fake_api::version_of(&text));
-    assert!(text.contains("\"docs.rs\""));
-    let view = state_now.objects[&format!("/api/v1/namespaces/{ns}/configmaps/supervise")]["data"]
-        ["policy-view.json"]
-        .as_str()
-        .unwrap();
-    let view: Value = serde_json::from_str(view).unwrap();
-    assert_eq!(view["version"], version);
-    assert!(
-        view["allow"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["host"] == "docs.rs")
-    );
-    drop(state_now);
+    {
+        let state_now = state.lock().unwrap();
+        let text = policy_text(&state_now, &ns);
+        assert_eq!(version, fake_api::version_of(&text));
+        assert!(text.contains("\"docs.rs\""));
+        let view = state_now.objects[&format!("/api/v1/namespaces/{ns}/configmaps/supervise")]["data"]
+            ["policy-view.json"]
+            .as_str()
+            .unwrap();
+        let view: Value = serde_json::from_str(view).unwrap();
+        assert_eq!(view["version"], version);
+        assert!(
+            view["allow"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["host"] == "docs.rs")
+        );
+    }
 
     // The same change again is refused before anything is written.
     let writes = state.lock().unwrap().writes().len();
