@@ -1,5 +1,6 @@
-//! Which backend the CLI drives: bottles on Docker, or on the fake engine for tests
-//! (`BOT_BOTTLE_BACKEND=fake:PATH`, `BOT_BOTTLE_FAKE_FAIL=OPERATION`).
+//! Which backend the CLI drives: bottles on Docker, on a Kubernetes cluster
+//! (`BOT_BOTTLE_BACKEND=k8s`, the cluster kubectl would use), or on the fake engine for
+//! tests (`BOT_BOTTLE_BACKEND=fake:PATH`, `BOT_BOTTLE_FAKE_FAIL=OPERATION`).
 
 use std::path::{Path, PathBuf};
 
@@ -88,6 +89,12 @@ pub fn image_sources() -> Result<Sources, CliError> {
 /// The backend for this invocation: bottles on the engine [`engine`] picks, with
 /// their state in the state root and this executable's sidecar image.
 pub fn backend() -> Result<Box<dyn Backend>, CliError> {
+    if std::env::var(BACKEND_ENV).is_ok_and(|spec| spec == "k8s") {
+        // A cluster pulls its images: only an image named for it will do.
+        let bottles = backend_k8s::K8sBottles::connect(sidecar_override())
+            .map_err(|e| CliError::User(e.to_string()))?;
+        return Ok(Box::new(bottles));
+    }
     let sidecar = match sidecar_override() {
         Some(image) => SidecarSource::Fixed(image),
         None => SidecarSource::Own {
@@ -135,8 +142,12 @@ pub fn engine() -> Result<Box<dyn Engine>, CliError> {
                 })?
                 .map_err(|e| CliError::Internal(e.to_string()))
         }
+        Some("k8s") => Err(CliError::User(format!(
+            "this command builds or runs containers on a local Docker engine; \
+             {BACKEND_ENV}=k8s is for bottles on a cluster: unset it here"
+        ))),
         Some(other) if !other.is_empty() && other != "docker" => Err(CliError::User(format!(
-            "{BACKEND_ENV}={other}: expected `docker` or `fake:PATH`"
+            "{BACKEND_ENV}={other}: expected `docker`, `k8s` or `fake:PATH`"
         ))),
         _ => {
             let preferred = match std::env::var(COMPOSE_ENV).ok().filter(|v| !v.is_empty()) {

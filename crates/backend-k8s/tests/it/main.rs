@@ -1,6 +1,7 @@
 //! The Kubernetes renderer over every valid fixture: snapshots, and the security
 //! shape of a bottle (each test fails if its rule breaks).
 
+mod backend;
 mod fake_api;
 mod lifecycle;
 mod shape;

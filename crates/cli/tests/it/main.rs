@@ -4,6 +4,7 @@ mod diagnostics;
 mod docker;
 mod fixtures;
 mod images;
+mod k8s;
 mod lifecycle;
 mod plan_cmd;
 mod render;
