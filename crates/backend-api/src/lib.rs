@@ -9,6 +9,7 @@ mod error;
 pub mod needs;
 pub mod policy_edit;
 mod progress;
+pub mod redact;
 mod types;
 
 pub use backend::{Backend, LogSource};

@@ -17,6 +17,7 @@ use crate::sidecar_config;
 use crate::state::{self, COMPOSE_FILE, Metadata, create_private_dir};
 use crate::teardown::Teardown;
 use backend_api::needs::EgressExtras;
+pub use backend_api::redact::redact;
 
 /// Everything a launch needs besides the plan: where, with what, and how.
 #[derive(Clone, Debug)]
@@ -486,15 +487,6 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Replaces every secret value in `text` with a marker.
-pub fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    for secret in secrets {
-        out = out.replace(secret.as_str(), plan::REDACTED);
-    }
-    out
-}
-
 fn wait_healthy(
     backend: &dyn Engine,
     slug: &str,
@@ -564,14 +556,5 @@ mod tests {
         assert_eq!(fixed_address("10.213.7.0/24").unwrap(), "10.213.7.254");
         assert!(fixed_address("172.20.0.0/16").is_err());
         assert!(fixed_address("fd00::/64").is_err());
-    }
-
-    #[test]
-    fn redaction_replaces_every_occurrence() {
-        let secrets = vec!["s3cret".to_owned(), "tok".to_owned()];
-        assert_eq!(
-            redact("a=s3cret b=s3cret tok", &secrets),
-            "a=<redacted> b=<redacted> <redacted>"
-        );
     }
 }

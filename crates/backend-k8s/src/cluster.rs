@@ -524,9 +524,14 @@ impl Cluster {
         Ok(report)
     }
 
-    /// Each pod's output (the sidecars' audit lines are among it), role by role.
+    /// Each pod's output (the sidecars' audit lines are among it), role by role,
+    /// with every value of the bottle's Secrets redacted.
     pub async fn logs(&self, slug: &str, sink: &mut dyn FnMut(&str, &str)) -> Result<()> {
         let ns = namespace(slug);
+        let secrets = self
+            .secret_values(&ns)
+            .await
+            .map_err(|error| unknown_if_missing(error, slug))?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         for role in [
             EGRESS_SERVICE,
@@ -535,12 +540,38 @@ impl Cluster {
             AGENT_SERVICE,
         ] {
             match pods.logs(role, &LogParams::default()).await {
-                Ok(text) => text.lines().for_each(|line| sink(role, line)),
+                Ok(text) => text
+                    .lines()
+                    .for_each(|line| sink(role, &backend_api::redact::redact(line, &secrets))),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(error) => return Err(api_error(format!("reading the logs of {role}"))(error)),
             }
         }
         Ok(())
+    }
+}
+
+impl Cluster {
+    /// Every value held in the bottle's Secrets (credentials, the agent's own secret
+    /// env, SSH keys, the CA key): what must never print.
+    async fn secret_values(&self, ns: &str) -> Result<Vec<String>> {
+        let secrets: Api<SecretObject> = Api::namespaced(self.client.clone(), ns);
+        let listed = secrets
+            .list(&ListParams::default().labels(&managed_selector()))
+            .await
+            .map_err(api_error(format!("listing the secrets of {ns}")))?;
+        Ok(listed
+            .items
+            .into_iter()
+            .flat_map(|secret| secret.data.unwrap_or_default().into_values())
+            .map(|value| String::from_utf8_lossy(&value.0).into_owned())
+            .flat_map(|value| {
+                // Multi-line values (keys) are redacted line by line, as logs are.
+                let lines: Vec<String> = value.lines().map(str::to_owned).collect();
+                std::iter::once(value).chain(lines)
+            })
+            .filter(|value| value.trim().len() >= 4)
+            .collect())
     }
 }
 

@@ -133,8 +133,8 @@ pub enum Reveal {
     ForApply,
 }
 
-/// The marker a printed Secret holds instead of a value.
-pub const REDACTED: &str = "(redacted)";
+/// The marker a printed Secret holds instead of a value (`plan`'s, as everywhere).
+pub use plan::REDACTED;
 
 /// Every object of one bottle, in the order they are created: the namespace, the
 /// default-deny policy before anything can run, data, Services, sidecars, the agent.

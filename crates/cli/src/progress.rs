@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use backend_docker::progress::Progress;
+use backend_api::Progress;
 
 use crate::output;
 

@@ -48,6 +48,8 @@ pub struct State {
     pub started_version: BTreeMap<String, String>,
     /// `creationTimestamp` given to new namespaces.
     pub now: &'static str,
+    /// What every pod's log holds, when set.
+    pub log_text: Option<String>,
     next_ip: u8,
     next_version: u64,
 }
@@ -62,6 +64,7 @@ pub fn start(pods: Pods, proxy: Proxy) -> (kube::Client, Arc<Mutex<State>>) {
         proxy,
         started_version: BTreeMap::new(),
         now: "2026-12-01T10:00:00Z",
+        log_text: None,
         next_ip: 20,
         next_version: 1,
     }));
@@ -113,6 +116,27 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// An object as text, with a Secret's base64 `data` decoded: what a reader of the
+/// object (or of the API server's storage) learns from it.
+pub fn readable(object: &Value) -> String {
+    use base64::Engine as _;
+    let mut text = object.to_string();
+    if object["kind"] == "Secret" {
+        for value in object["data"]
+            .as_object()
+            .into_iter()
+            .flat_map(|d| d.values())
+        {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().unwrap_or_default())
+                .unwrap();
+            text.push('\n');
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    text
+}
+
 /// The SHA-256 the proxy reports for a policy file's text.
 pub fn version_of(text: &str) -> String {
     backend_api::needs::policy_version(text.as_bytes())
@@ -141,6 +165,7 @@ impl State {
         }
         if let Some(pod) = path.strip_suffix("/log") {
             return match self.objects.get(pod) {
+                Some(_) if self.log_text.is_some() => (200, self.log_text.clone().unwrap()),
                 Some(_) => (
                     200,
                     format!("{{\"event\":\"started\",\"pod\":\"{pod}\"}}\nsecond line\n"),
@@ -216,6 +241,23 @@ impl State {
                     _ => json!({"phase": "Running",
                         "conditions": [{"type": "Ready", "status": "True"}]}),
                 };
+            }
+            "Secret" => {
+                // The API server keeps Secrets as base64 `data`; `stringData` is
+                // write-only.
+                use base64::Engine as _;
+                if let Some(Value::Object(text)) =
+                    object.as_object_mut().unwrap().remove("stringData")
+                {
+                    let data = object["data"].as_object().cloned().unwrap_or_default();
+                    let mut data = data;
+                    for (key, value) in text {
+                        let encoded = base64::engine::general_purpose::STANDARD
+                            .encode(value.as_str().unwrap_or_default());
+                        data.insert(key, json!(encoded));
+                    }
+                    object["data"] = Value::Object(data);
+                }
             }
             "ConfigMap" if name == "egress-policy" => {
                 let ns = Self::namespace_of(collection)

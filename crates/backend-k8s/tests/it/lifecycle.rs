@@ -156,7 +156,7 @@ async fn up_creates_the_walls_first_the_agent_last_and_marks_the_bottle_ready() 
     // The real credential went into the egress Secret, and only there.
     let token = plan.egress.routes[0].token.expose();
     for (path, object) in &state.objects {
-        let text = object.to_string();
+        let text = fake_api::readable(object);
         if path.ends_with("/secrets/egress-credentials") {
             assert!(text.contains(token));
         } else {
@@ -507,4 +507,19 @@ async fn logs_come_from_every_pod_and_a_missing_pod_is_skipped() {
     assert_eq!(lines.len(), 6, "{lines:#?}");
     assert!(lines[0].starts_with("egress: "));
     assert!(!lines.iter().any(|l| l.starts_with("supervise: ")));
+
+    // A pod that prints a credential shows it redacted.
+    let token = plan.egress.routes[0].token.expose().to_owned();
+    state.lock().unwrap().log_text = Some(format!("env: TOKEN={token}\n"));
+    let mut lines = Vec::new();
+    cluster
+        .logs(plan.slug.as_str(), &mut |_, line| {
+            lines.push(line.to_owned())
+        })
+        .await
+        .unwrap();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        assert_eq!(line, "env: TOKEN=<redacted>");
+    }
 }

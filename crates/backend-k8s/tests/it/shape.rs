@@ -1,10 +1,11 @@
 //! The rules a bottle on Kubernetes must follow.
 
 use backend_k8s::names::*;
-use backend_k8s::render::{NON_PUBLIC_V4, REDACTED};
+use backend_k8s::render::NON_PUBLIC_V4;
 use backend_k8s::{ClusterFacts, Materials, Reveal, render};
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use plan::REDACTED;
 use sidecar_contract::layout::*;
 
 use crate::{ENV_FILE_SECRET, SENTINELS, rendered};
