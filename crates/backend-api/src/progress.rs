@@ -10,6 +10,11 @@ pub trait Progress {
     fn done(&mut self, what: &str, elapsed: Duration);
     /// Something worth a warning (teardown problems, retries).
     fn warn(&mut self, what: &str);
+    /// The running step is still at it: `what` says how far (a heartbeat with detail,
+    /// e.g. the last line of a build log). Not a new step.
+    fn still(&mut self, what: &str) {
+        self.step(&format!("still {what}"));
+    }
 }
 
 /// Progress that remembers lines (tests and quiet runs).

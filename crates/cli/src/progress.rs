@@ -91,6 +91,10 @@ impl Progress for TerminalProgress {
         self.stop();
         (self.sink)(&format!("bottle: warning: {what}\n"));
     }
+    fn still(&mut self, what: &str) {
+        // The step's own ticker keeps running: this only adds the detail.
+        (self.sink)(&format!("bottle:   still {what}\n"));
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +107,36 @@ mod tests {
 
     fn record(text: &str) {
         LINES.lock().unwrap().push(text.to_owned());
+    }
+
+    static HEARTBEATS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn record_heartbeats(text: &str) {
+        HEARTBEATS.lock().unwrap().push(text.to_owned());
+    }
+
+    #[test]
+    fn a_heartbeat_adds_detail_without_saying_still_twice_or_stopping_the_ticker() {
+        let mut progress = TerminalProgress::with(Duration::from_millis(20), record_heartbeats);
+        progress.step("bootstrapping Debian");
+        progress.still("bootstrapping (15s; I: Retrieving libssh2)");
+        std::thread::sleep(Duration::from_millis(100));
+        progress.done("bootstrapped", Duration::from_millis(100));
+        let lines = HEARTBEATS.lock().unwrap();
+        assert_eq!(
+            lines[1],
+            "bottle:   still bootstrapping (15s; I: Retrieving libssh2)\n"
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains("still still")),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2..]
+                .iter()
+                .any(|l| l.starts_with("bottle:   still bootstrapping Debian (")),
+            "the ticker stopped: {lines:?}"
+        );
     }
 
     #[test]
@@ -130,6 +164,7 @@ mod tests {
             after_note,
             "ticked after a note"
         );
+        drop(progress);
         let lines = LINES.lock().unwrap();
         assert_eq!(lines[0], "bottle: building an image ...\n");
         assert!(lines[1].starts_with("bottle:   still building an image ("));

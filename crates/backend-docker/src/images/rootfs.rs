@@ -107,8 +107,8 @@ pub fn debootstrap_tarball(
         }
         if beat.elapsed() >= HEARTBEAT {
             beat = Instant::now();
-            progress.step(&format!(
-                "still bootstrapping ({}s; {})",
+            progress.still(&format!(
+                "bootstrapping ({}s; {})",
                 started.elapsed().as_secs(),
                 last_log_line(&log)
             ));
