@@ -1,5 +1,6 @@
 //! Developer tasks. `cargo xtask help` lists them.
 
+mod bench_lifecycle;
 mod e2e;
 mod images;
 mod k8s_validate;
@@ -19,7 +20,10 @@ tasks:
            runs every scenario, cleans up (`cargo xtask e2e --help` for options)
   k8s-validate
            every valid fixture through `bottle render --backend k8s`, checked by
-           kubernetes-validate --strict against Kubernetes 1.33's schemas";
+           kubernetes-validate --strict against Kubernetes 1.33's schemas
+  bench-lifecycle
+           `bottle start -d` and `bottle down` against raw compose on the same
+           file, warm, medians (`--runs N`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
         Some("images") => images::main(&args[1..]),
         Some("e2e") => e2e::main(&args[1..]),
         Some("k8s-validate") => k8s_validate::main(&args[1..]),
+        Some("bench-lifecycle") => bench_lifecycle::main(&args[1..]),
         Some(other) => {
             eprintln!("unknown task `{other}`; try `cargo xtask help`");
             ExitCode::from(2)
