@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use crate::proc::{Failure, checked, run};
 
-const HELP: &str = "cargo xtask bench-lifecycle [--runs N]
+const HELP: &str = "cargo xtask bench-lifecycle [--runs N] [--bottle PATH]
 
 Times `bottle start -d` to ready and `bottle down` against raw compose
 (`docker network create` x2 + `compose up -d`; `compose down` + `network rm`)
 on the same rendered file, warm, medians of N runs (default 3). Needs Docker,
-the images of `cargo xtask images`, and the release build of bottle.";
+the images of `cargo xtask images`, and the release build of bottle
+(or the `bottle` given with --bottle, e.g. an older build to compare).";
 
 /// The test agent image `cargo xtask images` builds.
 const AGENT_IMAGE: &str = "bot-bottle/test-agent:dev";
@@ -36,7 +37,12 @@ pub fn main(args: &[String]) -> ExitCode {
         },
         None => 3,
     };
-    match bench(runs) {
+    let bottle = args
+        .iter()
+        .position(|a| a == "--bottle")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    match bench(runs, bottle) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("bench-lifecycle: {failure}");
@@ -134,7 +140,7 @@ fn network_spec(name: &str) -> Result<NetworkSpec, Failure> {
     })
 }
 
-fn bench(runs: usize) -> Result<(), Failure> {
+fn bench(runs: usize, bottle: Option<PathBuf>) -> Result<(), Failure> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -142,7 +148,7 @@ fn bench(runs: usize) -> Result<(), Failure> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let bottle = target.join("release/bottle");
+    let bottle = bottle.unwrap_or_else(|| target.join("release/bottle"));
     if !bottle.is_file() {
         return Err(Failure(format!(
             "{} is missing: run `cargo xtask images` (it builds the release bottle)",

@@ -722,6 +722,15 @@ impl Engine for DockerEngine {
         args.extend(ids.iter().map(String::as_str));
         docker(&args).map(drop)
     }
+
+    fn start_containers(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["start"];
+        args.extend(ids.iter().map(String::as_str));
+        docker(&args).map(drop)
+    }
 }
 
 /// Whether `docker info`'s `DRIVER|key=value;...` line names a driver that takes a

@@ -219,6 +219,8 @@ pub trait Engine {
     fn networks_with_label(&self, label: &str) -> Result<Vec<String>>;
     /// Force-removes containers.
     fn remove_containers(&self, ids: &[String]) -> Result<()>;
+    /// Starts created containers (ids or names), all in one call.
+    fn start_containers(&self, ids: &[String]) -> Result<()>;
     /// Removes an image tag (missing is not an error).
     fn remove_image(&self, tag: &str) -> Result<()>;
     /// Local images whose repository matches `repository` (`bot-bottle/*`).

@@ -244,7 +244,12 @@ impl FakeEngine {
                 name,
                 project: call.project.clone(),
                 service: service.clone(),
-                state: "running".into(),
+                state: if call.args.iter().any(|a| a == "--no-start") {
+                    "created"
+                } else {
+                    "running"
+                }
+                .into(),
                 health: spec.get("healthcheck").map(|_| {
                     if self.fail_at.as_deref() == Some("health") {
                         "unhealthy"
@@ -464,11 +469,13 @@ impl Engine for FakeEngine {
                 stderr: Vec::new(),
             });
         }
-        // Provisioning asks for the image user's ids.
+        // Provisioning asks for the image user's ids and the JSON files it merges
+        // into (`sh -c SCRIPT sh FILE...`): none exists in the fake.
         if spec.command.iter().any(|a| a.contains("$(id -u)")) {
+            let files = spec.command.len().saturating_sub(4);
             return Ok(Captured {
                 code: Some(0),
-                stdout: b"1000:1000".to_vec(),
+                stdout: format!("1000:1000\n{}", "-1\n".repeat(files)).into_bytes(),
                 stderr: Vec::new(),
             });
         }
@@ -551,6 +558,19 @@ impl Engine for FakeEngine {
             })
             .map(|(name, _)| name.clone())
             .collect())
+    }
+
+    fn start_containers(&self, ids: &[String]) -> Result<()> {
+        self.op(format!("start:{}", ids.join(",")))?;
+        let mut state = self.state.borrow_mut();
+        for container in &mut state.containers {
+            if ids.contains(&container.id) || ids.contains(&container.name) {
+                container.state = "running".into();
+            }
+        }
+        drop(state);
+        self.save();
+        Ok(())
     }
 
     fn remove_containers(&self, ids: &[String]) -> Result<()> {

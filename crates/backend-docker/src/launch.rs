@@ -10,7 +10,7 @@ use compose_render::{
 };
 use plan::{BottlePlan, ImagePlan};
 
-use crate::engine::{BuildSpec, ComposeCall, Engine, NetworkSpec};
+use crate::engine::{BuildSpec, ComposeCall, Engine, ExecSpec, NetworkSpec};
 use crate::error::{BackendError, Result};
 use crate::progress::Progress;
 use crate::sidecar_config;
@@ -340,15 +340,22 @@ fn launch_steps(
         let file = render(&plan, &facts);
         state::write_atomic(&compose_file, to_yaml(&file).as_bytes(), 0o600)?;
         let started = Instant::now();
-        progress.step(&format!("compose up ({} services)", file.services.len()));
+        progress.step(&format!(
+            "compose create ({} services)",
+            file.services.len()
+        ));
+        // Created, not started: compose would start the agent only once its sidecars'
+        // healthchecks passed, at their 2 s interval. The agent container only idles
+        // until `bottle` runs the program in it, so everything starts at once and the
+        // sidecars' readiness is probed directly below, before anyone attaches.
         let up = backend.compose(&ComposeCall {
             project: project.clone(),
             file: compose_file.clone(),
-            args: vec!["up".into(), "-d".into(), "--no-build".into()],
+            args: vec!["up".into(), "--no-start".into(), "--no-build".into()],
             env: env.clone(),
         })?;
         if up.success() {
-            progress.done("compose up", started.elapsed());
+            progress.done("compose create", started.elapsed());
             break;
         }
         let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
@@ -369,13 +376,21 @@ fn launch_steps(
             continue;
         }
         return Err(BackendError::Command {
-            command: format!("compose -p {project} up -d"),
+            command: format!("compose -p {project} up --no-start"),
             detail: redact(&last_lines(&stderr, 25), &secret_values(&plan)),
         });
     }
 
-    // Wait for health: v1 has no `up --wait`.
-    wait_healthy(
+    let started = Instant::now();
+    progress.step("starting the containers");
+    let created: Vec<String> = backend
+        .containers_with_label(&format!("{LABEL_SLUG}={slug}"))?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    backend.start_containers(&created)?;
+    progress.done("started", started.elapsed());
+    wait_ready(
         backend,
         &slug,
         options.health_timeout,
@@ -487,7 +502,21 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn wait_healthy(
+/// The port of a sidecar's `/healthz`, by role.
+fn health_port(role: &str) -> Option<u16> {
+    match role {
+        compose_render::EGRESS_SERVICE => Some(compose_render::EGRESS_PROXY_PORT),
+        compose_render::GIT_GATE_SERVICE => Some(compose_render::GIT_GATE_PORT),
+        compose_render::SUPERVISE_SERVICE => Some(compose_render::SUPERVISE_PORT),
+        _ => None,
+    }
+}
+
+/// Waits until every sidecar answers its `/healthz`, asked directly through the probe
+/// its healthcheck runs (the engine's health status only changes at the healthcheck's
+/// interval). A container that stopped, or that the engine already calls unhealthy,
+/// fails the launch at once.
+fn wait_ready(
     backend: &dyn Engine,
     slug: &str,
     timeout: Duration,
@@ -495,7 +524,8 @@ fn wait_healthy(
     interrupted: InterruptCheck<'_>,
 ) -> Result<()> {
     let started = Instant::now();
-    progress.step("waiting for the sidecars to be healthy");
+    progress.step("waiting for the sidecars to be ready");
+    let mut ready: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
         check(interrupted)?;
         let containers = backend.containers_with_label(&format!("{LABEL_SLUG}={slug}"))?;
@@ -515,25 +545,43 @@ fn wait_healthy(
                     ),
                 });
             }
-            match container.health.as_deref() {
-                Some("unhealthy") => {
-                    return Err(BackendError::Command {
-                        command: format!("waiting for {role}"),
-                        detail: format!("container {} is unhealthy", container.name),
-                    });
-                }
-                Some("healthy") | None => {}
-                Some(_) => pending.push(role.to_owned()),
+            if container.health.as_deref() == Some("unhealthy") {
+                return Err(BackendError::Command {
+                    command: format!("waiting for {role}"),
+                    detail: format!("container {} is unhealthy", container.name),
+                });
+            }
+            let Some(port) = health_port(role) else {
+                continue;
+            };
+            if ready.contains(&container.name) {
+                continue;
+            }
+            let probe = backend.exec(&ExecSpec {
+                container: container.name.clone(),
+                user: None,
+                workdir: None,
+                command: ["bottle", "sidecar", "probe"]
+                    .map(str::to_owned)
+                    .into_iter()
+                    .chain([format!("http://127.0.0.1:{port}/healthz")])
+                    .collect(),
+                stdin: None,
+            })?;
+            if probe.success() {
+                ready.insert(container.name.clone());
+            } else {
+                pending.push(role.to_owned());
             }
         }
         if !containers.is_empty() && pending.is_empty() {
-            progress.done("sidecars healthy", started.elapsed());
+            progress.done("sidecars ready", started.elapsed());
             return Ok(());
         }
         if started.elapsed() > timeout {
             return Err(BackendError::Timeout {
                 what: format!(
-                    "health of {}",
+                    "readiness of {}",
                     if pending.is_empty() {
                         "the bottle".into()
                     } else {
@@ -543,7 +591,7 @@ fn wait_healthy(
                 seconds: timeout.as_secs(),
             });
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
