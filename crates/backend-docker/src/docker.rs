@@ -723,6 +723,30 @@ impl Engine for DockerEngine {
         docker(&args).map(drop)
     }
 
+    fn stop_containers(&self, ids: &[String], timeout_secs: u32) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let timeout = timeout_secs.to_string();
+        let mut args = vec!["stop", "--time", &timeout];
+        args.extend(ids.iter().map(String::as_str));
+        docker(&args).map(drop)
+    }
+
+    fn remove_networks(&self, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["network", "rm"];
+        args.extend(names.iter().map(String::as_str));
+        // One call for all; if it fails (one already gone, say), one by one, where a
+        // missing network is fine.
+        match docker(&args) {
+            Ok(_) => Ok(()),
+            Err(_) => names.iter().try_for_each(|name| self.remove_network(name)),
+        }
+    }
+
     fn start_containers(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

@@ -221,6 +221,13 @@ pub trait Engine {
     fn remove_containers(&self, ids: &[String]) -> Result<()>;
     /// Starts created containers (ids or names), all in one call.
     fn start_containers(&self, ids: &[String]) -> Result<()>;
+    /// Stops containers gracefully (SIGTERM, then SIGKILL after `timeout_secs`), all in
+    /// one call.
+    fn stop_containers(&self, ids: &[String], timeout_secs: u32) -> Result<()>;
+    /// Removes networks (missing ones are not an error).
+    fn remove_networks(&self, names: &[String]) -> Result<()> {
+        names.iter().try_for_each(|name| self.remove_network(name))
+    }
     /// Removes an image tag (missing is not an error).
     fn remove_image(&self, tag: &str) -> Result<()>;
     /// Local images whose repository matches `repository` (`bot-bottle/*`).

@@ -560,6 +560,19 @@ impl Engine for FakeEngine {
             .collect())
     }
 
+    fn stop_containers(&self, ids: &[String], _timeout_secs: u32) -> Result<()> {
+        self.op(format!("stop:{}", ids.join(",")))?;
+        let mut state = self.state.borrow_mut();
+        for container in &mut state.containers {
+            if ids.contains(&container.id) || ids.contains(&container.name) {
+                container.state = "exited".into();
+            }
+        }
+        drop(state);
+        self.save();
+        Ok(())
+    }
+
     fn start_containers(&self, ids: &[String]) -> Result<()> {
         self.op(format!("start:{}", ids.join(",")))?;
         let mut state = self.state.borrow_mut();

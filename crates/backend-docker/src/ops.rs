@@ -159,22 +159,42 @@ fn remove_bottle(
         || crate::launch::compose_project(&bottle.slug),
         |m| m.compose_project.clone(),
     );
-    if compose_file.exists() {
-        if let Err(e) = dump_logs(
+    if compose_file.exists()
+        && let Err(e) = dump_logs(
             backend,
             &project,
             &compose_file,
             &bottle.state_dir.join(crate::state::COMPOSE_LOG),
             &secrets,
-        ) {
-            problems.push(e);
-        }
+        )
+    {
+        problems.push(e);
+    }
+    // The containers `find` saw, stopped gracefully and removed in one call each
+    // (what `compose down` does, without its own lookup); compose down if that fails.
+    let ids: Vec<String> = bottle.containers.iter().map(|c| c.id.clone()).collect();
+    if let Err(e) = backend
+        .stop_containers(&ids, 5)
+        .and_then(|()| backend.remove_containers(&ids))
+    {
+        problems.push(e);
         if let Err(e) = compose_down(backend, &project, &compose_file) {
             problems.push(e);
         }
     }
-    // Whatever compose did not remove (no compose file, a half-started project).
-    problems.extend(sweep_labelled(backend, &bottle.slug));
+    let networks = bottle
+        .metadata
+        .as_ref()
+        .map(|m| m.networks.clone())
+        .unwrap_or_default();
+    if let Err(e) = backend.remove_networks(&networks) {
+        problems.push(e);
+    }
+    // Whatever the records missed (no launch record, a half-started project, a
+    // failure above): everything still labelled with the slug.
+    if !bottle.metadata.as_ref().is_some_and(|m| m.ready) || !problems.is_empty() {
+        problems.extend(sweep_labelled(backend, &bottle.slug));
+    }
     // Derived images are a content-addressed cache shared by bottles: they stay.
     if let Err(e) = archive_log_and_remove(state_root, &bottle.slug) {
         problems.push(e);

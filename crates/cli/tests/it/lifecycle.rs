@@ -463,7 +463,7 @@ fn attached_start_runs_the_agent_then_tears_down() {
         "the agent command did not run: {calls}"
     );
     assert!(
-        calls.find("exec-it:").unwrap() < calls.rfind("compose:down").unwrap(),
+        calls.find("exec-it:").unwrap() < calls.rfind("stop:").unwrap(),
         "teardown before the agent ran"
     );
     world.assert_nothing_left("after the attached session");
