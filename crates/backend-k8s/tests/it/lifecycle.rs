@@ -42,6 +42,31 @@ fn never() -> bool {
     false
 }
 
+/// A bottle with every sidecar, up on a fresh stand-in server whose proxy does
+/// `proxy`: the cluster, the server's state, the plan and the namespace.
+async fn running(
+    proxy: Proxy,
+) -> (
+    Cluster,
+    std::sync::Arc<std::sync::Mutex<fake_api::State>>,
+    BottlePlan,
+    String,
+) {
+    let (client, state) = fake_api::start(Pods::Ready, proxy);
+    let plan = full_plan();
+    let materials = Materials::preview(&plan);
+    let cluster = Cluster::new(client);
+    let ns = cluster
+        .up(
+            launch(&plan, &materials),
+            &mut RecordedProgress::default(),
+            &never,
+        )
+        .await
+        .unwrap();
+    (cluster, state, plan, ns)
+}
+
 fn ns_of(plan: &BottlePlan) -> String {
     backend_k8s::names::namespace(plan.slug.as_str())
 }
@@ -301,18 +326,7 @@ fn policy_text(state: &fake_api::State, ns: &str) -> String {
 
 #[tokio::test]
 async fn a_policy_change_is_confirmed_by_the_proxy_and_shown_to_the_agent() {
-    let (client, state) = fake_api::start(Pods::Ready, Proxy::Follows);
-    let plan = full_plan();
-    let materials = Materials::preview(&plan);
-    let cluster = Cluster::new(client);
-    let ns = cluster
-        .up(
-            launch(&plan, &materials),
-            &mut RecordedProgress::default(),
-            &never,
-        )
-        .await
-        .unwrap();
+    let (cluster, state, plan, ns) = running(Proxy::Follows).await;
     let change = PolicyChange::Allow {
         host: "docs.rs".into(),
         port: Some(443),
@@ -364,18 +378,7 @@ async fn a_policy_change_is_confirmed_by_the_proxy_and_shown_to_the_agent() {
 
 #[tokio::test]
 async fn a_policy_the_proxy_never_runs_is_rolled_back() {
-    let (client, state) = fake_api::start(Pods::Ready, Proxy::Stuck);
-    let plan = full_plan();
-    let materials = Materials::preview(&plan);
-    let cluster = Cluster::new(client);
-    let ns = cluster
-        .up(
-            launch(&plan, &materials),
-            &mut RecordedProgress::default(),
-            &never,
-        )
-        .await
-        .unwrap();
+    let (cluster, state, plan, ns) = running(Proxy::Stuck).await;
     let before = policy_text(&state.lock().unwrap(), &ns);
     let error = cluster
         .apply_egress(
@@ -407,18 +410,7 @@ async fn a_policy_the_proxy_never_runs_is_rolled_back() {
 
 #[tokio::test]
 async fn bottles_are_listed_collected_and_removed_by_label() {
-    let (client, state) = fake_api::start(Pods::Ready, Proxy::Follows);
-    let plan = full_plan();
-    let materials = Materials::preview(&plan);
-    let cluster = Cluster::new(client);
-    let ns = cluster
-        .up(
-            launch(&plan, &materials),
-            &mut RecordedProgress::default(),
-            &never,
-        )
-        .await
-        .unwrap();
+    let (cluster, state, plan, ns) = running(Proxy::Follows).await;
     // Someone else's namespace is never listed.
     state.lock().unwrap().objects.insert(
         "/api/v1/namespaces/bot-bottle-not-ours".into(),
@@ -480,18 +472,7 @@ async fn bottles_are_listed_collected_and_removed_by_label() {
 
 #[tokio::test]
 async fn logs_come_from_every_pod_and_a_missing_pod_is_skipped() {
-    let (client, state) = fake_api::start(Pods::Ready, Proxy::Follows);
-    let plan = full_plan();
-    let materials = Materials::preview(&plan);
-    let cluster = Cluster::new(client);
-    let ns = cluster
-        .up(
-            launch(&plan, &materials),
-            &mut RecordedProgress::default(),
-            &never,
-        )
-        .await
-        .unwrap();
+    let (cluster, state, plan, ns) = running(Proxy::Follows).await;
     state
         .lock()
         .unwrap()

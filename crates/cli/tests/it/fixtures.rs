@@ -13,25 +13,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Secret values the tests plant in the host environment: none may ever be printed.
-pub const SENTINELS: &[(&str, &str)] = &[
-    (
-        "TEST_ANTHROPIC_KEY",
-        "sk-ant-api03-SENTINEL0anthropic0000000000",
-    ),
-    (
-        "ANTHROPIC_API_KEY",
-        "sk-ant-api03-SENTINEL1apikey11111111111111",
-    ),
-    (
-        "CLAUDE_CODE_OAUTH_TOKEN",
-        "sk-ant-oat01-SENTINEL2oauth2222222222222",
-    ),
-    (
-        "TEST_OPENAI_KEY",
-        "sk-proj-SENTINEL3openai33333333333333333",
-    ),
-    ("TEST_NPM_TOKEN", "npm_SENTINEL4npm4444444444444444444444"),
-];
+pub use fixtures::SENTINELS;
 
 /// `bottle` with a clean, known environment, run from the workspace root.
 pub fn bottle() -> Command {
