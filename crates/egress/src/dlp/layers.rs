@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
-use super::shapes::ShapeScanner;
+use super::shapes::{SHORTEST_BASE58, ShapeScanner};
 
 /// How many layers deep decoding goes.
 pub const MAX_DEPTH: usize = 4;
@@ -73,21 +73,27 @@ const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIEN
 /// within each candidate, up to [`MAX_DEPTH`] deep.
 pub fn decode_layers(data: &[u8], budget: &mut Budget) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    decode_into(data, 1, budget, &mut out, None);
+    decode_into(data, 1, budget, &mut out, None, true);
     out
 }
 
 /// [`decode_layers`], also feeding `data`'s letter-and-digit runs to
-/// `shapes` on the same pass.
+/// `shapes` on the same pass. `escapes`: whether `data` may have one of
+/// [`ESCAPES`] (the caller's index says so); if not, it is not unescaped.
 pub fn decode_layers_with_shapes(
     data: &[u8],
     budget: &mut Budget,
     shapes: &mut ShapeScanner,
+    escapes: bool,
 ) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    decode_into(data, 1, budget, &mut out, Some(shapes));
+    decode_into(data, 1, budget, &mut out, Some(shapes), escapes);
     out
 }
+
+/// What every string escape [`unescape`] undoes starts with, in either
+/// case: a caller whose index saw none of them can skip that pass.
+pub const ESCAPES: [&[u8]; 3] = [b"\\/", b"\\x", b"\\u"];
 
 fn decode_into(
     data: &[u8],
@@ -95,6 +101,7 @@ fn decode_into(
     budget: &mut Budget,
     out: &mut Vec<Vec<u8>>,
     shapes: Option<&mut ShapeScanner>,
+    escapes: bool,
 ) {
     if depth > MAX_DEPTH {
         return;
@@ -102,15 +109,16 @@ fn decode_into(
     let mut produced = Vec::new();
     let mut hex_starts = Vec::new();
     let exhausted = budget.exhausted();
-    for_each_candidate(data, &mut hex_starts, shapes, |candidate| {
+    for_each_candidate(data, &mut hex_starts, shapes, |candidate, facts| {
         if !exhausted {
-            decode_candidate(candidate, budget, &mut produced);
+            decode_candidate(candidate, facts, budget, &mut produced);
         }
     });
     if budget.exhausted() {
         return;
     }
-    if let Some(unescaped) = unescape(data)
+    if escapes
+        && let Some(unescaped) = unescape(data)
         && budget.take(unescaped.len())
     {
         produced.push(unescaped);
@@ -130,19 +138,14 @@ fn decode_into_owned(layer: Vec<u8>, depth: usize, budget: &mut Budget, out: &mu
     let index = out.len();
     out.push(layer);
     let layer = std::mem::take(&mut out[index]);
-    decode_into(&layer, depth + 1, budget, out, None);
+    decode_into(&layer, depth + 1, budget, out, None, true);
     out[index] = layer;
 }
 
 /// Byte classes, looked up once per byte.
-const RUN: u8 = 1;
-const HEX: u8 = 2;
-const B32_UPPER: u8 = 4;
-const B32_LOWER: u8 = 8;
-const STD: u8 = 16;
-const URL: u8 = 32;
-const PCT: u8 = 64;
-const DELIM: u8 = 128;
+const HEX: u8 = 1;
+const B32_UPPER: u8 = 2;
+const B32_LOWER: u8 = 4;
 
 const CLASSES: [u8; 256] = {
     let mut table = [0u8; 256];
@@ -150,9 +153,6 @@ const CLASSES: [u8; 256] = {
     while b < 256 {
         let c = b as u8;
         let mut class = 0;
-        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-' | b'%') {
-            class |= RUN;
-        }
         if c.is_ascii_hexdigit() {
             class |= HEX;
         }
@@ -161,18 +161,6 @@ const CLASSES: [u8; 256] = {
         }
         if c.is_ascii_lowercase() || (c >= b'2' && c <= b'7') {
             class |= B32_LOWER;
-        }
-        if matches!(c, b'+' | b'/') {
-            class |= STD;
-        }
-        if matches!(c, b'-' | b'_') {
-            class |= URL;
-        }
-        if c == b'%' {
-            class |= PCT;
-        }
-        if matches!(c, b':' | b' ' | b',') {
-            class |= DELIM;
         }
         table[b] = class;
         b += 1;
@@ -183,7 +171,9 @@ const CLASSES: [u8; 256] = {
 /// Per-byte facts as bit masks, 64 bytes to a word (bit `i % 64` of word
 /// `i / 64` is byte `i`): computed without a branch per byte, then walked
 /// run by run (`trailing_zeros`), so word boundaries cost no mispredicted
-/// branch each.
+/// branch each. Each fact is about one byte only (no look-ahead): what
+/// depends on neighbours is combined from the words with shifts, 64 bytes
+/// at a time.
 struct Masks {
     len: usize,
     /// Encoding bytes: letters, digits and `+/=_-%`.
@@ -191,8 +181,8 @@ struct Masks {
     alnum: Vec<u64>,
     /// Digits and capitals.
     upper_or_digit: Vec<u64>,
-    /// Where a hex pair before a delimiter (`:`, space, `,`) starts.
-    pair: Vec<u64>,
+    /// Hex digits.
+    hex: Vec<u64>,
 }
 
 impl Masks {
@@ -203,23 +193,21 @@ impl Masks {
             run: Vec::with_capacity(words),
             alnum: Vec::with_capacity(words),
             upper_or_digit: Vec::with_capacity(words),
-            pair: Vec::with_capacity(words),
+            hex: Vec::with_capacity(words),
         };
-        // Each block of 64 with the 2 bytes after it (zeros past the end).
-        let mut padded = [0u8; 66];
-        for start in (0..data.len()).step_by(64) {
-            let window: &[u8; 66] = match data.get(start..start + 66) {
-                Some(inner) => inner.try_into().unwrap_or(&padded),
-                None => {
-                    let src = &data[start..];
-                    padded = [0u8; 66];
-                    padded[..src.len()].copy_from_slice(src);
+        let mut padded = [0u8; 64];
+        for block in data.chunks(64) {
+            // The last block is padded with zeros (no class has them).
+            let block: &[u8; 64] = match block.try_into() {
+                Ok(block) => block,
+                Err(_) => {
+                    padded[..block.len()].copy_from_slice(block);
+                    padded[block.len()..].fill(0);
                     &padded
                 }
             };
             let mut flags = [0u8; 64];
-            for (j, flag) in flags.iter_mut().enumerate() {
-                let (b, next, after) = (window[j], window[j + 1], window[j + 2]);
+            for (flag, &b) in flags.iter_mut().zip(block) {
                 let digit = b.wrapping_sub(b'0') < 10;
                 let upper = b.wrapping_sub(b'A') < 26;
                 let lower = b.wrapping_sub(b'a') < 26;
@@ -231,26 +219,25 @@ impl Masks {
                     | (b == b'_')
                     | (b == b'-')
                     | (b == b'%');
-                let hex = |c: u8| (c.wrapping_sub(b'0') < 10) | ((c | 0x20).wrapping_sub(b'a') < 6);
-                let delim = (after == b':') | (after == b' ') | (after == b',');
+                let hex = digit | ((b | 0x20).wrapping_sub(b'a') < 6);
                 *flag = u8::from(run)
                     | u8::from(alnum) << 1
                     | u8::from(upper | digit) << 2
-                    | u8::from(hex(b) & hex(next) & delim) << 3;
+                    | u8::from(hex) << 3;
             }
-            let [mut run, mut alnum, mut upper_or_digit, mut pair] = [0u64; 4];
+            let [mut run, mut alnum, mut upper_or_digit, mut hex] = [0u64; 4];
             for (group, bytes) in flags.chunks_exact(8).enumerate() {
                 let x = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
                 let shift = group * 8;
                 run |= pack(x) << shift;
                 alnum |= pack(x >> 1) << shift;
                 upper_or_digit |= pack(x >> 2) << shift;
-                pair |= pack(x >> 3) << shift;
+                hex |= pack(x >> 3) << shift;
             }
             masks.run.push(run);
             masks.alnum.push(alnum);
             masks.upper_or_digit.push(upper_or_digit);
-            masks.pair.push(pair);
+            masks.hex.push(hex);
         }
         masks
     }
@@ -301,50 +288,50 @@ fn run_start(words: &[u64], at: usize) -> usize {
 /// split after `key=` (a form or cookie assignment), and, for short runs
 /// with slashes (URL paths), each segment as well. Where a hex pair is
 /// followed by a delimiter (`67:68`, `0x67, 0x68`, `67-68`), its start goes
-/// to `hex_starts`. `shapes`, if given, is fed the maximal runs of letters
-/// and digits that have a digit or a capital, in order.
+/// to `hex_starts`. `shapes`, if given, is fed what of the runs of letters
+/// and digits can matter to it (see [`feed_shapes`]).
 fn for_each_candidate(
     data: &[u8],
     hex_starts: &mut Vec<usize>,
     shapes: Option<&mut ShapeScanner>,
-    mut f: impl FnMut(&[u8]),
+    mut f: impl FnMut(&[u8], Option<Facts>),
 ) {
     let masks = Masks::new(data);
     let len = masks.len;
-    if let Some(shapes) = shapes {
-        // Only runs with a digit or a capital can matter (see
-        // `ShapeScanner::alnum_run`).
-        let mut i = 0;
-        loop {
-            let at = next_one(&masks.upper_or_digit, i, len, false);
-            if at >= len {
-                break;
-            }
-            let start = run_start(&masks.alnum, at);
-            let end = next_one(&masks.alnum, at, len, true);
-            let all_digits = data[start..end].iter().all(u8::is_ascii_digit);
-            let upper_or_digit = next_one(&masks.upper_or_digit, start, len, true) >= end;
-            shapes.classified_run(data, start, end, all_digits, upper_or_digit);
-            i = end;
-        }
+    let mut shapes = shapes;
+    if let Some(shapes) = shapes.as_deref_mut() {
+        feed_shapes(data, &masks, shapes);
     }
-    // Only two kinds of runs of encoding bytes matter: long ones, and hex
-    // pairs before a delimiter. Both are found 64 bytes at a time from the
-    // masks; the short words in between cost nothing each.
+    // Only two kinds of runs of encoding bytes matter: long ones, and runs
+    // of exactly two hex digits (or `0x` and two) that may be a pair before
+    // a delimiter. Both are found 64 bytes at a time from the masks; the
+    // short words in between cost nothing each.
     let mut resume = 0;
     for w in 0..masks.run.len() {
         if resume >= (w + 1) * 64 {
             continue;
         }
-        let both =
-            |v: &[u64]| u128::from(v[w]) | u128::from(v.get(w + 1).copied().unwrap_or(0)) << 64;
-        let run = both(&masks.run);
+        let run = pair_of_words(&masks.run, w);
+        let hex = pair_of_words(&masks.hex, w);
         // Bit p: encoding bytes p..p + 16.
         let mut long = run & (run >> 1);
         long &= long >> 2;
         long &= long >> 4;
         long &= long >> 8;
-        let mut bits = (long as u64) | masks.pair[w];
+        let before = w.checked_sub(1).map_or(0, |v| masks.run[v] >> 63);
+        let starts = masks.run[w] & !(masks.run[w] << 1 | before);
+        // Bit p: a run of exactly 2 from p, both hex digits; or of exactly
+        // 4, hex, not hex, then two hex digits (`0x41`).
+        let two = (run >> 1) & !(run >> 2) & hex & (hex >> 1);
+        let four = (run >> 1)
+            & (run >> 2)
+            & (run >> 3)
+            & !(run >> 4)
+            & hex
+            & !(hex >> 1)
+            & (hex >> 2)
+            & (hex >> 3);
+        let mut bits = (long as u64) | (starts & (two | four) as u64);
         while bits != 0 {
             let at = w * 64 + bits.trailing_zeros() as usize;
             bits &= bits - 1;
@@ -376,7 +363,105 @@ fn for_each_candidate(
                 }
                 continue;
             }
-            long_run(data, start, i, hex_starts, &mut f);
+            long_run(data, &masks, start, i, hex_starts, &mut f);
+            if let Some(shapes) = shapes.as_deref_mut()
+                && run.len() >= SHORTEST_BASE58
+            {
+                feed_mixed_base58(data, &masks, start, i, shapes);
+            }
+        }
+    }
+}
+
+/// Word `w` of `words` with the next one above it.
+fn pair_of_words(words: &[u64], w: usize) -> u128 {
+    u128::from(words[w]) | u128::from(words.get(w + 1).copied().unwrap_or(0)) << 64
+}
+
+/// Whether bit `at` is set.
+fn bit(words: &[u64], at: usize) -> bool {
+    words.get(at / 64).is_some_and(|w| w >> (at % 64) & 1 == 1)
+}
+
+/// Feeds `shapes` the runs of letters and digits that can matter to it, 64
+/// bytes at a time: in order, the maximal runs with no lower-case letter
+/// (only those can start or extend a chain, see
+/// [`ShapeScanner::classified_run`]); the runs with one that are long
+/// enough to be Base58 are fed on the side ([`feed_mixed_base58`]). What a
+/// mixed run does to the chains is done just as well without it: it closes
+/// the chains open before it, and the next run fed closes them at the same
+/// place, since a mixed run in between keeps it from being joined to them.
+/// Most words (lower-case, or a capital and lower-case) cost nothing each.
+fn feed_shapes(data: &[u8], masks: &Masks, shapes: &mut ShapeScanner) {
+    let len = masks.len;
+    let lower = |w: usize| masks.alnum[w] & !masks.upper_or_digit[w];
+    for w in 0..masks.alnum.len() {
+        let alnum = masks.alnum[w];
+        let before = w.checked_sub(1).map_or(0, |v| masks.alnum[v] >> 63);
+        let starts = alnum & !(alnum << 1 | before);
+        let lower_next = if w + 1 < masks.alnum.len() {
+            lower(w + 1) & 1
+        } else {
+            0
+        };
+        // Starts with a digit or a capital not followed by a lower-case letter.
+        let mut clean = starts & masks.upper_or_digit[w] & !(lower(w) >> 1 | lower_next << 63);
+        while clean != 0 {
+            let start = w * 64 + clean.trailing_zeros() as usize;
+            clean &= clean - 1;
+            let end = next_one(&masks.upper_or_digit, start, len, true);
+            if bit(&masks.alnum, end) {
+                // A lower-case letter further on.
+                continue;
+            }
+            // Without stopping early: vectorized, and no branch per byte.
+            let all_digits = data[start..end]
+                .iter()
+                .fold(true, |all, b| all & b.is_ascii_digit());
+            shapes.classified_run(data, start, end, all_digits, true);
+        }
+    }
+}
+
+/// Feeds `shapes` the runs of letters and digits with a lower-case letter
+/// in `data[from..to]` (a run of encoding bytes) that are long enough to be
+/// Base58 (no shorter run can be, and every run that long is in a long run
+/// of encoding bytes, so this is the only place that looks for them).
+fn feed_mixed_base58(
+    data: &[u8],
+    masks: &Masks,
+    from: usize,
+    to: usize,
+    shapes: &mut ShapeScanner,
+) {
+    for w in from / 64..to.div_ceil(64) {
+        let before = w.checked_sub(1).map_or(0, |v| masks.alnum[v] >> 63);
+        let starts = masks.alnum[w] & !(masks.alnum[w] << 1 | before);
+        // Bit p: letters and digits at p..p + 26.
+        let alnum = pair_of_words(&masks.alnum, w);
+        let mut long = alnum & (alnum >> 1);
+        long &= long >> 2;
+        long &= long >> 4;
+        long &= long >> 8;
+        long &= long >> (SHORTEST_BASE58 - 16);
+        let mut long_starts = starts & long as u64;
+        while long_starts != 0 {
+            let start = w * 64 + long_starts.trailing_zeros() as usize;
+            long_starts &= long_starts - 1;
+            if start >= to {
+                break;
+            }
+            if start < from {
+                continue;
+            }
+            // What the Base58 rule can start with, before the longer looks.
+            if !matches!(data[start], b'1' | b'3' | b'5' | b'K' | b'L') {
+                continue;
+            }
+            let end = next_one(&masks.alnum, start, to, true);
+            if data[start..end].iter().any(u8::is_ascii_lowercase) {
+                shapes.mixed_run(data, start, end);
+            }
         }
     }
 }
@@ -399,14 +484,21 @@ fn find_equals(bytes: &[u8]) -> Option<usize> {
 /// A run of at least [`MIN_CANDIDATE`] encoding bytes, `data[start..end]`.
 fn long_run(
     data: &[u8],
+    masks: &Masks,
     start: usize,
     end: usize,
     hex_starts: &mut Vec<usize>,
-    f: &mut impl FnMut(&[u8]),
+    f: &mut impl FnMut(&[u8], Option<Facts>),
 ) {
     let run = &data[start..end];
     if run.len() >= 23 && run[2] == b'-' && is_dashed_hex(run) {
         hex_starts.push(start);
+    }
+    // One look at the whole run, for what most runs have none of.
+    let facts = Facts::of_run(data, masks, start, end);
+    if !facts.equals {
+        emit_piece(run, Some(facts), facts.slash, f);
+        return;
     }
     // `key=value`: an `=` followed by something other than padding.
     let mut piece_start = 0;
@@ -414,24 +506,112 @@ fn long_run(
     while let Some(offset) = find_equals(&run[from..]) {
         let j = from + offset;
         if run.get(j + 1).is_some_and(|&n| n != b'=') {
-            emit_piece(&run[piece_start..j], f);
+            emit_piece(&run[piece_start..j], None, facts.slash, f);
             piece_start = j + 1;
         }
         from = j + 1;
     }
-    emit_piece(&run[piece_start..], f);
+    let whole = (piece_start == 0).then_some(facts);
+    emit_piece(&run[piece_start..], whole, facts.slash, f);
 }
 
-fn emit_piece(piece: &[u8], f: &mut impl FnMut(&[u8])) {
+/// Hands `f` a piece of a run (with its [`Facts`] if known) and, if it is
+/// short and has slashes (`slash`: the run has one), each of its segments.
+fn emit_piece(
+    piece: &[u8],
+    facts: Option<Facts>,
+    slash: bool,
+    f: &mut impl FnMut(&[u8], Option<Facts>),
+) {
     if piece.len() < MIN_CANDIDATE {
         return;
     }
-    f(piece);
-    if piece.len() <= 512 && piece.contains(&b'/') {
+    f(piece, facts);
+    if slash && piece.len() <= 512 && piece.contains(&b'/') {
         for segment in piece.split(|&b| b == b'/') {
             if segment.len() >= MIN_CANDIDATE && segment.len() < piece.len() {
-                f(segment);
+                f(segment, None);
             }
+        }
+    }
+}
+
+/// What a candidate could be, found in one pass with comparisons rather
+/// than a table, so that it is vectorized (a run can be a whole base64
+/// image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Facts {
+    percent: bool,
+    /// `+` or `/`: standard base64.
+    standard: bool,
+    /// `-` or `_`: URL-safe base64.
+    url_safe: bool,
+    all_hex: bool,
+    equals: bool,
+    slash: bool,
+}
+
+impl Facts {
+    /// The facts of the run `data[start..end]` (encoding bytes only): from
+    /// the masks if it is short (a vectorized pass costs more there), where
+    /// only the few bytes other than letters and digits are looked at.
+    fn of_run(data: &[u8], masks: &Masks, start: usize, end: usize) -> Self {
+        if end - start > 256 {
+            return Self::of(&data[start..end]);
+        }
+        let mut facts = Self {
+            percent: false,
+            standard: false,
+            url_safe: false,
+            all_hex: true,
+            equals: false,
+            slash: false,
+        };
+        for w in start / 64..end.div_ceil(64) {
+            let from = start.max(w * 64) - w * 64;
+            let to = end.min(w * 64 + 64) - w * 64;
+            let range = (u64::MAX >> (64 - (to - from))) << from;
+            facts.all_hex &= masks.hex[w] & range == range;
+            // Encoding bytes other than letters and digits: `+/=_-%`.
+            let mut others = masks.run[w] & !masks.alnum[w] & range;
+            while others != 0 {
+                let b = data[w * 64 + others.trailing_zeros() as usize];
+                others &= others - 1;
+                facts.percent |= b == b'%';
+                facts.standard |= matches!(b, b'+' | b'/');
+                facts.url_safe |= matches!(b, b'-' | b'_');
+                facts.equals |= b == b'=';
+                facts.slash |= b == b'/';
+            }
+        }
+        facts
+    }
+
+    fn of(bytes: &[u8]) -> Self {
+        let [
+            mut percent,
+            mut plus,
+            mut slash,
+            mut url_safe,
+            mut not_hex,
+            mut equals,
+        ] = [0u8; 6];
+        for &b in bytes {
+            let hex = (b.wrapping_sub(b'0') < 10) | ((b | 0x20).wrapping_sub(b'a') < 6);
+            percent |= u8::from(b == b'%');
+            plus |= u8::from(b == b'+');
+            slash |= u8::from(b == b'/');
+            url_safe |= u8::from((b == b'-') | (b == b'_'));
+            not_hex |= u8::from(!hex);
+            equals |= u8::from(b == b'=');
+        }
+        Self {
+            percent: percent != 0,
+            standard: plus | slash != 0,
+            url_safe: url_safe != 0,
+            all_hex: not_hex == 0,
+            equals: equals != 0,
+            slash: slash != 0,
         }
     }
 }
@@ -449,15 +629,16 @@ pub fn is_texty(bytes: &[u8]) -> bool {
     printable * 10 >= bytes.len() * 9
 }
 
-fn decode_candidate(candidate: &[u8], budget: &mut Budget, produced: &mut Vec<Vec<u8>>) {
-    // One pass for what the run could be.
-    let (mut all, mut any) = (u8::MAX, 0u8);
-    for &b in candidate {
-        let class = CLASSES[b as usize];
-        all &= class;
-        any |= class;
-    }
-    if any & PCT != 0 {
+/// Decodes `candidate` (whose [`Facts`] the caller may know already) if it
+/// looks like an encoding of text.
+fn decode_candidate(
+    candidate: &[u8],
+    facts: Option<Facts>,
+    budget: &mut Budget,
+    produced: &mut Vec<Vec<u8>>,
+) {
+    let facts = facts.unwrap_or_else(|| Facts::of(candidate));
+    if facts.percent {
         if let Some(decoded) = percent_decode_strict(candidate)
             && budget.take(decoded.len())
         {
@@ -470,7 +651,7 @@ fn decode_candidate(candidate: &[u8], budget: &mut Budget, produced: &mut Vec<Ve
         .or_else(|| candidate.strip_prefix(b"0X"))
         .unwrap_or(candidate);
     let hex_like = if body.len() == candidate.len() {
-        all & HEX != 0
+        facts.all_hex
     } else {
         body.iter().all(u8::is_ascii_hexdigit)
     };
@@ -508,7 +689,7 @@ fn decode_candidate(candidate: &[u8], budget: &mut Budget, produced: &mut Vec<Ve
         produced.push(decoded);
         return;
     }
-    let engine = match (any & STD != 0, any & URL != 0) {
+    let engine = match (facts.standard, facts.url_safe) {
         (true, true) => return,
         (true, false) => &STANDARD,
         _ => &URL_SAFE,
@@ -523,7 +704,7 @@ fn decode_candidate(candidate: &[u8], budget: &mut Budget, produced: &mut Vec<Ve
         // A quantum whose first character is worth 32 or more decodes to a
         // first byte with the high bit set: too many, and the decoded head
         // cannot pass `is_texty` (no padding inside: it was split off).
-        if !probe.contains(&b'=')
+        if (!facts.equals || !probe.contains(&b'='))
             && !could_be_texty(
                 probe.chunks_exact(4),
                 |quantum: &[u8; 4]| !matches!(quantum[0], b'A'..=b'Z' | b'a'..=b'f'),
@@ -686,11 +867,11 @@ pub fn unescape(data: &[u8]) -> Option<Vec<u8>> {
 fn memchr_escape(data: &[u8]) -> Option<usize> {
     // A vectorized search for both bytes at once (Teddy), not a loop over
     // every backslash: JSON bodies are full of `\n`.
-    static ESCAPES: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+    static SEARCHER: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
         std::sync::LazyLock::new(|| {
             aho_corasick::packed::Searcher::new([b"\\/", b"\\x", b"\\X", b"\\u"])
         });
-    match ESCAPES.as_ref() {
+    match SEARCHER.as_ref() {
         Some(searcher) => searcher.find(data).map(|m| m.start()),
         None => {
             let mut from = 0;
@@ -726,7 +907,22 @@ fn delimited_hex_at(
     budget: &mut Budget,
     produced: &mut Vec<Vec<u8>>,
 ) -> usize {
-    let mut bytes = Vec::new();
+    // Counted first: most starts are a lone pair, not worth an allocation.
+    let mut pairs = 0;
+    let end = hex_pairs_at(data, start, |_| pairs += 1);
+    if pairs >= 8 {
+        let mut bytes = Vec::with_capacity(pairs);
+        hex_pairs_at(data, start, |byte| bytes.push(byte));
+        if is_texty(&bytes) && budget.take(bytes.len()) {
+            produced.push(bytes);
+        }
+    }
+    end.max(start + 1)
+}
+
+/// Calls `f` with each byte of the separated hex pairs from `start`;
+/// returns where they end.
+fn hex_pairs_at(data: &[u8], start: usize, mut f: impl FnMut(u8)) -> usize {
     let mut j = start;
     while let (Some(h), Some(l)) = (
         data.get(j).and_then(|c| hex_value(*c)),
@@ -735,7 +931,7 @@ fn delimited_hex_at(
         if data.get(j + 2).is_some_and(u8::is_ascii_alphanumeric) {
             break;
         }
-        bytes.push(h << 4 | l);
+        f(h << 4 | l);
         j += 2;
         // Delimiter: up to two of `: ,-`, then an optional `0x` or `\x`.
         let mut k = j;
@@ -753,10 +949,7 @@ fn delimited_hex_at(
         }
         j = k;
     }
-    if bytes.len() >= 8 && is_texty(&bytes) && budget.take(bytes.len()) {
-        produced.push(bytes);
-    }
-    j.max(start + 1)
+    j
 }
 
 fn is_delimiter(b: u8) -> bool {
@@ -776,7 +969,7 @@ mod tests {
         data: &[u8],
         hex_starts: &mut Vec<usize>,
         shapes: &mut ShapeScanner,
-        f: &mut impl FnMut(&[u8]),
+        f: &mut impl FnMut(&[u8], Option<Facts>),
     ) {
         let is_run = |b: u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(&b);
         let mut i = 0;
@@ -821,11 +1014,11 @@ mod tests {
             let mut piece_start = 0;
             for j in 0..run.len() {
                 if run[j] == b'=' && run.get(j + 1).is_some_and(|&n| n != b'=') {
-                    emit_piece(&run[piece_start..j], f);
+                    emit_piece(&run[piece_start..j], None, true, f);
                     piece_start = j + 1;
                 }
             }
-            emit_piece(&run[piece_start..], f);
+            emit_piece(&run[piece_start..], None, true, f);
         }
     }
 
@@ -907,21 +1100,37 @@ mod tests {
             b"0123456789abcdef0123",
             b"x=",
             b"ZZ",
+            // IBAN groups, mixed runs, `0x` pairs, Base58 of each length
+            // class (valid characters or not, with or without lower case).
+            b"GB82",
+            b"WEST",
+            b"IDs",
+            b"Xy",
+            b"A1b2",
+            b"0X4f",
+            b"be",
+            b"42",
+            b"5HueCGU8rMjxEXxiPuD5BDku4MkFqeZyd4dZ1jvhTVqvbTLvyTJ",
+            b"KwDiBf89QgGbjEhKnhXJuH7LrciVrZi3qYjgd9M7rFU73sVHnoWn",
+            b"3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",
+            b"1QWERTYUPASDFGHJKZXCVBNM23456",
+            b"1BOAT0IlXXXXXXXXXXXXXXXXXXXXXXXXX",
         ];
-        for round in 0..400 {
+        for round in 0..600 {
             let mut data = Vec::new();
-            let target = (next() % 400) as usize + round % 7;
+            let target = (next() % 1200) as usize + round % 7;
             while data.len() < target {
                 data.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
             }
             let (mut want_hex, mut want_shapes, mut want) =
                 (Vec::new(), ShapeScanner::default(), Vec::new());
-            reference_candidates(&data, &mut want_hex, &mut want_shapes, &mut |c| {
+            reference_candidates(&data, &mut want_hex, &mut want_shapes, &mut |c, _| {
                 want.push(c.to_vec())
             });
             let (mut got_hex, mut got_shapes, mut got) =
                 (Vec::new(), ShapeScanner::default(), Vec::new());
-            for_each_candidate(&data, &mut got_hex, Some(&mut got_shapes), |c| {
+            for_each_candidate(&data, &mut got_hex, Some(&mut got_shapes), |c, facts| {
+                assert!(facts.is_none_or(|f| f == Facts::of(c)));
                 got.push(c.to_vec())
             });
             let text = String::from_utf8_lossy(&data);

@@ -118,6 +118,9 @@ struct IndexHits {
     anchored: Vec<(usize, usize, usize)>,
     /// (form, start) where a bottle secret's form may start (case-insensitive).
     forms: Vec<(usize, usize)>,
+    /// Whether a string escape ([`layers::ESCAPES`]) may be in it: if not,
+    /// the unescaping pass is skipped.
+    escapes: bool,
 }
 
 struct CompiledRule {
@@ -150,7 +153,8 @@ pub struct DlpEngine {
     /// One case-insensitive automaton over the rules' keywords and the
     /// bottle's secrets' forms: a single pass per piece of data.
     index: index::Index,
-    /// Index pattern -> rule, for the keywords (the forms come after them).
+    /// Index pattern -> rule, for the keywords (the escapes and then the
+    /// forms come after them).
     prefilter_rule: Vec<usize>,
     builtin: Vec<CompiledRule>,
     extra: Vec<ExtraRule>,
@@ -229,6 +233,7 @@ impl DlpEngine {
             }
         }
         let mut patterns: Vec<&[u8]> = keywords.iter().map(|k| k.as_bytes()).collect();
+        patterns.extend(layers::ESCAPES);
         patterns.extend(known_forms.iter().map(|(form, _)| form.as_slice()));
         let index = index::Index::new(&patterns)
             .map_err(|e| format!("dlp: cannot build the keyword and secret index: {e}"))?;
@@ -326,7 +331,8 @@ impl DlpEngine {
             return Some(finding);
         }
         let mut shape_scanner = shapes::ShapeScanner::default();
-        let decoded = layers::decode_layers_with_shapes(data, budget, &mut shape_scanner);
+        let decoded =
+            layers::decode_layers_with_shapes(data, budget, &mut shape_scanner, raw.escapes);
         let raw_shapes = shape_scanner.finish(data);
         let mut indexed = Vec::with_capacity(decoded.len());
         for layer in &decoded {
@@ -352,18 +358,24 @@ impl DlpEngine {
     }
 
     /// One pass of the index over `data`: which rules' keywords are in it,
-    /// where the anchored rules' keywords are, and where the bottle's
-    /// secrets' forms may be.
+    /// where the anchored rules' keywords are, where the bottle's secrets'
+    /// forms may be, and whether it may have string escapes.
     fn index_of(&self, data: &[u8]) -> IndexHits {
         let mut hits = IndexHits {
             rules: [false; BUILTIN_RULES.len()],
             anchored: Vec::new(),
             forms: Vec::new(),
+            escapes: false,
         };
         let keywords = self.prefilter_rule.len();
+        let forms = keywords + layers::ESCAPES.len();
         self.index.for_each_match(data, |pattern, start, end| {
+            if pattern >= forms {
+                hits.forms.push((pattern - forms, start));
+                return;
+            }
             if pattern >= keywords {
-                hits.forms.push((pattern - keywords, start));
+                hits.escapes = true;
                 return;
             }
             let rule = self.prefilter_rule[pattern];
@@ -438,6 +450,11 @@ impl DlpEngine {
         end: usize,
     ) -> Option<Severity> {
         let slice = &data[end..(end + 400).min(data.len())];
+        // Most keyword hits are ordinary words: turned down without the
+        // regex where the rule has a gate, else without the captures.
+        if compiled.rule.anchor_gate.is_some_and(|gate| !gate(slice)) || !anchor.is_match(slice) {
+            return None;
+        }
         let caps = anchor.captures(slice)?;
         let whole = caps.get(0)?.as_bytes();
         let value = caps.get(1).map(|m| m.as_bytes());
@@ -449,6 +466,9 @@ impl DlpEngine {
 
     fn builtin_match(&self, compiled: &CompiledRule, data: &[u8]) -> Option<Severity> {
         if compiled.captures {
+            if !compiled.regex.is_match(data) {
+                return None;
+            }
             compiled.regex.captures_iter(data).find_map(|caps| {
                 let whole = caps.get(0)?.as_bytes();
                 let group = caps.get(1).or_else(|| caps.get(2)).map(|m| m.as_bytes());
@@ -708,6 +728,29 @@ mod tests {
 
     fn body_finding(engine: &DlpEngine, body: &[u8], host: &str) -> Option<String> {
         engine.scan(body, ScanPart::Body, host).map(|f| f.rule)
+    }
+
+    #[test]
+    fn secret_in_string_escapes_is_caught() {
+        let e = engine();
+        let bytes = SECRET.as_bytes();
+        let escaped: Vec<String> = vec![
+            bytes.iter().map(|b| format!("\\x{b:02x}")).collect(),
+            bytes.iter().map(|b| format!("\\X{b:02X}")).collect(),
+            bytes.iter().map(|b| format!("\\u00{b:02x}")).collect(),
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{SECRET}??>>"))
+                .replace('/', "\\/"),
+        ];
+        for text in escaped {
+            assert!(text.contains('\\'), "{text}");
+            let body = format!("{{\"note\": \"{text}\"}}");
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "evil.test").as_deref(),
+                Some("bottle-secret:API_TOKEN"),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct Rule {
     /// run right after each keyword hit instead of `regex` over the whole
     /// data (`regex` still documents the full shape).
     pub anchor: Option<&'static str>,
+    /// For anchored rules: a cheap test of the bytes right after a keyword
+    /// that every `anchor` match passes, so that most keyword hits (common
+    /// words) are turned down without running the regex.
+    pub anchor_gate: Option<fn(&[u8]) -> bool>,
 }
 
 const fn rule(
@@ -110,6 +114,7 @@ const fn rule(
         check: Check::None,
         shape: None,
         anchor: None,
+        anchor_gate: None,
     }
 }
 
@@ -129,6 +134,7 @@ const fn checked(
         check,
         shape: None,
         anchor: None,
+        anchor_gate: None,
     }
 }
 
@@ -560,6 +566,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         check: Check::None,
         shape: None,
         anchor: None,
+        anchor_gate: None,
     },
     Rule {
         name: "connection-string-password",
@@ -570,6 +577,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         check: Check::AssignedValue,
         shape: None,
         anchor: Some(r#"(?-u)\A[^:/?#@\s"']{1,128}:([^@/?#\s"']{3,128})@"#),
+        anchor_gate: None,
     },
     Rule {
         name: "credential-assignment",
@@ -602,6 +610,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         check: Check::AssignedValue,
         shape: None,
         anchor: Some(r#"(?-u)\A["']?\s*(?:[:=]|=>|:=|>)\s*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#),
+        anchor_gate: Some(assignment_may_follow),
     },
     checked(
         "credential-flag",
@@ -628,6 +637,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         check: Check::RandomToken,
         shape: None,
         anchor: None,
+        anchor_gate: None,
     },
     checked(
         "crypto-seed-phrase",
@@ -654,6 +664,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         check: Check::Card,
         shape: Some(Shape::DigitGroups),
         anchor: None,
+        anchor_gate: None,
     },
     Rule {
         name: "iban",
@@ -664,6 +675,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         check: Check::Iban,
         shape: Some(Shape::Iban),
         anchor: None,
+        anchor_gate: None,
     },
     Rule {
         name: "crypto-private-key-or-address",
@@ -674,6 +686,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         check: Check::Base58Check,
         shape: Some(Shape::Base58Run),
         anchor: None,
+        anchor_gate: None,
     },
     checked(
         "bitcoin-bech32-address",
@@ -690,6 +703,20 @@ pub const BUILTIN_RULES: &[Rule] = &[
         Check::ExtendedKey,
     ),
 ];
+
+/// The start of the credential-assignment anchor, `["']?\s*` then `:`, `=`
+/// or `>`: `token` in `max_tokens` or `tokens =` is not an assignment.
+fn assignment_may_follow(after: &[u8]) -> bool {
+    let rest = match after.first() {
+        Some(b'"' | b'\'') => &after[1..],
+        _ => after,
+    };
+    // `\s` without Unicode: tab, newline, vertical tab, form feed, return, space.
+    let operator = rest
+        .iter()
+        .find(|b| !matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '));
+    matches!(operator, Some(b':' | b'=' | b'>'))
+}
 
 /// Whether a rule's match (`whole`, and `group` if the regex captures one)
 /// passes its check, and with what severity.
@@ -848,6 +875,62 @@ fn trim_value(value: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gate never turns down what its rule's anchor matches.
+    #[test]
+    fn anchor_gates_only_turn_down_what_the_anchor_misses() {
+        let pieces: &[&[u8]] = &[
+            b"\"",
+            b"'",
+            b" ",
+            b"\t",
+            b"\n",
+            b"\x0b",
+            b"\x0c",
+            b"\r",
+            b":",
+            b"=",
+            b">",
+            b"=>",
+            b":=",
+            b"s",
+            b"x",
+            b"_",
+            b"hunter22",
+            b"S3cure!Pass",
+            b"${X}",
+            b"{",
+            b",",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for rule in BUILTIN_RULES.iter().filter(|r| r.anchor_gate.is_some()) {
+            let anchor = regex::bytes::Regex::new(rule.anchor.unwrap()).unwrap();
+            let gate = rule.anchor_gate.unwrap();
+            let mut matched = 0;
+            for _ in 0..20_000 {
+                let mut after = Vec::new();
+                for _ in 0..(state % 6) {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    after.extend_from_slice(pieces[(state % pieces.len() as u64) as usize]);
+                }
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if anchor.is_match(&after) {
+                    matched += 1;
+                    assert!(
+                        gate(&after),
+                        "{}: {}",
+                        rule.name,
+                        String::from_utf8_lossy(&after)
+                    );
+                }
+            }
+            assert!(matched > 100, "{}: {matched}", rule.name);
+        }
+    }
 
     #[test]
     fn assigned_values() {

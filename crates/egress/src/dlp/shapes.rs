@@ -15,8 +15,9 @@ pub enum Shape {
     /// Two capitals, two digits, then capitals and digits (grouped or not),
     /// 15 to 34 in all.
     Iban,
-    /// One run of 25 to 52 letters and digits starting with `1`, `3`, `5`,
-    /// `K` or `L` (legacy Bitcoin addresses, WIF keys).
+    /// One run of Base58 letters and digits, 26 to 35 long starting with `1`
+    /// or `3` (legacy Bitcoin addresses), or 51 or 52 long starting with `5`,
+    /// `K` or `L` (WIF keys): exactly what the rule's regex can match.
     Base58Run,
 }
 
@@ -64,8 +65,9 @@ pub fn candidates(data: &[u8]) -> Vec<(Shape, Range<usize>)> {
 }
 
 /// The shape pass as a visitor: fed the maximal runs of letters and digits
-/// in order (every one by [`candidates`]; those with a digit or a capital by
-/// the decoding pass, which walks the same bytes anyway), it yields the
+/// in order (every one by [`candidates`]; by the decoding pass, which walks
+/// the same bytes anyway, those without a lower-case letter, and the long
+/// ones with one through [`ShapeScanner::mixed_run`]), it yields the
 /// candidate spans at the end.
 #[derive(Debug, Default)]
 pub struct ShapeScanner {
@@ -78,10 +80,11 @@ pub struct ShapeScanner {
 
 impl ShapeScanner {
     /// Feeds `data[start..end]`, a maximal run of letters and digits that
-    /// starts after every run fed before. Runs of lower-case letters only
-    /// may be left out: they cannot start a candidate, and the chain they
-    /// would close ends where it ends either way (the next run fed is not
-    /// joined to it).
+    /// starts after every run fed before. Runs with a lower-case letter may
+    /// be left out (if long enough to be Base58, fed to
+    /// [`ShapeScanner::mixed_run`] instead): they cannot start or extend a
+    /// chain, and the chain they would close ends where it ends either way
+    /// (the next run fed is not joined to it).
     pub fn alnum_run(&mut self, data: &[u8], start: usize, end: usize) {
         let run = &data[start..end];
         let all_digits = run.iter().all(|&b| CLASS[b as usize] == DIGIT);
@@ -106,19 +109,19 @@ impl ShapeScanner {
         // run starts a chain (all digits; capitals and digits from an IBAN
         // head) or is a Base58 candidate.
         let len = end - start;
+        let base58 = is_base58_candidate(&data[start..end]);
         if self.digit_chain.is_none()
             && self.iban_chain.is_none()
             && !all_digits
             && (!upper_or_digit || len < 4)
-            && !((25..=52).contains(&len)
-                && matches!(data[start], b'1' | b'3' | b'5' | b'K' | b'L'))
+            && !base58
         {
             self.prev_end = Some(end);
             return;
         }
         let widen = |r: Range<usize>| r.start.saturating_sub(1)..(r.end + 1).min(data.len());
         let run = &data[start..end];
-        if (25..=52).contains(&run.len()) && matches!(run[0], b'1' | b'3' | b'5' | b'K' | b'L') {
+        if base58 {
             self.out.push((Shape::Base58Run, widen(start..end)));
         }
         // Joined to the previous run by one space or hyphen?
@@ -156,6 +159,20 @@ impl ShapeScanner {
         self.prev_end = Some(end);
     }
 
+    /// A maximal run of letters and digits with a lower-case letter, fed on
+    /// the side instead of through [`ShapeScanner::classified_run`]: it
+    /// becomes a Base58 candidate if it can be one, and leaves the chains
+    /// alone (a mixed run only closes them, and the next run fed closes
+    /// them at the same place).
+    pub fn mixed_run(&mut self, data: &[u8], start: usize, end: usize) {
+        if is_base58_candidate(&data[start..end]) {
+            self.out.push((
+                Shape::Base58Run,
+                start.saturating_sub(1)..(end + 1).min(data.len()),
+            ));
+        }
+    }
+
     /// The candidates, once every run was fed.
     pub fn finish(mut self, data: &[u8]) -> Vec<(Shape, Range<usize>)> {
         let widen = |r: Range<usize>| r.start.saturating_sub(1)..(r.end + 1).min(data.len());
@@ -164,6 +181,21 @@ impl ShapeScanner {
         flush_iban(&mut self.out, self.iban_chain, end, &widen);
         self.out
     }
+}
+
+/// The shortest run [`Shape::Base58Run`] takes.
+pub const SHORTEST_BASE58: usize = 26;
+
+/// Whether a maximal run of letters and digits can be what the Base58 rule
+/// matches: its regex takes a whole run (`\b` either side), 26 to 35
+/// Base58 characters from `1` or `3`, or 51 or 52 from `5`, `K` or `L`.
+fn is_base58_candidate(run: &[u8]) -> bool {
+    let length_fits = match run.first() {
+        Some(b'1' | b'3') => (SHORTEST_BASE58..=35).contains(&run.len()),
+        Some(b'5' | b'K' | b'L') => (51..=52).contains(&run.len()),
+        _ => false,
+    };
+    length_fits && !run.iter().any(|b| matches!(b, b'0' | b'O' | b'I' | b'l'))
 }
 
 fn flush_digits(
@@ -224,6 +256,44 @@ mod tests {
                 " 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa!".to_owned()
             )]
         );
+    }
+
+    /// Every run the Base58 rule's regex takes passes the candidate check
+    /// (the check only saves the regex its misses).
+    #[test]
+    fn the_base58_check_never_turns_down_what_the_rule_matches() {
+        let rule = crate::dlp::rules::BUILTIN_RULES
+            .iter()
+            .find(|r| r.shape == Some(Shape::Base58Run))
+            .unwrap();
+        let regex = regex::bytes::Regex::new(rule.regex).unwrap();
+        let alphabet = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0OIl";
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut matched = 0;
+        for round in 0..20_000 {
+            let len = 20 + round % 40;
+            let mut run: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Mostly Base58 characters, now and then one that is not.
+                    let pick = (state % 1000) as usize;
+                    alphabet[if pick < 990 { pick % 58 } else { 58 + pick % 4 }]
+                })
+                .collect();
+            run[0] = b"1356KLAz"[round % 8];
+            let widened = [b" ", run.as_slice(), b" "].concat();
+            if regex.is_match(&widened) {
+                matched += 1;
+                assert!(
+                    is_base58_candidate(&run),
+                    "{}",
+                    String::from_utf8_lossy(&run)
+                );
+            }
+        }
+        assert!(matched > 500, "{matched}");
     }
 
     #[test]
