@@ -747,6 +747,10 @@ impl Engine for DockerEngine {
         }
     }
 
+    fn compose_connects_on_create(&self) -> bool {
+        self.compose == ComposeFlavor::V2
+    }
+
     fn start_containers(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

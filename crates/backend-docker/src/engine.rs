@@ -221,6 +221,13 @@ pub trait Engine {
     fn remove_containers(&self, ids: &[String]) -> Result<()>;
     /// Starts created containers (ids or names), all in one call.
     fn start_containers(&self, ids: &[String]) -> Result<()>;
+    /// Whether `compose up --no-start` leaves each container on all its networks, so
+    /// a plain `docker start` runs it as compose would (v2). The legacy v1 attaches
+    /// the first network only and the rest at its own start, which waits for
+    /// healthchecks.
+    fn compose_connects_on_create(&self) -> bool {
+        true
+    }
     /// Stops containers gracefully (SIGTERM, then SIGKILL after `timeout_secs`), all in
     /// one call.
     fn stop_containers(&self, ids: &[String], timeout_secs: u32) -> Result<()>;

@@ -331,6 +331,7 @@ fn launch_steps(
     let mut plan = plan.clone();
     let env = compose_render::compose_process_env(&plan);
     teardown.compose_down(project.clone(), compose_file.clone());
+    let create_only = backend.compose_connects_on_create();
     let mut attempt = 1;
     loop {
         check(interrupted)?;
@@ -340,22 +341,26 @@ fn launch_steps(
         let file = render(&plan, &facts);
         state::write_atomic(&compose_file, to_yaml(&file).as_bytes(), 0o600)?;
         let started = Instant::now();
-        progress.step(&format!(
-            "compose create ({} services)",
-            file.services.len()
-        ));
-        // Created, not started: compose would start the agent only once its sidecars'
-        // healthchecks passed, at their 2 s interval. The agent container only idles
-        // until `bottle` runs the program in it, so everything starts at once and the
-        // sidecars' readiness is probed directly below, before anyone attaches.
+        // Created, not started, where compose connects every network at creation (v2):
+        // compose would start the agent only once its sidecars' healthchecks passed, at
+        // their 2 s interval, but the agent container only idles until `bottle` runs
+        // the program in it, so everything starts at once below and the sidecars'
+        // readiness is probed directly before anyone attaches. The legacy v1 connects
+        // the other networks only at its own start: there, compose starts everything.
+        let (verb, args) = if create_only {
+            ("compose create", ["up", "--no-start", "--no-build"])
+        } else {
+            ("compose up", ["up", "-d", "--no-build"])
+        };
+        progress.step(&format!("{verb} ({} services)", file.services.len()));
         let up = backend.compose(&ComposeCall {
             project: project.clone(),
             file: compose_file.clone(),
-            args: vec!["up".into(), "--no-start".into(), "--no-build".into()],
+            args: args.map(str::to_owned).to_vec(),
             env: env.clone(),
         })?;
         if up.success() {
-            progress.done("compose create", started.elapsed());
+            progress.done(verb, started.elapsed());
             break;
         }
         let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
@@ -376,20 +381,22 @@ fn launch_steps(
             continue;
         }
         return Err(BackendError::Command {
-            command: format!("compose -p {project} up --no-start"),
+            command: format!("compose -p {project} up"),
             detail: redact(&last_lines(&stderr, 25), &secret_values(&plan)),
         });
     }
 
-    let started = Instant::now();
-    progress.step("starting the containers");
-    let created: Vec<String> = backend
-        .containers_with_label(&format!("{LABEL_SLUG}={slug}"))?
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    backend.start_containers(&created)?;
-    progress.done("started", started.elapsed());
+    if create_only {
+        let started = Instant::now();
+        progress.step("starting the containers");
+        let created: Vec<String> = backend
+            .containers_with_label(&format!("{LABEL_SLUG}={slug}"))?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        backend.start_containers(&created)?;
+        progress.done("started", started.elapsed());
+    }
     wait_ready(
         backend,
         &slug,

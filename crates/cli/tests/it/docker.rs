@@ -461,3 +461,71 @@ fn the_sidecar_runs_bottle_without_the_bases_libc() {
         format!("bottle {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// Whether a compose flavour is installed: `v1` (`docker-compose`) or `v2`.
+fn compose_installed(flavor: &str) -> bool {
+    let (program, args): (&str, &[&str]) = match flavor {
+        "v1" => ("docker-compose", &["version"]),
+        _ => ("docker", &["compose", "version"]),
+    };
+    Std::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn under_either_compose_the_sidecars_are_on_all_their_networks() {
+    if !docker_ready() {
+        return;
+    }
+    // v1 attaches a container's first network at creation and the rest only at its
+    // own start: a bottle started the fast way there would have an egress proxy the
+    // agent cannot reach.
+    for flavor in ["v1", "v2"] {
+        if !compose_installed(flavor) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs both compose flavours"
+            );
+            continue;
+        }
+        let bottles = Bottles::new();
+        let output = bottles
+            .bottle()
+            .env("BOT_BOTTLE_COMPOSE", flavor)
+            .args(["start", "box", "-d", "-f"])
+            .arg(bottles.manifest())
+            .args(["--egress-static-host", "later.test=127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{flavor}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let slug = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+        let _guard = DownOnDrop(&bottles, slug.clone());
+        let (_, out) = bottles.exec(&slug, "curl -sS -m 10 http://later.test/x");
+        assert!(
+            out.contains("not in the bottle's egress allowlist"),
+            "{flavor}: the agent did not reach its proxy: {out}"
+        );
+        let egress = Std::new("docker")
+            .args(["ps", "-q", "--filter"])
+            .arg(format!("label=dev.bot-bottle.slug={slug}"))
+            .args(["--filter", "label=dev.bot-bottle.role=egress"])
+            .output()
+            .unwrap();
+        let id = String::from_utf8_lossy(&egress.stdout).trim().to_owned();
+        let networks = Std::new("docker")
+            .args(["inspect", "-f", "{{len .NetworkSettings.Networks}}", &id])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&networks.stdout).trim(),
+            "2",
+            "{flavor}: the egress proxy is not on both its networks"
+        );
+    }
+}
