@@ -130,6 +130,37 @@ impl DockerEngine {
     /// [`Self::detect`], with `preferred` as the only flavour accepted when given
     /// (`BOT_BOTTLE_COMPOSE=v1|v2`, e.g. to run the legacy tool where both exist).
     pub fn detect_with(preferred: Option<ComposeFlavor>) -> Result<Self> {
+        let works = |program: &str, args: &[&str]| {
+            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+            run(program, &args, None, &[]).is_ok_and(|c| c.success())
+        };
+        let v2 = || works("docker", &["compose", "version"]);
+        let v1 = || works("docker-compose", &["version"]);
+        // The compose plugin answers without the engine: ask it while the engine is
+        // asked for its version (each is ~60 ms, paid by every `bottle` command).
+        std::thread::scope(|scope| {
+            let v2_probe = scope.spawn(|| preferred != Some(ComposeFlavor::V1) && v2());
+            let engine = Self::check_engine();
+            let v2_works = v2_probe.join().unwrap_or(false);
+            engine?;
+            let compose = match preferred {
+                Some(ComposeFlavor::V2) if v2_works => ComposeFlavor::V2,
+                Some(ComposeFlavor::V1) if v1() => ComposeFlavor::V1,
+                Some(flavor) => {
+                    return Err(BackendError::ComposeMissing {
+                        command: flavor.command(),
+                    });
+                }
+                None if v2_works => ComposeFlavor::V2,
+                None if v1() => ComposeFlavor::V1,
+                None => return Err(BackendError::NoCompose),
+            };
+            Ok(Self { compose })
+        })
+    }
+
+    /// The engine answers, and speaks an API version bot-bottle supports.
+    fn check_engine() -> Result<()> {
         let format = "{{.Server.Version}} {{.Server.APIVersion}}";
         let version = run(
             "docker",
@@ -154,25 +185,7 @@ impl DockerEngine {
                 needed: MIN_API,
             });
         }
-        let works = |program: &str, args: &[&str]| {
-            let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-            run(program, &args, None, &[]).is_ok_and(|c| c.success())
-        };
-        let v2 = || works("docker", &["compose", "version"]);
-        let v1 = || works("docker-compose", &["version"]);
-        let compose = match preferred {
-            Some(ComposeFlavor::V2) if v2() => ComposeFlavor::V2,
-            Some(ComposeFlavor::V1) if v1() => ComposeFlavor::V1,
-            Some(flavor) => {
-                return Err(BackendError::ComposeMissing {
-                    command: flavor.command(),
-                });
-            }
-            None if v2() => ComposeFlavor::V2,
-            None if v1() => ComposeFlavor::V1,
-            None => return Err(BackendError::NoCompose),
-        };
-        Ok(Self { compose })
+        Ok(())
     }
 
     /// Program and arguments of a compose call: always `-p PROJECT -f FILE`.
