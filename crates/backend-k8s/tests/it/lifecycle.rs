@@ -67,6 +67,22 @@ async fn running(
     (cluster, state, plan, ns)
 }
 
+/// Brings the full bottle up on `client`, expecting the launch to fail: the plan and
+/// the error.
+async fn failed_up(client: kube::Client) -> (BottlePlan, Error) {
+    let plan = full_plan();
+    let materials = Materials::preview(&plan);
+    let error = Cluster::new(client)
+        .up(
+            launch(&plan, &materials),
+            &mut RecordedProgress::default(),
+            &never,
+        )
+        .await
+        .unwrap_err();
+    (plan, error)
+}
+
 fn ns_of(plan: &BottlePlan) -> String {
     backend_k8s::names::namespace(plan.slug.as_str())
 }
@@ -225,16 +241,7 @@ async fn a_failure_half_way_removes_everything_and_reports_the_first_error() {
 #[tokio::test]
 async fn a_sidecar_that_dies_stops_the_launch_before_the_agent_runs() {
     let (client, state) = fake_api::start(Pods::Fails("git-gate"), Proxy::Follows);
-    let plan = full_plan();
-    let materials = Materials::preview(&plan);
-    let error = Cluster::new(client)
-        .up(
-            launch(&plan, &materials),
-            &mut RecordedProgress::default(),
-            &never,
-        )
-        .await
-        .unwrap_err();
+    let (_, error) = failed_up(client).await;
     assert!(
         matches!(&error, Error::ServiceNotRunning { role, .. } if role == "git-gate"),
         "{error:?}"
@@ -248,16 +255,7 @@ async fn a_sidecar_that_dies_stops_the_launch_before_the_agent_runs() {
 #[tokio::test]
 async fn pods_that_never_get_ready_time_out_and_are_removed() {
     let (client, state) = fake_api::start(Pods::NeverReady, Proxy::Follows);
-    let plan = full_plan();
-    let materials = Materials::preview(&plan);
-    let error = Cluster::new(client)
-        .up(
-            launch(&plan, &materials),
-            &mut RecordedProgress::default(),
-            &never,
-        )
-        .await
-        .unwrap_err();
+    let (_, error) = failed_up(client).await;
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
     assert!(state.lock().unwrap().objects.is_empty());
 }
