@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::progress::Progress;
 use crate::types::{
-    Attached, BottleStatus, Decided, GcReport, PendingRequest, PolicyChange, UpRequest,
+    Attached, AuditChunk, AuditCursor, AuditLog, BottleStatus, Decided, GcReport, PendingRequest,
+    PolicyChange, UpRequest,
 };
 
 /// Where a line of `logs` comes from.
@@ -58,6 +59,13 @@ pub trait Backend {
     /// The bottle's audit logs, then its services' output (followed when `follow`),
     /// line by line, with its secrets redacted.
     fn logs(&self, slug: &str, follow: bool, sink: &mut dyn FnMut(LogSource, &str)) -> Result<()>;
+
+    /// Reads `log` of bottle `slug` on from `from` (the default cursor: the start of
+    /// its current file): whole lines only, its secrets redacted, at most a bounded
+    /// amount per call ([`AuditChunk::more`] says there is more). Copes with the log
+    /// being rotated or truncated between calls. Polling this is how the dashboard
+    /// follows a bottle's traffic on any backend.
+    fn audit(&self, slug: &str, log: AuditLog, from: AuditCursor) -> Result<AuditChunk>;
 
     /// Tears the bottle down; goes on past failures and returns them all.
     fn down(&self, slug: &str) -> Result<Vec<crate::Error>>;

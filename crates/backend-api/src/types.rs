@@ -129,6 +129,51 @@ pub fn parse_host_port(text: &str) -> crate::Result<(String, Option<u16>)> {
     Ok((pattern.to_string(), port))
 }
 
+/// One of a bottle's audit logs, as [`crate::Backend::audit`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AuditLog {
+    /// The egress proxy's decisions: allowed, denied (with the rule and reason),
+    /// credentials injected, DLP findings, DNS sink queries, policy reloads.
+    Egress,
+    /// The git gate's fetches and pushes, accepted or refused.
+    GitGate,
+}
+
+impl AuditLog {
+    /// Both logs, in the order `logs` prints them.
+    pub const ALL: [AuditLog; 2] = [AuditLog::Egress, AuditLog::GitGate];
+
+    /// Its name (`egress`, `git-gate`): the service that writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuditLog::Egress => "egress",
+            AuditLog::GitGate => "git-gate",
+        }
+    }
+}
+
+/// Where a reader of an audit log stopped. Only the backend that returned it knows
+/// what the numbers mean (on Docker: the file's inode and a byte offset in it); the
+/// default cursor reads a log from the start of its current file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AuditCursor {
+    /// Which file of the log (an identity the backend can recognise after rotation).
+    pub file: u64,
+    /// How far into that file.
+    pub offset: u64,
+}
+
+/// What [`crate::Backend::audit`] read: whole lines only, secrets redacted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditChunk {
+    /// New lines (JSON, one event each, as the sidecar wrote them), oldest first.
+    pub lines: Vec<String>,
+    /// Where to go on from.
+    pub next: AuditCursor,
+    /// Whether more was there than one call returns: call again at once.
+    pub more: bool,
+}
+
 /// Why `gc` considers a bottle garbage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GarbageReason {

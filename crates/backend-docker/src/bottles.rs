@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use backend_api::{
-    Attached, Backend, BottleStatus, Decided, GcReport, LogSource, PendingRequest, PolicyChange,
-    Progress, RequestKind, ServiceStatus, UpRequest,
+    Attached, AuditChunk, AuditCursor, AuditLog, Backend, BottleStatus, Decided, GcReport,
+    LogSource, PendingRequest, PolicyChange, Progress, RequestKind, ServiceStatus, UpRequest,
 };
 use compose_render::{AGENT_SERVICE, LABEL_ROLE};
 
@@ -17,7 +17,7 @@ use crate::error::{BackendError, Result};
 use crate::images::{OwnBinary, Sources};
 use crate::launch::{LaunchOptions, compose_project, launch, redact};
 use crate::state::COMPOSE_FILE;
-use crate::{images, ops, requests};
+use crate::{audit_feed, images, ops, requests};
 use backend_api::needs::EgressExtras;
 
 /// Where the sidecar image of this launcher comes from.
@@ -41,6 +41,9 @@ pub struct Bottles {
     state_root: PathBuf,
     sidecar: SidecarSource,
     pid_alive: fn(u32) -> bool,
+    /// The secret values of ready bottles, by slug, for redacting their audit lines
+    /// without asking the engine on every poll.
+    secrets: std::sync::Mutex<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 impl Bottles {
@@ -59,7 +62,25 @@ impl Bottles {
             state_root,
             sidecar,
             pid_alive,
+            secrets: std::sync::Mutex::default(),
         }
+    }
+
+    /// The values `audit` redacts in `slug`'s lines: remembered once the bottle is
+    /// ready and runs (before that a service's environment may still be missing).
+    fn secrets_of(&self, slug: &str) -> Result<Vec<String>> {
+        if let Some(known) = self.secrets.lock().ok().and_then(|m| m.get(slug).cloned()) {
+            return Ok(known);
+        }
+        let bottle = ops::find(self.engine.as_ref(), &self.state_root, slug)?;
+        let secrets = ops::running_secrets(&bottle);
+        let complete = bottle.metadata.as_ref().is_some_and(|m| m.ready)
+            && !bottle.containers.is_empty()
+            && bottle.containers.iter().all(|c| c.state == "running");
+        if complete && let Ok(mut known) = self.secrets.lock() {
+            known.insert(slug.to_owned(), secrets.clone());
+        }
+        Ok(secrets)
     }
 
     fn agent_container(&self, bottle: &ops::BottleStatus) -> Result<String> {
@@ -259,7 +280,41 @@ impl Backend for Bottles {
             .map(drop)
     }
 
+    fn audit(&self, slug: &str, log: AuditLog, from: AuditCursor) -> Result<AuditChunk> {
+        // A slug names a directory under the state root: nothing else is read.
+        if slug.is_empty()
+            || !slug
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(BackendError::UnknownBottle {
+                slug: slug.to_owned(),
+            });
+        }
+        let state_dir = self.state_root.join(slug);
+        if !state_dir.is_dir() {
+            return Err(BackendError::UnknownBottle {
+                slug: slug.to_owned(),
+            });
+        }
+        let mut secrets: Option<Vec<String>> = None;
+        audit_feed::read(
+            &audit_feed::log_path(&state_dir, log),
+            from,
+            audit_feed::MAX_CHUNK_BYTES,
+            &mut |line| {
+                if secrets.is_none() {
+                    secrets = Some(self.secrets_of(slug)?);
+                }
+                Ok(redact(line, secrets.as_deref().unwrap_or_default()))
+            },
+        )
+    }
+
     fn down(&self, slug: &str) -> Result<Vec<BackendError>> {
+        if let Ok(mut known) = self.secrets.lock() {
+            known.remove(slug);
+        }
         ops::down(self.engine.as_ref(), &self.state_root, slug)
     }
 
@@ -426,6 +481,37 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn audit_reads_a_bottles_log_and_names_nothing_outside_the_state_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let bottles = bottles(dir.path());
+        for slug in ["../etc", "a/b", "", "dev-abc123"] {
+            assert!(
+                matches!(
+                    bottles.audit(slug, AuditLog::Egress, AuditCursor::default()),
+                    Err(BackendError::UnknownBottle { .. })
+                ),
+                "{slug:?}"
+            );
+        }
+        let log = audit_feed::log_path(&dir.path().join("dev-abc123"), AuditLog::GitGate);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "{\"result\":\"ok\"}\n{\"par").unwrap();
+        let chunk = bottles
+            .audit("dev-abc123", AuditLog::GitGate, AuditCursor::default())
+            .unwrap();
+        assert_eq!(chunk.lines, ["{\"result\":\"ok\"}"]);
+        let again = bottles
+            .audit("dev-abc123", AuditLog::GitGate, chunk.next)
+            .unwrap();
+        assert!(again.lines.is_empty() && !again.more);
+        // The other log is not written yet: nothing, and no error.
+        let egress = bottles
+            .audit("dev-abc123", AuditLog::Egress, AuditCursor::default())
+            .unwrap();
+        assert!(egress.lines.is_empty());
     }
 
     #[test]

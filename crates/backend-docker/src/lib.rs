@@ -7,6 +7,7 @@
 //! `fake::FakeEngine` is the in-memory engine the CLI tests use (feature `fake`:
 //! never in a release build; [`fake_engine`] says whether this build has it).
 
+pub mod audit_feed;
 pub mod bottles;
 pub mod ca;
 pub mod demo;

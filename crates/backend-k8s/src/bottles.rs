@@ -247,6 +247,18 @@ impl Backend for K8sBottles {
         ))
     }
 
+    fn audit(
+        &self,
+        _slug: &str,
+        _log: backend_api::AuditLog,
+        _from: backend_api::AuditCursor,
+    ) -> Result<backend_api::AuditChunk> {
+        Err(not_yet(
+            "following the audit logs",
+            "`bottle logs SLUG` shows what the sidecars printed",
+        ))
+    }
+
     fn decide(&self, _id: &str, _approve: bool, _note: Option<String>) -> Result<Decided> {
         Err(not_yet(
             "deciding requests",
