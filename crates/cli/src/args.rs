@@ -134,6 +134,16 @@ pub enum Command {
         #[arg(long)]
         note: Option<String>,
     },
+    /// Serve a local web page with every bottle, its live traffic and its agents'
+    /// requests (approve, allow, tear down); 127.0.0.1 only, behind a random token.
+    Dashboard {
+        /// The loopback port (default 7878; 0 picks a free one).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Open the page in a browser (`xdg-open`).
+        #[arg(long)]
+        open: bool,
+    },
     /// Print the JSON Schema of the manifest (for editors).
     Schema,
     /// List, build or prune bot-bottle's images (the sidecar image is built from this

@@ -107,13 +107,10 @@ pub fn ls(json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Whether the manifest a bottle started from changed since (or is gone).
+/// Whether the manifest a bottle started from changed since (or is gone): the
+/// dashboard's answer, so `ls` and the page never disagree.
 fn manifest_changed(bottle: &BottleStatus) -> bool {
-    bottle.manifest.as_ref().is_some_and(|(path, sha256)| {
-        std::fs::read(path)
-            .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)) != *sha256)
-            .unwrap_or(true)
-    })
+    dashboard::views::manifest_changed(bottle)
 }
 
 fn human_age(seconds: u64) -> String {

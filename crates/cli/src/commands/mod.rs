@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod completions;
+mod dashboard;
 mod demo;
 mod doctor;
 mod images;
@@ -48,6 +49,7 @@ pub fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Requests { slug, json, watch } => requests::list(slug.as_deref(), json, watch),
         Command::Approve { id, note } => requests::decide(&id, note, true),
         Command::Deny { id, note } => requests::decide(&id, note, false),
+        Command::Dashboard { port, open } => dashboard::run(port, open),
         Command::Schema => schema::run(),
         Command::Images { action } => images::run(action.unwrap_or(ImagesCommand::Ls)),
         Command::Demo { dry_run } => demo::run(dry_run),

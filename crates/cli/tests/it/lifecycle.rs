@@ -555,3 +555,62 @@ fn an_unpinned_container_name_conflict_is_retried_with_a_suffix() {
     world.bottle().args(["down", &slug]).assert().success();
     world.assert_nothing_left("after the retried start");
 }
+
+#[test]
+fn dashboard_serves_the_bottles_of_the_backend_behind_its_token() {
+    use std::io::{BufRead, Read, Write};
+    let world = World::new();
+    let slug = world.start("fixtures/valid/minimal.yaml", "dev");
+    let root = workspace_root();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bottle"))
+        .args(["dashboard", "--port", "0"])
+        .current_dir(&root)
+        .env_clear()
+        .env("NO_COLOR", "1")
+        .env("HOME", root.join("fixtures/files/home"))
+        .env(
+            "BOT_BOTTLE_BACKEND",
+            format!("fake:{}", world.engine().display()),
+        )
+        .env("BOT_BOTTLE_STATE_DIR", world.state())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("bottle dashboard: ")
+        .unwrap_or_else(|| panic!("no URL: {first:?}"))
+        .to_owned();
+    let rest = url.strip_prefix("http://127.0.0.1:").unwrap();
+    let (port, token) = rest.split_once("/?token=").unwrap();
+    assert_eq!(token.len(), 64);
+    let get = |path: &str| {
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncookie: bottle_dashboard_{port}={token}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let state = loop {
+        let response = get("/api/state");
+        if response.contains(&slug) || std::time::Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(state.starts_with("HTTP/1.1 200"), "{state}");
+    assert!(state.contains(&format!("\"slug\":\"{slug}\"")), "{state}");
+}
