@@ -17,6 +17,7 @@
 mod bottle;
 mod claude;
 mod cleanup;
+mod dashboard;
 mod fake_internet;
 mod redteam_bottle;
 mod redteam_credentials;

@@ -11,7 +11,9 @@ use super::Run;
 use super::bottle::Bottle;
 use super::fake_internet::header;
 use super::sh::{self, cmd};
-use super::{claude, redteam_bottle, redteam_credentials, redteam_limits, redteam_paths};
+use super::{
+    claude, dashboard, redteam_bottle, redteam_credentials, redteam_limits, redteam_paths,
+};
 
 /// A scenario: its name and its check.
 pub type Check = fn(&mut Ctx) -> Result<(), String>;
@@ -39,6 +41,8 @@ pub const ALL: &[(&str, Check)] = &[
     ("path-bypass", redteam_paths::path_bypass),
     ("supervise-cap", redteam_limits::supervise_cap),
     ("audit-bounded", redteam_limits::audit_bounded),
+    // Issue 16: the dashboard in headless Chromium, on a bottle of its own.
+    ("dashboard", dashboard::in_browser),
     ("bottles-isolated", bottles_isolated),
     ("no-secrets-on-disk", no_secrets_on_disk),
     ("down-and-gc", down_and_gc),
