@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use plan::BottlePlan;
 use sidecar_contract::egress::{
-    AllowRule, DlpConfig, DlpHostMode, DnsSinkConfig, EgressConfig, ExtraPattern, GuardedEnv,
-    Limits, Route, SsrfConfig,
+    AllowRule, AuditStdout, DlpConfig, DlpHostMode, DnsSinkConfig, EgressConfig, ExtraPattern,
+    GuardedEnv, Limits, Route, SsrfConfig,
 };
 use sidecar_contract::git_gate::{self, GateConfig, UpstreamConfig};
 use sidecar_contract::layout::{
@@ -61,6 +61,7 @@ pub fn egress_config(
             .as_ref()
             .map(|_| PathBuf::from(EXTRA_CA_FILE)),
         audit_log: Some(Path::new(SIDECAR_AUDIT_DIR).join("egress.jsonl")),
+        audit_stdout: AuditStdout::All,
         static_hosts: extras.static_hosts.clone(),
         allow: egress
             .allow

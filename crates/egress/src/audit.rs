@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::config::AuditStdout;
 use crate::error::Error;
 
 /// One audit line.
@@ -72,6 +73,14 @@ impl AuditRecord {
     }
 }
 
+impl AuditRecord {
+    /// Whether the line says more than "this request went through": a denial, a DLP
+    /// finding (also one let through in audit mode), a reload, a DNS-sink query.
+    pub fn is_notable(&self) -> bool {
+        self.action != "allow" || self.dlp.is_some() || self.event != "http"
+    }
+}
+
 /// The path part of a request target, without query or fragment, for logs.
 pub fn loggable_path(path_and_query: &str) -> String {
     match path_and_query.split_once(['?', '#']) {
@@ -116,6 +125,26 @@ impl Default for AuditLimits {
     }
 }
 
+/// Which audit lines go to stdout as well as to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    /// None (tests, and the file is the log).
+    Off,
+    /// Every line.
+    All,
+    /// Only [`AuditRecord::is_notable`] lines.
+    Notable,
+}
+
+impl From<AuditStdout> for Stdout {
+    fn from(config: AuditStdout) -> Self {
+        match config {
+            AuditStdout::All => Self::All,
+            AuditStdout::Notable => Self::Notable,
+        }
+    }
+}
+
 /// Where audit lines go.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -126,7 +155,10 @@ pub struct AuditLog {
 
 #[derive(Debug)]
 struct Inner {
+    /// The file, and stdout unless stdout takes notable lines only.
     lines: audit_lines::JsonLines,
+    /// Stdout for notable lines only ([`Stdout::Notable`]).
+    notable: Option<audit_lines::JsonLines>,
     window: Duration,
     burst: u32,
     max_tracked: usize,
@@ -159,22 +191,32 @@ impl AuditLog {
     /// Opens (appending) the audit file if one is configured, with the
     /// default [`AuditLimits`].
     pub fn open(path: Option<&Path>, to_stdout: bool) -> Result<Self, Error> {
-        Self::open_with(path, to_stdout, AuditLimits::default())
+        let stdout = if to_stdout { Stdout::All } else { Stdout::Off };
+        Self::open_with(path, stdout, AuditLimits::default())
     }
 
     /// Like [`AuditLog::open`] with explicit limits.
     pub fn open_with(
         path: Option<&Path>,
-        to_stdout: bool,
+        stdout: Stdout,
         limits: AuditLimits,
     ) -> Result<Self, Error> {
-        let lines = audit_lines::JsonLines::open_with("egress", path, to_stdout, limits.lines)
-            .map_err(|source| Error::OpenAuditLog {
-                path: path.map(Path::to_path_buf).unwrap_or_default(),
-                source,
-            })?;
+        let open = |path: Option<&Path>, to_stdout| {
+            audit_lines::JsonLines::open_with("egress", path, to_stdout, limits.lines).map_err(
+                |source| Error::OpenAuditLog {
+                    path: path.map(Path::to_path_buf).unwrap_or_default(),
+                    source,
+                },
+            )
+        };
+        let lines = open(path, stdout == Stdout::All)?;
+        let notable = match stdout {
+            Stdout::Notable => Some(open(None, true)?),
+            Stdout::Off | Stdout::All => None,
+        };
         let inner = Arc::new(Inner {
             lines,
+            notable,
             window: limits.repeat_window,
             burst: limits.repeat_burst.max(1),
             max_tracked: limits.max_tracked,
@@ -235,9 +277,18 @@ fn spawn_ticker(inner: Weak<Inner>, window: Duration) -> Option<mpsc::Sender<()>
 }
 
 impl Inner {
+    fn emit(&self, record: &AuditRecord) {
+        self.lines.write(record);
+        if let Some(stdout) = &self.notable
+            && record.is_notable()
+        {
+            stdout.write(record);
+        }
+    }
+
     fn write(&self, record: &AuditRecord, now: Instant) {
         if record.action != "deny" || record.repeated.is_some() || self.window.is_zero() {
-            self.lines.write(record);
+            self.emit(record);
             return;
         }
         let key = RepeatKey {
@@ -254,7 +305,7 @@ impl Inner {
             if now.saturating_duration_since(repeat.first) < self.window {
                 if repeat.written < self.burst {
                     repeat.written += 1;
-                    self.lines.write(record);
+                    self.emit(record);
                 } else {
                     repeat.suppressed += 1;
                 }
@@ -278,7 +329,7 @@ impl Inner {
             );
         }
         // Under the lock: a window's summary is never written before its first line.
-        self.lines.write(record);
+        self.emit(record);
     }
 
     fn close_windows(&self, now: Instant, all: bool) {
@@ -314,7 +365,7 @@ impl Inner {
             key.reason
         );
         record.repeated = Some(repeat.suppressed);
-        self.lines.write(&record);
+        self.emit(&record);
     }
 }
 
@@ -500,7 +551,7 @@ mod tests {
             repeat_burst: 1,
             ..AuditLimits::default()
         };
-        let log = AuditLog::open_with(Some(&path), false, limits).unwrap();
+        let log = AuditLog::open_with(Some(&path), Stdout::Off, limits).unwrap();
         for _ in 0..5 {
             log.write(&denial("evil.test", "/"));
         }
@@ -516,7 +567,7 @@ mod tests {
             repeat_burst: 1,
             ..AuditLimits::default()
         };
-        let log = AuditLog::open_with(Some(&path), false, limits).unwrap();
+        let log = AuditLog::open_with(Some(&path), Stdout::Off, limits).unwrap();
         for _ in 0..3 {
             log.write(&denial("evil.test", "/"));
         }

@@ -120,9 +120,15 @@ impl Proxy {
         let config = policy.config.clone();
         let resolve = |p: &Path| EgressConfig::resolve_path(config_dir, p);
         let minter = LeafMinter::load(&resolve(&config.ca_cert), &resolve(&config.ca_key))?;
-        let audit = Arc::new(AuditLog::open(
+        let stdout = if audit_to_stdout {
+            audit::Stdout::from(config.audit_stdout)
+        } else {
+            audit::Stdout::Off
+        };
+        let audit = Arc::new(AuditLog::open_with(
             config.audit_log.as_deref().map(resolve).as_deref(),
-            audit_to_stdout,
+            stdout,
+            audit::AuditLimits::default(),
         )?);
         let listener = TcpListener::bind(config.listen)
             .await

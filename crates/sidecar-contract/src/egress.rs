@@ -40,6 +40,10 @@ pub struct EgressConfig {
     /// A JSON-lines audit file, in addition to stdout (restart).
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
+    /// Which audit lines also go to stdout, the engine's log of the sidecar
+    /// (restart). Default: all of them.
+    #[serde(default, skip_serializing_if = "AuditStdout::is_all")]
+    pub audit_stdout: AuditStdout,
     /// Names resolved to fixed addresses instead of DNS (tests and e2e use it
     /// to stand in for the internet). Still subject to SSRF checks.
     #[serde(default)]
@@ -66,6 +70,27 @@ pub struct EgressConfig {
     /// The DNS sink, if the sidecar should run one (restart).
     #[serde(default)]
     pub dns_sink: Option<DnsSinkConfig>,
+}
+
+/// Which audit lines the egress sidecar writes to stdout as well as to its audit file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditStdout {
+    /// Every line: where the engine's log is where audit lines are read (pod logs).
+    #[default]
+    All,
+    /// Denials, DLP findings, reloads and DNS-sink lines; allowed requests go to the
+    /// audit file only. Where the audit file is at hand (Docker's state dir), the
+    /// engine would otherwise log every request a second time, and the container's
+    /// size-capped log would roll its denials away under routine traffic.
+    Notable,
+}
+
+impl AuditStdout {
+    /// The default, left out when serialized.
+    pub fn is_all(&self) -> bool {
+        *self == Self::All
+    }
 }
 
 /// One allowlist entry.

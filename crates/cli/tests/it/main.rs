@@ -9,3 +9,4 @@ mod lifecycle;
 mod plan_cmd;
 mod render;
 mod schema;
+mod sidecar_egress;
