@@ -150,6 +150,14 @@ impl AuditLog {
             AuditLog::GitGate => "git-gate",
         }
     }
+
+    /// Its file's name (`egress.jsonl`), as `logs` names its lines.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            AuditLog::Egress => "egress.jsonl",
+            AuditLog::GitGate => "git-gate.jsonl",
+        }
+    }
 }
 
 /// Where a reader of an audit log stopped. Only the backend that returned it knows

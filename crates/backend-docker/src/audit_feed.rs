@@ -20,9 +20,7 @@ pub const MAX_CHUNK_BYTES: u64 = 256 * 1024;
 
 /// Where the sidecars write `log` in a bottle's state dir.
 pub fn log_path(state_dir: &Path, log: AuditLog) -> PathBuf {
-    state_dir
-        .join("audit")
-        .join(format!("{}.jsonl", log.name()))
+    state_dir.join("audit").join(log.file_name())
 }
 
 /// Reads the log at `path` on from `from`, whole lines only, each passed through

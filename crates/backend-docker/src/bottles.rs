@@ -12,7 +12,7 @@ use backend_api::{
 };
 use compose_render::{AGENT_SERVICE, LABEL_ROLE};
 
-use crate::engine::{ComposeCall, Engine, ExecSpec};
+use crate::engine::{ComposeCall, Engine, ExecSpec, Followed};
 use crate::error::{BackendError, Result};
 use crate::images::{OwnBinary, Sources};
 use crate::launch::{LaunchOptions, compose_project, launch, redact};
@@ -245,15 +245,29 @@ impl Backend for Bottles {
                 what: "compose file",
             });
         }
-        if !follow {
-            for audit in ["egress.jsonl", "git-gate.jsonl"] {
-                let path = bottle.state_dir.join("audit").join(audit);
-                if let Ok(text) = std::fs::read_to_string(path) {
-                    for line in redact(&text, &secrets).lines() {
-                        sink(LogSource::Audit(audit), line);
+        // The audit files are the audit log (the egress sidecar prints only notable
+        // lines): read them all, then, when following, whatever they gain.
+        let mut cursors = [AuditCursor::default(); AuditLog::ALL.len()];
+        let mut read_audit = |sink: &mut dyn FnMut(LogSource, &str)| {
+            for (log, cursor) in AuditLog::ALL.into_iter().zip(cursors.iter_mut()) {
+                let path = audit_feed::log_path(&bottle.state_dir, log);
+                while let Ok(chunk) =
+                    audit_feed::read(&path, *cursor, audit_feed::MAX_CHUNK_BYTES, &mut |line| {
+                        Ok(redact(line, &secrets))
+                    })
+                {
+                    for line in &chunk.lines {
+                        sink(LogSource::Audit(log.file_name()), line);
+                    }
+                    *cursor = chunk.next;
+                    if !chunk.more {
+                        break;
                     }
                 }
             }
+        };
+        if !follow {
+            read_audit(sink);
         }
         let project = bottle
             .metadata
@@ -274,8 +288,10 @@ impl Backend for Bottles {
             env: Vec::new(),
         };
         self.engine
-            .compose_follow(&call, &mut |line| {
-                sink(LogSource::Services, &redact(line, &secrets))
+            .compose_follow(&call, &mut |event| match event {
+                Followed::Line(line) => sink(LogSource::Services, &redact(line, &secrets)),
+                Followed::Tick if follow => read_audit(sink),
+                Followed::Tick => {}
             })
             .map(drop)
     }

@@ -468,40 +468,13 @@ impl Engine for DockerEngine {
         run(program, &args, None, &call.env)
     }
 
-    fn compose_follow(&self, call: &ComposeCall, on_line: &mut dyn FnMut(&str)) -> Result<i32> {
-        use std::io::BufRead;
+    fn compose_follow(
+        &self,
+        call: &ComposeCall,
+        on_event: &mut dyn FnMut(Followed<'_>),
+    ) -> Result<i32> {
         let (program, args) = self.compose_command(call);
-        let reader = duct::cmd(program, &args)
-            .stderr_to_stdout()
-            .stdin_null()
-            .unchecked()
-            .reader()
-            .map_err(|e| BackendError::Command {
-                command: display(program, &args),
-                detail: e.to_string(),
-            })?;
-        let mut lines = std::io::BufReader::new(&reader);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match lines.read_line(&mut line) {
-                Ok(0) => break,
-                Ok(_) => on_line(line.trim_end_matches('\n')),
-                Err(e) => {
-                    return Err(BackendError::Command {
-                        command: display(program, &args),
-                        detail: e.to_string(),
-                    });
-                }
-            }
-        }
-        let status = reader
-            .try_wait()
-            .ok()
-            .flatten()
-            .and_then(|o| o.status.code())
-            .unwrap_or(0);
-        Ok(status)
+        follow_lines(program, &args, on_event)
     }
 
     fn exec(&self, spec: &ExecSpec) -> Result<Captured> {
@@ -781,9 +754,99 @@ fn quota_capable(info: &str) -> bool {
     driver == "overlay2" && status.split(';').any(|kv| kv == "Backing Filesystem=xfs")
 }
 
+/// Runs `program`, handing each line of its output (stderr too) to `on_event` as it
+/// comes, with the ticks [`Engine::compose_follow`] promises; returns the exit code.
+fn follow_lines(
+    program: &str,
+    args: &[OsString],
+    on_event: &mut dyn FnMut(Followed<'_>),
+) -> Result<i32> {
+    use std::io::BufRead;
+    use std::sync::mpsc::RecvTimeoutError;
+    let reader = std::sync::Arc::new(
+        duct::cmd(program, args)
+            .stderr_to_stdout()
+            .stdin_null()
+            .unchecked()
+            .reader()
+            .map_err(|e| BackendError::Command {
+                command: display(program, args),
+                detail: e.to_string(),
+            })?,
+    );
+    // The lines are read on their own thread, so this one can tick while compose
+    // is quiet.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<std::io::Result<String>>();
+    let reading = reader.clone();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(&*reading);
+        loop {
+            let mut line = String::new();
+            let read = lines.read_line(&mut line).map(|n| (n, line));
+            let end = !matches!(read, Ok((n, _)) if n > 0);
+            if lines_tx.send(read.map(|(_, line)| line)).is_err() || end {
+                return;
+            }
+        }
+    });
+    on_event(Followed::Tick);
+    let mut last_tick = std::time::Instant::now();
+    loop {
+        match lines_rx.recv_timeout(FOLLOW_TICK) {
+            Ok(Ok(line)) if line.is_empty() => break,
+            Ok(Ok(line)) => on_event(Followed::Line(line.trim_end_matches('\n'))),
+            Ok(Err(e)) => {
+                return Err(BackendError::Command {
+                    command: display(program, args),
+                    detail: e.to_string(),
+                });
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= FOLLOW_TICK {
+            on_event(Followed::Tick);
+            last_tick = std::time::Instant::now();
+        }
+    }
+    on_event(Followed::Tick);
+    let status = reader
+        .try_wait()
+        .ok()
+        .flatten()
+        .and_then(|o| o.status.code())
+        .unwrap_or(0);
+    Ok(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn following_ticks_while_the_command_is_quiet() {
+        let args: Vec<OsString> = ["-c", "echo one; sleep 1.3; echo two >&2; exit 3"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let mut events = Vec::new();
+        let code = follow_lines("sh", &args, &mut |event| {
+            events.push(match event {
+                Followed::Line(line) => line.to_owned(),
+                Followed::Tick => "tick".to_owned(),
+            });
+        })
+        .unwrap();
+        assert_eq!(code, 3);
+        let one = events.iter().position(|e| e == "one").unwrap();
+        let two = events.iter().position(|e| e == "two").unwrap();
+        assert_eq!(events.first().map(String::as_str), Some("tick"));
+        assert_eq!(events.last().map(String::as_str), Some("tick"));
+        assert!(
+            events[one..two].iter().filter(|e| *e == "tick").count() >= 2,
+            "no ticks while the command slept: {events:?}"
+        );
+    }
 
     #[test]
     fn api_versions_compare_numerically() {

@@ -180,6 +180,18 @@ pub struct ContainerInfo {
 }
 
 /// The engine operations a bottle needs.
+/// How often [`Engine::compose_follow`] ticks at least.
+pub const FOLLOW_TICK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What [`Engine::compose_follow`] hands its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Followed<'a> {
+    /// A line of output, without its newline.
+    Line(&'a str),
+    /// Time to look at the other sources.
+    Tick,
+}
+
 pub trait Engine {
     /// Checks the engine answers; returns its server version.
     fn engine_version(&self) -> Result<String>;
@@ -203,9 +215,15 @@ pub trait Engine {
     fn remove_network(&self, name: &str) -> Result<()>;
     /// Runs a compose command and captures its output.
     fn compose(&self, call: &ComposeCall) -> Result<Captured>;
-    /// Runs a compose command, handing each output line to `on_line` as it comes
-    /// (`logs -f`); returns the exit code.
-    fn compose_follow(&self, call: &ComposeCall, on_line: &mut dyn FnMut(&str)) -> Result<i32>;
+    /// Runs a compose command, handing each output line to `on_event` as it comes
+    /// (`logs -f`), and `Tick` at the start, whenever [`FOLLOW_TICK`] passed without
+    /// one, and at the end, so the caller can follow other sources on the same
+    /// thread; returns the exit code.
+    fn compose_follow(
+        &self,
+        call: &ComposeCall,
+        on_event: &mut dyn FnMut(Followed<'_>),
+    ) -> Result<i32>;
     /// Runs a command in a container and captures its output.
     fn exec(&self, spec: &ExecSpec) -> Result<Captured>;
     /// Runs a command in a container attached to this terminal (`docker exec -it`);

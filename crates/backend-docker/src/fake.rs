@@ -435,11 +435,17 @@ impl Engine for FakeEngine {
         }
     }
 
-    fn compose_follow(&self, call: &ComposeCall, on_line: &mut dyn FnMut(&str)) -> Result<i32> {
+    fn compose_follow(
+        &self,
+        call: &ComposeCall,
+        on_event: &mut dyn FnMut(Followed<'_>),
+    ) -> Result<i32> {
+        on_event(Followed::Tick);
         let captured = self.compose(call)?;
         for line in String::from_utf8_lossy(&captured.stdout).lines() {
-            on_line(line);
+            on_event(Followed::Line(line));
         }
+        on_event(Followed::Tick);
         Ok(captured.code.unwrap_or(1))
     }
 

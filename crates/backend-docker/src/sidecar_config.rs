@@ -7,7 +7,7 @@ use std::path::Path;
 use backend_api::needs::{self, EgressExtras};
 use compose_render::LaunchFacts;
 use plan::BottlePlan;
-use sidecar_contract::egress::{EgressConfig, POLICY_FILE_NAME};
+use sidecar_contract::egress::{AuditStdout, EgressConfig, POLICY_FILE_NAME};
 use sidecar_contract::layout::EXTRA_CA_FILE;
 
 use crate::error::{BackendError, Result};
@@ -21,13 +21,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The egress policy of `plan` on Docker: the bottle's internal network is where its
-/// sidecars live, so SSRF blocking exempts it.
+/// sidecars live, so SSRF blocking exempts it; the audit file in the state dir is the
+/// audit log (`logs` and the dashboard read it), so the container's own log (Docker
+/// writes every stdout line again, capped at 10 MiB) carries notable lines only.
 pub fn egress_config(
     plan: &BottlePlan,
     facts: &LaunchFacts,
     extras: &EgressExtras,
 ) -> EgressConfig {
-    needs::egress_config(plan, std::slice::from_ref(&facts.internal_cidr), extras)
+    let mut config = needs::egress_config(plan, std::slice::from_ref(&facts.internal_cidr), extras);
+    config.audit_stdout = AuditStdout::Notable;
+    config
 }
 
 /// Writes the egress policy (0600) and the optional extra CA into `config_dir`.

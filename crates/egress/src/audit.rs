@@ -421,10 +421,27 @@ mod tests {
         record
     }
 
+    #[test]
+    fn notable_lines_are_the_ones_that_say_more_than_went_through() {
+        let mut allowed = AuditRecord::now("http", "allow");
+        assert!(!allowed.is_notable(), "a routine request");
+        allowed.reason = "credential injected into authorization".to_owned();
+        assert!(!allowed.is_notable(), "an injection that went through");
+        allowed.dlp = Some("aws-access-key".to_owned());
+        assert!(
+            allowed.is_notable(),
+            "a DLP finding let through in audit mode"
+        );
+        assert!(denial("a.test", "/").is_notable());
+        assert!(AuditRecord::now("reload", "reload").is_notable());
+        assert!(AuditRecord::now("dns", "allow").is_notable());
+    }
+
     /// A log whose windows only close when the test says (no ticker).
     fn manual_log(path: &Path, window_secs: u64, max_tracked: usize) -> Inner {
         Inner {
             lines: audit_lines::JsonLines::open("test", Some(path), false).unwrap(),
+            notable: None,
             window: Duration::from_secs(window_secs),
             burst: 1,
             max_tracked,

@@ -163,6 +163,23 @@ fn start_ls_exec_egress_down() {
     assert!(logs.status.success());
     assert!(String::from_utf8_lossy(&logs.stdout).contains("HTTPS_PROXY"));
 
+    // The egress sidecar prints only notable lines on Docker: `logs` reads the audit
+    // file for the rest, following it with `-f`.
+    let policy_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&policy).unwrap()).unwrap();
+    assert_eq!(policy_json["audit_stdout"], "notable");
+    let audit = world.state().join(&slug).join("audit/egress.jsonl");
+    std::fs::create_dir_all(audit.parent().unwrap()).unwrap();
+    let allowed = r#"{"event":"http","action":"allow","host":"routine.example"}"#;
+    std::fs::write(&audit, format!("{allowed}\n")).unwrap();
+    for args in [vec!["logs", &slug], vec!["logs", "-f", &slug]] {
+        let logs = world.bottle().args(&args).output().unwrap();
+        let printed = String::from_utf8_lossy(&logs.stdout);
+        assert!(logs.status.success(), "{args:?}");
+        assert!(printed.contains(allowed), "{args:?}:\n{printed}");
+        assert!(printed.contains("HTTPS_PROXY"), "{args:?}:\n{printed}");
+    }
+
     world.bottle().args(["down", &slug]).assert().success();
     world.assert_nothing_left("after down");
     assert!(
