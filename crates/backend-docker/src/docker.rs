@@ -38,9 +38,14 @@ impl ComposeFlavor {
 }
 
 /// The real backend.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DockerEngine {
-    compose: ComposeFlavor,
+    /// The compose flavour asked for (`BOT_BOTTLE_COMPOSE`), if any.
+    preferred: Option<ComposeFlavor>,
+    /// The compose flavour found, looked for at the first compose call: asking the
+    /// compose plugin costs ~0.2 s, which `down`, `ls`, `exec` and `egress` (plain
+    /// docker calls) need not pay.
+    compose: std::sync::OnceLock<ComposeFlavor>,
 }
 
 /// Oldest Engine API bot-bottle drives (Docker 20.10).
@@ -129,34 +134,41 @@ impl DockerEngine {
 
     /// [`Self::detect`], with `preferred` as the only flavour accepted when given
     /// (`BOT_BOTTLE_COMPOSE=v1|v2`, e.g. to run the legacy tool where both exist).
+    /// The engine is asked now; the compose tool at the first compose call, which
+    /// fails with [`BackendError::NoCompose`] or [`BackendError::ComposeMissing`].
     pub fn detect_with(preferred: Option<ComposeFlavor>) -> Result<Self> {
+        Self::check_engine()?;
+        Ok(Self {
+            preferred,
+            compose: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The compose flavour: found at the first call (v2, else v1, or the one asked
+    /// for), remembered after.
+    pub fn compose_flavor(&self) -> Result<ComposeFlavor> {
+        if let Some(flavor) = self.compose.get() {
+            return Ok(*flavor);
+        }
         let works = |program: &str, args: &[&str]| {
             let args: Vec<OsString> = args.iter().map(OsString::from).collect();
             run(program, &args, None, &[]).is_ok_and(|c| c.success())
         };
         let v2 = || works("docker", &["compose", "version"]);
         let v1 = || works("docker-compose", &["version"]);
-        // The compose plugin answers without the engine: ask it while the engine is
-        // asked for its version (each is ~60 ms, paid by every `bottle` command).
-        std::thread::scope(|scope| {
-            let v2_probe = scope.spawn(|| preferred != Some(ComposeFlavor::V1) && v2());
-            let engine = Self::check_engine();
-            let v2_works = v2_probe.join().unwrap_or(false);
-            engine?;
-            let compose = match preferred {
-                Some(ComposeFlavor::V2) if v2_works => ComposeFlavor::V2,
-                Some(ComposeFlavor::V1) if v1() => ComposeFlavor::V1,
-                Some(flavor) => {
-                    return Err(BackendError::ComposeMissing {
-                        command: flavor.command(),
-                    });
-                }
-                None if v2_works => ComposeFlavor::V2,
-                None if v1() => ComposeFlavor::V1,
-                None => return Err(BackendError::NoCompose),
-            };
-            Ok(Self { compose })
-        })
+        let flavor = match self.preferred {
+            Some(ComposeFlavor::V2) if v2() => ComposeFlavor::V2,
+            Some(ComposeFlavor::V1) if v1() => ComposeFlavor::V1,
+            Some(flavor) => {
+                return Err(BackendError::ComposeMissing {
+                    command: flavor.command(),
+                });
+            }
+            None if v2() => ComposeFlavor::V2,
+            None if v1() => ComposeFlavor::V1,
+            None => return Err(BackendError::NoCompose),
+        };
+        Ok(*self.compose.get_or_init(|| flavor))
     }
 
     /// The engine answers, and speaks an API version bot-bottle supports.
@@ -189,8 +201,8 @@ impl DockerEngine {
     }
 
     /// Program and arguments of a compose call: always `-p PROJECT -f FILE`.
-    fn compose_command(&self, call: &ComposeCall) -> (&'static str, Vec<OsString>) {
-        let (program, mut args): (&str, Vec<OsString>) = match self.compose {
+    fn compose_command(&self, call: &ComposeCall) -> Result<(&'static str, Vec<OsString>)> {
+        let (program, mut args): (&str, Vec<OsString>) = match self.compose_flavor()? {
             ComposeFlavor::V2 => ("docker", vec!["compose".into()]),
             ComposeFlavor::V1 => ("docker-compose", Vec::new()),
         };
@@ -201,12 +213,7 @@ impl DockerEngine {
             call.file.clone().into(),
         ]);
         args.extend(call.args.iter().map(OsString::from));
-        (program, args)
-    }
-
-    /// Which compose this backend drives.
-    pub fn compose_flavor(&self) -> &ComposeFlavor {
-        &self.compose
+        Ok((program, args))
     }
 }
 
@@ -301,18 +308,21 @@ impl Engine for DockerEngine {
         let mut fields = text.splitn(3, '|');
         let runtimes: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(fields.next().unwrap_or("{}")).unwrap_or_default();
-        let compose = match self.compose {
-            ComposeFlavor::V2 => docker(&["compose", "version", "--short"]),
-            ComposeFlavor::V1 => {
-                let args = [OsString::from("version"), OsString::from("--short")];
-                run("docker-compose", &args, None, &[])
-                    .and_then(|c| checked("docker-compose", &args, c))
+        let compose = self.compose_flavor().ok().map(|flavor| {
+            let version = match flavor {
+                ComposeFlavor::V2 => docker(&["compose", "version", "--short"]),
+                ComposeFlavor::V1 => {
+                    let args = [OsString::from("version"), OsString::from("--short")];
+                    run("docker-compose", &args, None, &[])
+                        .and_then(|c| checked("docker-compose", &args, c))
+                }
             }
-        }
-        .map(|c| String::from_utf8_lossy(&c.stdout).trim().to_owned())
-        .unwrap_or_else(|_| "?".into());
+            .map(|c| String::from_utf8_lossy(&c.stdout).trim().to_owned())
+            .unwrap_or_else(|_| "?".into());
+            format!("{} {version}", flavor.command())
+        });
         Ok(EngineFacts {
-            compose: format!("{} {compose}", self.compose.command()),
+            compose,
             runtimes: runtimes.into_keys().collect(),
             cgroup_version: fields.next().unwrap_or("").to_owned(),
             storage_driver: fields.next().unwrap_or("").to_owned(),
@@ -464,7 +474,7 @@ impl Engine for DockerEngine {
     }
 
     fn compose(&self, call: &ComposeCall) -> Result<Captured> {
-        let (program, args) = self.compose_command(call);
+        let (program, args) = self.compose_command(call)?;
         run(program, &args, None, &call.env)
     }
 
@@ -473,7 +483,7 @@ impl Engine for DockerEngine {
         call: &ComposeCall,
         on_event: &mut dyn FnMut(Followed<'_>),
     ) -> Result<i32> {
-        let (program, args) = self.compose_command(call);
+        let (program, args) = self.compose_command(call)?;
         follow_lines(program, &args, on_event)
     }
 
@@ -700,6 +710,37 @@ impl Engine for DockerEngine {
         checked("docker", &args, captured)
     }
 
+    fn container_logs(&self, ids: &[String]) -> Result<Vec<Captured>> {
+        // Every `docker logs` at once: each is a round trip to the engine.
+        let started: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                duct::cmd("docker", ["logs", "--timestamps", id.as_str()])
+                    .stdin_null()
+                    .stdout_capture()
+                    .stderr_capture()
+                    .unchecked()
+                    .start()
+            })
+            .collect();
+        started
+            .into_iter()
+            .zip(ids)
+            .map(|(handle, id)| {
+                let fail = |e: std::io::Error| BackendError::Command {
+                    command: format!("docker logs --timestamps {id}"),
+                    detail: e.to_string(),
+                };
+                let output = handle.map_err(fail)?.into_output().map_err(fail)?;
+                Ok(Captured {
+                    code: output.status.code(),
+                    stdout: output.stdout,
+                    stderr: output.stderr,
+                })
+            })
+            .collect()
+    }
+
     fn remove_containers(&self, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
@@ -734,7 +775,7 @@ impl Engine for DockerEngine {
     }
 
     fn compose_connects_on_create(&self) -> bool {
-        self.compose == ComposeFlavor::V2
+        self.compose_flavor().is_ok_and(|f| f == ComposeFlavor::V2)
     }
 
     fn start_containers(&self, ids: &[String]) -> Result<()> {

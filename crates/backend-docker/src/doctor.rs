@@ -145,7 +145,17 @@ fn engine_checks(engine: &dyn Engine, own_sidecar: &str, checks: &mut Vec<Check>
             return;
         }
     };
-    checks.push(Check::ok("compose", facts.compose.clone()));
+    checks.push(match &facts.compose {
+        Some(compose) => Check::ok("compose", compose.clone()),
+        None => Check::not_ok(
+            "compose",
+            Status::Error,
+            "neither `docker compose` nor `docker-compose` works (or not the one \
+             BOT_BOTTLE_COMPOSE asks for)"
+                .to_owned(),
+            "install the compose plugin (Debian: docker-compose) or docker-compose",
+        ),
+    });
     checks.push(if facts.runtimes.iter().any(|r| r == "runsc") {
         Check::ok(
             "gvisor",

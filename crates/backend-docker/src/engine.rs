@@ -15,8 +15,9 @@ use crate::error::Result;
 /// The engine as `bottle doctor` reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EngineFacts {
-    /// The compose tool and its version (`docker compose 2.26.1`).
-    pub compose: String,
+    /// The compose tool and its version (`docker compose 2.26.1`); none installed
+    /// (or not the one `BOT_BOTTLE_COMPOSE` asks for) when `None`.
+    pub compose: Option<String>,
     /// The container runtimes it offers (`runc`, `runsc`, ...).
     pub runtimes: Vec<String>,
     /// `1` or `2`.
@@ -179,7 +180,6 @@ pub struct ContainerInfo {
     pub env: Vec<(String, Secret)>,
 }
 
-/// The engine operations a bottle needs.
 /// How often [`Engine::compose_follow`] ticks at least.
 pub const FOLLOW_TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -192,6 +192,7 @@ pub enum Followed<'a> {
     Tick,
 }
 
+/// The engine operations a bottle needs.
 pub trait Engine {
     /// Checks the engine answers; returns its server version.
     fn engine_version(&self) -> Result<String>;
@@ -237,6 +238,9 @@ pub trait Engine {
     fn networks_with_label(&self, label: &str) -> Result<Vec<String>>;
     /// Force-removes containers.
     fn remove_containers(&self, ids: &[String]) -> Result<()>;
+    /// Each container's output with timestamps (`docker logs --timestamps`), stdout
+    /// then stderr, in the order of `ids`; all asked at once.
+    fn container_logs(&self, ids: &[String]) -> Result<Vec<Captured>>;
     /// Starts created containers (ids or names), all in one call.
     fn start_containers(&self, ids: &[String]) -> Result<()>;
     /// Whether `compose up --no-start` leaves each container on all its networks, so

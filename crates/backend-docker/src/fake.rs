@@ -297,7 +297,7 @@ impl Engine for FakeEngine {
     fn describe(&self) -> Result<EngineFacts> {
         self.op("describe".into())?;
         Ok(EngineFacts {
-            compose: "fake compose 0".into(),
+            compose: Some("fake compose 0".into()),
             runtimes: vec!["runc".into()],
             cgroup_version: "2".into(),
             storage_driver: "fake".into(),
@@ -590,6 +590,28 @@ impl Engine for FakeEngine {
         drop(state);
         self.save();
         Ok(())
+    }
+
+    fn container_logs(&self, ids: &[String]) -> Result<Vec<Captured>> {
+        self.op(format!("logs:{}", ids.join(",")))?;
+        let state = self.state.borrow();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let mut log = String::new();
+                // A chatty container that prints its environment: redaction must hide it.
+                for c in state.containers.iter().filter(|c| &c.id == id) {
+                    for (k, v) in &c.env {
+                        log.push_str(&format!("2026-01-01T00:00:00Z {k}={v}\n"));
+                    }
+                }
+                Captured {
+                    code: Some(0),
+                    stdout: log.into_bytes(),
+                    ..Captured::default()
+                }
+            })
+            .collect())
     }
 
     fn remove_containers(&self, ids: &[String]) -> Result<()> {

@@ -13,7 +13,7 @@ use crate::engine::{ContainerInfo, Engine, ExecSpec};
 use crate::error::{BackendError, Result};
 use crate::sidecar_config::write_policy;
 use crate::state::{COMPOSE_FILE, METADATA_FILE, Metadata};
-use crate::teardown::{LOGS_DIR, archive_log_and_remove, compose_down, dump_logs};
+use crate::teardown::{LOGS_DIR, archive_log_and_remove, compose_down, dump_container_logs};
 use backend_api::needs::policy_version;
 
 /// A bottle as `ls` shows it: what is on disk and what runs.
@@ -159,24 +159,22 @@ fn remove_bottle(
         || crate::launch::compose_project(&bottle.slug),
         |m| m.compose_project.clone(),
     );
+    // The containers `find` saw, stopped gracefully, their logs kept (redacted) and
+    // removed, one call each (what `compose down` does, without its own lookup and
+    // start-up); compose down if that fails.
+    let ids: Vec<String> = bottle.containers.iter().map(|c| c.id.clone()).collect();
+    let stopped = backend.stop_containers(&ids, 5);
     if compose_file.exists()
-        && let Err(e) = dump_logs(
+        && let Err(e) = dump_container_logs(
             backend,
-            &project,
-            &compose_file,
+            &bottle.containers,
             &bottle.state_dir.join(crate::state::COMPOSE_LOG),
             &secrets,
         )
     {
         problems.push(e);
     }
-    // The containers `find` saw, stopped gracefully and removed in one call each
-    // (what `compose down` does, without its own lookup); compose down if that fails.
-    let ids: Vec<String> = bottle.containers.iter().map(|c| c.id.clone()).collect();
-    if let Err(e) = backend
-        .stop_containers(&ids, 5)
-        .and_then(|()| backend.remove_containers(&ids))
-    {
+    if let Err(e) = stopped.and_then(|()| backend.remove_containers(&ids)) {
         problems.push(e);
         if let Err(e) = compose_down(backend, &project, &compose_file) {
             problems.push(e);

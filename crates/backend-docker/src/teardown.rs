@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::{ComposeCall, Engine};
+use crate::engine::{ComposeCall, ContainerInfo, Engine};
 use crate::error::{BackendError, Result};
 use crate::launch::redact;
 use crate::state::COMPOSE_LOG;
@@ -138,6 +138,35 @@ pub fn dump_logs(
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     crate::state::write_atomic(target, redact(&text, secrets).as_bytes(), 0o600)
 }
+
+/// Dumps each of `containers`' output (`docker logs --timestamps`, all asked at once)
+/// to `target` as `compose logs` prints it, `<service>  | <line>`, every secret
+/// redacted: without compose's own start-up and container lookup.
+pub fn dump_container_logs(
+    backend: &dyn Engine,
+    containers: &[ContainerInfo],
+    target: &Path,
+    secrets: &[String],
+) -> Result<()> {
+    let ids: Vec<String> = containers.iter().map(|c| c.id.clone()).collect();
+    let logs = backend.container_logs(&ids)?;
+    let mut text = String::new();
+    for (container, log) in containers.iter().zip(&logs) {
+        let service = container
+            .labels
+            .get(COMPOSE_SERVICE_LABEL)
+            .map_or(container.name.as_str(), String::as_str);
+        for stream in [&log.stdout, &log.stderr] {
+            for line in String::from_utf8_lossy(stream).lines() {
+                text.push_str(&format!("{service}  | {line}\n"));
+            }
+        }
+    }
+    crate::state::write_atomic(target, redact(&text, secrets).as_bytes(), 0o600)
+}
+
+/// The label compose gives a container: its service's name.
+const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// Moves the bottle's (redacted) compose log to `<root>/logs/<slug>.compose.log`, then
 /// removes the bottle's state dir: the CA key and copied SSH keys go with it.
