@@ -71,7 +71,7 @@ const CLAUDE_WORK_PREFIX: &str = "claude-work-";
 /// A megabyte, as pip counts them in its progress.
 const MB: u64 = 1_000_000;
 /// How often a long step prints a progress line.
-const HEARTBEAT: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// A short, stable hash of `text` (FNV-1a 64 folded to 32 bits, in hex): names cache
 /// entries and labels images with what they were built from.
@@ -412,12 +412,14 @@ fn build_sidecar(workspace: &Workspace, bottle_bin: Option<&Path>) -> Result<Str
             let mut cmd = Command::new(&workspace.cargo);
             cmd.args(["build", "--release", "-p", "cli", "--bin", "bottle"])
                 .current_dir(&workspace.root);
-            Step::start(&format!("sidecar: {}", proc::describe(&cmd)).replacen(
-                &workspace.cargo,
-                "cargo",
-                1,
-            ))
-            .run(|| proc::checked(cmd).map(drop))?;
+            // Cargo's own progress (`Compiling ...`) is what the heartbeat shows.
+            let what =
+                format!("sidecar: {}", proc::describe(&cmd)).replacen(&workspace.cargo, "cargo", 1);
+            let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let latest = || proc::last_line(&output);
+            with_heartbeat(&what, &latest, || {
+                proc::checked_into(cmd, output.clone()).map(drop)
+            })?;
             let binary = workspace.target.join("release/bottle");
             if !binary.is_file() {
                 return Err(Failure(format!(

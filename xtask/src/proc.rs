@@ -84,7 +84,17 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// Runs `cmd` to completion (or until `timeout`), capturing stdout and stderr
 /// together. Stdin is closed. Fails only when the command cannot be started.
-pub fn run_bounded(mut cmd: Command, timeout: Option<Duration>) -> Result<Bounded, Failure> {
+pub fn run_bounded(cmd: Command, timeout: Option<Duration>) -> Result<Bounded, Failure> {
+    run_into(cmd, timeout, Arc::new(Mutex::new(Vec::new())))
+}
+
+/// [`run_bounded`], collecting the output into `collected` as it comes, so a
+/// heartbeat can say what the command is doing ([`last_line`]).
+pub fn run_into(
+    mut cmd: Command,
+    timeout: Option<Duration>,
+    collected: Arc<Mutex<Vec<u8>>>,
+) -> Result<Bounded, Failure> {
     let line = describe(&cmd);
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| Failure(format!("cannot create a pipe for `{line}`: {e}")))?;
@@ -106,7 +116,6 @@ pub fn run_bounded(mut cmd: Command, timeout: Option<Duration>) -> Result<Bounde
     // sees end-of-file when the child exits.
     drop(cmd);
 
-    let collected = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&collected);
     let reader_thread = thread::spawn(move || {
         let mut buf = [0u8; 8192];
@@ -163,8 +172,16 @@ pub fn run(cmd: Command) -> Result<Ran, Failure> {
 /// Runs `cmd` and requires success; the error names the command, its exit status
 /// and the tail of its output.
 pub fn checked(cmd: Command) -> Result<Ran, Failure> {
+    checked_into(cmd, Arc::new(Mutex::new(Vec::new())))
+}
+
+/// [`checked`], collecting the output into `collected` as it comes.
+pub fn checked_into(cmd: Command, collected: Arc<Mutex<Vec<u8>>>) -> Result<Ran, Failure> {
     let line = describe(&cmd);
-    let ran = run(cmd)?;
+    let ran = match run_into(cmd, None, collected)? {
+        Bounded::Finished(ran) => ran,
+        Bounded::TimedOut(_) => unreachable!("no timeout was set"),
+    };
     if ran.status.success() {
         Ok(ran)
     } else {
@@ -176,9 +193,32 @@ pub fn checked(cmd: Command) -> Result<Ran, Failure> {
     }
 }
 
+/// The last non-empty line of what a command wrote so far (cargo's `Compiling x`,
+/// docker's `Step 3/7`), cut to 100 characters.
+pub fn last_line(collected: &Mutex<Vec<u8>>) -> String {
+    let bytes = collected.lock().unwrap_or_else(|p| p.into_inner());
+    let text = String::from_utf8_lossy(&bytes);
+    let line = text
+        .split(['\n', '\r'])
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    line.chars().take(100).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_line_is_what_a_heartbeat_shows() {
+        let collected = Mutex::new(b"   Compiling a v1\n   Compiling b v2\n\n".to_vec());
+        assert_eq!(last_line(&collected), "Compiling b v2");
+        assert_eq!(last_line(&Mutex::new(Vec::new())), "");
+        let long = Mutex::new("x".repeat(500).into_bytes());
+        assert_eq!(last_line(&long).len(), 100);
+    }
 
     #[test]
     fn describe_quotes_only_what_needs_it() {
