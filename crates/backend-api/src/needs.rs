@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use plan::BottlePlan;
 use sidecar_contract::egress::{
     AllowRule, AuditStdout, DlpConfig, DlpHostMode, DnsSinkConfig, EgressConfig, ExtraPattern,
-    GuardedEnv, Limits, Route, SsrfConfig,
+    GuardedEnv, Limits, Route, SsrfConfig, UPSTREAM_PROXY_SECRET_ENV, UpstreamProxyConfig,
 };
 use sidecar_contract::git_gate::{self, GateConfig, UpstreamConfig};
 use sidecar_contract::layout::{
@@ -42,7 +42,8 @@ fn dlp_mode(mode: plan::DlpMode) -> sidecar_contract::egress::DlpMode {
 
 /// The egress sidecar's policy for `plan`: the manifest's rules; `internal_cidrs`
 /// (where the bottle's own sidecars live, which the backend knows) exempt from SSRF
-/// blocking; routes and guarded values read from namespaced variables.
+/// blocking; routes, guarded values and the upstream proxy's credential read from
+/// namespaced variables.
 pub fn egress_config(
     plan: &BottlePlan,
     internal_cidrs: &[String],
@@ -128,6 +129,18 @@ pub fn egress_config(
         dns_sink: Some(DnsSinkConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 53)),
         }),
+        upstream_proxy: egress
+            .upstream_proxy
+            .as_ref()
+            .map(|proxy| UpstreamProxyConfig {
+                host: proxy.host.clone(),
+                port: proxy.port,
+                credential_env: proxy
+                    .credentials
+                    .as_ref()
+                    .map(|_| UPSTREAM_PROXY_SECRET_ENV.to_owned()),
+                no_proxy: proxy.no_proxy.clone(),
+            }),
     }
 }
 

@@ -101,3 +101,46 @@ fn the_sidecar_passwd_names_the_state_owner() {
     assert!(needs::sidecar_passwd("1000:1001").contains("bottle:x:1000:1001:"));
     assert!(needs::sidecar_passwd("1000").contains("bottle:x:1000:0:"));
 }
+
+#[test]
+fn the_upstream_proxy_reaches_the_sidecar_with_the_name_of_its_credential() {
+    let plan = valid_plans()
+        .into_iter()
+        .flat_map(|(_, plans)| plans)
+        .find(|plan| plan.egress.upstream_proxy.is_some())
+        .expect("a fixture with an upstream proxy");
+    let egress = needs::egress_config(&plan, &["10.9.0.0/24".into()], &EgressExtras::default());
+    let proxy = egress.upstream_proxy.as_ref().unwrap();
+    assert_eq!(proxy.host, "proxy.corp.example");
+    assert_eq!(proxy.port, 3128);
+    assert_eq!(
+        proxy.credential_env.as_deref(),
+        Some(sidecar_contract::egress::UPSTREAM_PROXY_SECRET_ENV)
+    );
+    assert_eq!(
+        proxy.no_proxy,
+        [".internal.example", "10.0.0.0/8", "localhost"]
+    );
+    let text = String::from_utf8(needs::policy_bytes(&egress)).unwrap();
+    let credential = plan
+        .egress
+        .upstream_proxy
+        .as_ref()
+        .unwrap()
+        .credentials
+        .as_ref()
+        .unwrap();
+    assert!(!text.contains(credential.expose()));
+    // Without a proxy, the policy file has no `upstream_proxy` key at all.
+    let direct = valid_plans()
+        .into_iter()
+        .flat_map(|(_, plans)| plans)
+        .find(|plan| plan.egress.upstream_proxy.is_none())
+        .unwrap();
+    let bytes = needs::policy_bytes(&needs::egress_config(
+        &direct,
+        &[],
+        &EgressExtras::default(),
+    ));
+    assert!(!String::from_utf8(bytes).unwrap().contains("upstream_proxy"));
+}

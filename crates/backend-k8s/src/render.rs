@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use plan::{BottlePlan, EnvVar as PlanEnvVar, ImagePlan, Runtime};
-use sidecar_contract::egress::POLICY_FILE_NAME;
+use sidecar_contract::egress::{POLICY_FILE_NAME, UPSTREAM_PROXY_SECRET_ENV};
 use sidecar_contract::layout::{
     AGENT_CA_DIR, AGENT_PERSIST_DIR, AGENT_SERVICE, CA_CERT_FILE, CA_KEY_FILE, EGRESS_PROXY_PORT,
     EGRESS_SERVICE, EXTRA_CA_FILE, GIT_GATE_PORT, GIT_GATE_SERVICE, LABEL_AGENT, LABEL_ROLE,
@@ -237,6 +237,12 @@ pub fn render(
                             (guarded_secret_env(i), reveal_value(&guarded.value, reveal))
                         }),
                 )
+                .chain(upstream_proxy_credentials(plan).map(|credentials| {
+                    (
+                        UPSTREAM_PROXY_SECRET_ENV.to_owned(),
+                        reveal_value(credentials, reveal),
+                    )
+                }))
                 .collect(),
         ),
     ];
@@ -876,7 +882,8 @@ fn egress_pod(plan: &BottlePlan, facts: &ClusterFacts) -> Pod {
     let env = container.env.get_or_insert_with(Vec::new);
     let names = (0..plan.egress.routes.len())
         .map(route_secret_env)
-        .chain((0..plan.egress.guarded_env.len()).map(guarded_secret_env));
+        .chain((0..plan.egress.guarded_env.len()).map(guarded_secret_env))
+        .chain(upstream_proxy_credentials(plan).map(|_| UPSTREAM_PROXY_SECRET_ENV.to_owned()));
     for name in names {
         env.push(EnvVar {
             name: name.clone(),
@@ -892,6 +899,15 @@ fn egress_pod(plan: &BottlePlan, facts: &ClusterFacts) -> Pod {
         });
     }
     pod
+}
+
+/// The upstream proxy's `user:password`, if the bottle has a proxy that needs one:
+/// it goes into the egress credentials Secret, which only the egress pod reads.
+fn upstream_proxy_credentials(plan: &BottlePlan) -> Option<&plan::Secret> {
+    plan.egress
+        .upstream_proxy
+        .as_ref()
+        .and_then(|proxy| proxy.credentials.as_ref())
 }
 
 fn container_port(name: &str, port: u16, protocol: &str) -> ContainerPort {

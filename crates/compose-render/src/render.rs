@@ -15,6 +15,7 @@ pub const INTERNAL_NETWORK: &str = "internal";
 /// Compose-local name of the egress network.
 pub const EGRESS_NETWORK: &str = "egress";
 
+use sidecar_contract::egress::UPSTREAM_PROXY_SECRET_ENV;
 pub use sidecar_contract::layout::{
     AGENT_CA_CERT, AGENT_CA_DIR, AGENT_PERSIST_DIR, AGENT_SERVICE, DEFAULT_AGENT_PIDS,
     EGRESS_PROXY_PORT, EGRESS_SERVICE, GIT_GATE_PORT, GIT_GATE_SERVICE, LABEL_AGENT, LABEL_ROLE,
@@ -82,7 +83,18 @@ pub fn compose_process_env(plan: &BottlePlan) -> Vec<(String, plan::Secret)> {
     for (index, guarded) in plan.egress.guarded_env.iter().enumerate() {
         vars.push((guarded_secret_env(index), guarded.value.clone()));
     }
+    if let Some(credentials) = upstream_proxy_credentials(plan) {
+        vars.push((UPSTREAM_PROXY_SECRET_ENV.to_owned(), credentials.clone()));
+    }
     vars
+}
+
+/// The upstream proxy's `user:password`, if the bottle has a proxy that needs one.
+fn upstream_proxy_credentials(plan: &BottlePlan) -> Option<&plan::Secret> {
+    plan.egress
+        .upstream_proxy
+        .as_ref()
+        .and_then(|proxy| proxy.credentials.as_ref())
 }
 
 /// Compose interpolates `$` in values: escape every literal one.
@@ -163,6 +175,11 @@ fn egress_service(plan: &BottlePlan, facts: &LaunchFacts) -> Service {
     service
         .environment
         .extend((0..plan.egress.guarded_env.len()).map(guarded_secret_env));
+    if upstream_proxy_credentials(plan).is_some() {
+        service
+            .environment
+            .push(UPSTREAM_PROXY_SECRET_ENV.to_owned());
+    }
     service.volumes = vec![
         Volume::bind(
             host_path(&facts.egress_config_dir()),

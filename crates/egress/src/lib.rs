@@ -73,6 +73,7 @@ pub mod scrub;
 pub mod secret;
 pub mod ssrf;
 pub mod upstream;
+pub mod upstream_proxy;
 
 use std::net::SocketAddr;
 use std::path::Path;

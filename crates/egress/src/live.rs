@@ -24,6 +24,7 @@ use crate::scrub::{ResponseScrubber, ScrubSecret};
 use crate::secret::SecretValue;
 use crate::ssrf::SsrfGuard;
 use crate::upstream::{UpstreamClient, build_client, upstream_tls_config};
+use crate::upstream_proxy::{ProxyConfigError, UpstreamProxy};
 
 /// Where route secrets come from: the sidecar's own environment in
 /// production, a map in tests (setting env vars is `unsafe` in Rust 2024).
@@ -36,7 +37,8 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn get(&self, name: &str) -> Option<String> {
+    /// The value of variable `name`, if set.
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
         match self {
             Self::ProcessEnv => std::env::var(name).ok(),
             Self::Map(map) => map.get(name).cloned(),
@@ -277,10 +279,24 @@ fn compile_policy(
         .as_deref()
         .map(|p| EgressConfig::resolve_path(config_dir, p));
     let tls = upstream_tls_config(bundle.as_deref())?;
+    let proxy = config
+        .upstream_proxy
+        .as_ref()
+        .map(|proxy| {
+            UpstreamProxy::from_config(proxy, secrets).map_err(|e| match e {
+                ProxyConfigError::MissingCredential { var } => Error::MissingSecretEnv {
+                    host: format!("upstream proxy {}", proxy.host),
+                    var,
+                },
+                other => invalid(other.to_string()),
+            })
+        })
+        .transpose()?;
     let client = build_client(
         Arc::new(tls),
         static_hosts,
         guard,
+        proxy,
         Duration::from_secs(config.limits.connect_timeout_secs),
         config.limits.max_connections,
     );

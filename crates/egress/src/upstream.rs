@@ -1,7 +1,8 @@
 //! The upstream side: name resolution (static hosts, numeric forms, DNS), the
 //! SSRF check of every resolved address, the TCP connect to exactly a checked
-//! address, TLS to the upstream (system roots + optional extra bundle, ALPN
-//! h2 and http/1.1), and the pooled hyper-util client built on top.
+//! address — or, with an upstream proxy ([`crate::upstream_proxy`]), a `CONNECT`
+//! tunnel through it — TLS to the upstream (system roots + optional extra bundle,
+//! ALPN h2 and http/1.1), and the pooled hyper-util client built on top.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +29,7 @@ use tokio_rustls::client::TlsStream;
 use crate::body::ScannedBody;
 use crate::error::Error;
 use crate::ssrf::{SsrfBlock, SsrfGuard, parse_numeric_host};
+use crate::upstream_proxy::{TunnelError, UpstreamProxy};
 
 /// The pooled HTTP client of one policy version.
 pub type UpstreamClient = Client<GuardedConnector, ScannedBody>;
@@ -76,6 +78,24 @@ pub enum ConnectError {
     /// The URI handed to the connector had no host.
     #[error("request URI {0} has no host")]
     NoHost(String),
+    /// Connecting through the upstream proxy took too long (a proxy that drops
+    /// packets, or a target it cannot reach).
+    #[error("connecting to {host} through the upstream proxy {proxy} timed out")]
+    ProxyTimeout {
+        /// The requested host.
+        host: String,
+        /// `host:port` of the proxy.
+        proxy: String,
+    },
+    /// The upstream proxy could not be reached or refused the tunnel; nothing
+    /// falls back to a direct connection.
+    #[error("cannot reach {host} through the upstream proxy")]
+    Proxy {
+        /// The requested host.
+        host: String,
+        /// What the proxy did.
+        source: TunnelError,
+    },
 }
 
 /// Resolves a host to addresses without ever asking DNS for numeric forms
@@ -109,6 +129,8 @@ pub struct GuardedConnector {
     guard: SsrfGuard,
     tls: TlsConnector,
     timeout: Duration,
+    /// The corporate proxy every connection but `no_proxy`'s goes through.
+    proxy: Option<Arc<UpstreamProxy>>,
 }
 
 impl GuardedConnector {
@@ -123,34 +145,35 @@ impl GuardedConnector {
         let port = uri.port_u16().unwrap_or(if is_tls { 443 } else { 80 });
         let work =
             async {
-                let addrs = resolve(&host, port, &self.static_hosts)
-                    .await
-                    .map_err(|source| ConnectError::Resolve {
-                        host: host.clone(),
-                        source,
-                    })?;
+                // Behind a proxy, a name this sidecar cannot resolve is the proxy's to
+                // resolve; one it can is checked here first, like any other.
+                let proxy = self.proxy.as_deref();
+                let addrs = match resolve(&host, port, &self.static_hosts).await {
+                    Ok(addrs) => addrs,
+                    Err(_) if proxy.is_some_and(|p| !p.bypasses(&host, &[])) => Vec::new(),
+                    Err(source) => {
+                        return Err(ConnectError::Resolve {
+                            host: host.clone(),
+                            source,
+                        });
+                    }
+                };
                 for &addr in &addrs {
                     self.guard.check(addr).map_err(|block| ConnectError::Ssrf {
                         host: host.clone(),
                         block,
                     })?;
                 }
-                let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no addresses");
-                let mut tcp = None;
-                for addr in addrs {
-                    match TcpStream::connect(SocketAddr::new(addr, port)).await {
-                        Ok(stream) => {
-                            tcp = Some(stream);
-                            break;
-                        }
-                        Err(e) => last_error = e,
-                    }
-                }
-                let tcp = tcp.ok_or_else(|| ConnectError::Connect {
-                    host: host.clone(),
-                    source: last_error,
-                })?;
-                let _ = tcp.set_nodelay(true);
+                let tcp = match proxy.filter(|p| !p.bypasses(&host, &addrs)) {
+                    Some(proxy) => proxy
+                        .tunnel(&host, port, &self.static_hosts)
+                        .await
+                        .map_err(|source| ConnectError::Proxy {
+                            host: host.clone(),
+                            source,
+                        })?,
+                    None => self.connect_direct(&host, port, addrs).await?,
+                };
                 if !is_tls {
                     return Ok(UpstreamStream::Plain(tcp));
                 }
@@ -169,7 +192,36 @@ impl GuardedConnector {
             };
         tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| ConnectError::Timeout { host: host.clone() })?
+            .map_err(|_| match self.proxy.as_deref() {
+                Some(proxy) if !proxy.bypasses(&host, &[]) => ConnectError::ProxyTimeout {
+                    host: host.clone(),
+                    proxy: proxy.address(),
+                },
+                _ => ConnectError::Timeout { host: host.clone() },
+            })?
+    }
+
+    /// A direct TCP connect to the first of the (SSRF-checked) `addrs` that answers.
+    async fn connect_direct(
+        &self,
+        host: &str,
+        port: u16,
+        addrs: Vec<IpAddr>,
+    ) -> Result<TcpStream, ConnectError> {
+        let mut last_error = io::Error::new(io::ErrorKind::NotFound, "no addresses");
+        for addr in addrs {
+            match TcpStream::connect(SocketAddr::new(addr, port)).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        Err(ConnectError::Connect {
+            host: host.to_owned(),
+            source: last_error,
+        })
     }
 }
 
@@ -289,11 +341,13 @@ pub fn upstream_tls_config(extra_ca_bundle: Option<&Path>) -> Result<ClientConfi
     Ok(config)
 }
 
-/// Builds the pooled client for one policy version.
+/// Builds the pooled client for one policy version; with `proxy`, connections go
+/// through it ([`crate::upstream_proxy`]).
 pub fn build_client(
     tls: Arc<ClientConfig>,
     static_hosts: BTreeMap<String, IpAddr>,
     guard: SsrfGuard,
+    proxy: Option<UpstreamProxy>,
     connect_timeout: Duration,
     max_idle_per_host: usize,
 ) -> UpstreamClient {
@@ -302,6 +356,7 @@ pub fn build_client(
         guard,
         tls: TlsConnector::from(tls),
         timeout: connect_timeout,
+        proxy: proxy.map(Arc::new),
     };
     Client::builder(TokioExecutor::new())
         .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -314,4 +369,129 @@ pub fn build_client(
         // 64 KiB keeps 64 busy clients under 30 MiB of RSS.
         .http1_max_buf_size(64 * 1024)
         .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::UpstreamProxyConfig;
+    use crate::live::SecretSource;
+
+    /// A CONNECT proxy on loopback that records each request head and answers 200.
+    async fn recording_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                record
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+            }
+        });
+        (port, seen)
+    }
+
+    fn connector(proxy_port: u16, exempt: &[&str]) -> GuardedConnector {
+        let proxy = UpstreamProxy::from_config(
+            &UpstreamProxyConfig {
+                host: "127.0.0.1".into(),
+                port: proxy_port,
+                credential_env: None,
+                no_proxy: Vec::new(),
+            },
+            &SecretSource::Map(BTreeMap::new()),
+        )
+        .unwrap();
+        let exempt: Vec<String> = exempt.iter().map(|s| s.to_string()).collect();
+        GuardedConnector {
+            static_hosts: Arc::new(BTreeMap::from([
+                ("internal.test".to_owned(), "10.0.0.1".parse().unwrap()),
+                ("allowed.test".to_owned(), "127.0.0.2".parse().unwrap()),
+            ])),
+            guard: SsrfGuard::new(true, &exempt).unwrap(),
+            tls: TlsConnector::from(Arc::new(upstream_tls_config(None).unwrap())),
+            timeout: Duration::from_secs(5),
+            proxy: Some(Arc::new(proxy)),
+        }
+    }
+
+    #[tokio::test]
+    async fn ssrf_still_blocks_a_locally_resolvable_internal_target_via_the_proxy() {
+        let (port, seen) = recording_proxy().await;
+        for target in [
+            "http://internal.test/",
+            "https://internal.test/",
+            "http://169.254.169.254/",
+        ] {
+            let result = connector(port, &[]).connect(target.parse().unwrap()).await;
+            assert!(
+                matches!(result, Err(ConnectError::Ssrf { .. })),
+                "{target}: {:?}",
+                result.err()
+            );
+        }
+        assert!(seen.lock().unwrap().is_empty(), "the proxy was asked");
+    }
+
+    #[tokio::test]
+    async fn a_silent_proxy_times_out_naming_the_proxy() {
+        // Accepts and never answers the CONNECT.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let mut connector = connector(port, &["127.0.0.2/32"]);
+        connector.timeout = Duration::from_millis(300);
+        let error = connector
+            .connect("http://allowed.test/".parse().unwrap())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(error, ConnectError::ProxyTimeout { ref proxy, .. } if *proxy == format!("127.0.0.1:{port}")),
+            "{error}"
+        );
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn the_proxy_address_is_not_ssrf_checked_and_targets_go_by_name() {
+        // The proxy is on loopback, which the guard blocks; the target's local
+        // address (127.0.0.2) is exempt but has no listener, so a direct connection
+        // would fail: only the tunnel makes this work.
+        let (port, seen) = recording_proxy().await;
+        let stream = connector(port, &["127.0.0.2/32"])
+            .connect("http://allowed.test:8080/x".parse().unwrap())
+            .await
+            .unwrap();
+        assert!(matches!(stream, UpstreamStream::Plain(_)));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(
+            seen[0].starts_with("CONNECT allowed.test:8080 HTTP/1.1\r\n"),
+            "{:?}",
+            seen[0]
+        );
+    }
 }

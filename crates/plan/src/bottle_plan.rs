@@ -176,6 +176,23 @@ pub struct EgressPlan {
     pub ssrf: SsrfPlan,
     /// The agent's own secret values DLP refuses to let leave.
     pub guarded_env: Vec<GuardedEnvPlan>,
+    /// The corporate proxy upstream connections go through (`None`: direct).
+    pub upstream_proxy: Option<UpstreamProxyPlan>,
+}
+
+/// A corporate HTTP proxy the egress sidecar tunnels through.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpstreamProxyPlan {
+    /// Lowercase host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Host variable the credential came from.
+    pub credentials_env: Option<String>,
+    /// `user:password`: only the egress sidecar's process environment receives it.
+    pub credentials: Option<Secret>,
+    /// Normalized exceptions: `.suffix`, exact hosts or addresses, CIDRs.
+    pub no_proxy: Vec<String>,
 }
 
 /// A secret value of the agent's environment, guarded by DLP like a credential.

@@ -217,6 +217,28 @@ pub struct Egress {
     /// Blocking of requests to private, loopback, link-local and metadata addresses.
     #[serde(default)]
     pub ssrf: Ssrf,
+    /// Another HTTP proxy (a corporate one) the egress sidecar reaches the internet
+    /// through, after its own allowlist, credential routes, DLP and SSRF checks.
+    #[serde(default)]
+    pub upstream_proxy: Option<Spanned<UpstreamProxy>>,
+}
+
+/// A corporate HTTP proxy in front of the internet: the sidecar opens a `CONNECT`
+/// tunnel through it for every upstream connection (`https://` and `http://`).
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamProxy {
+    /// `http://host:port` (no credentials, no path).
+    pub url: Spanned<String>,
+    /// Host environment variable holding `user:password`, sent to the proxy as
+    /// `Proxy-Authorization: Basic ...` by the sidecar alone (default: no
+    /// authentication).
+    #[serde(default)]
+    pub credentials_env: Option<Spanned<String>>,
+    /// Destinations reached directly, like `NO_PROXY`: `.example.com` (that domain
+    /// and its subdomains), an exact host or address, or a CIDR such as `10.0.0.0/8`.
+    #[serde(default)]
+    pub no_proxy: Vec<Spanned<String>>,
 }
 
 /// One allowed destination.

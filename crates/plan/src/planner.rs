@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::bottle_plan::{
     AgentPlan, AllowRulePlan, BottlePlan, DlpHostPlan, DlpPatternPlan, DlpPlan, EgressPlan,
     EnvPlan, EnvVar, GitGatePlan, GuardedEnvPlan, ImagePlan, LimitsPlan, RoutePlan, Slug, SsrfPlan,
-    SupervisePlan, UpstreamPlan,
+    SupervisePlan, UpstreamPlan, UpstreamProxyPlan,
 };
 use crate::dotenv::parse_env_file;
 use crate::interpolate::{InterpolationError, interpolate};
@@ -671,7 +671,69 @@ impl Ctx<'_> {
                 exempt,
             },
             guarded_env: Vec::new(),
+            upstream_proxy: egress
+                .upstream_proxy
+                .as_ref()
+                .and_then(|proxy| self.upstream_proxy(proxy)),
         }
+    }
+
+    /// The corporate proxy: a plain `http://host:port`, its credential from a host
+    /// variable (never the URL), NO_PROXY-style exceptions.
+    fn upstream_proxy(
+        &mut self,
+        proxy: &Spanned<manifest::UpstreamProxy>,
+    ) -> Option<UpstreamProxyPlan> {
+        let p = &proxy.value;
+        let address = match rules::parse_proxy_url(&p.url.value) {
+            Ok(address) => Some(address),
+            Err(reason) => {
+                // A password written into the URL is not repeated in the message.
+                let shown = match p.url.value.split_once("://") {
+                    Some((scheme, rest))
+                        if rest.split('/').next().is_some_and(|a| a.contains('@')) =>
+                    {
+                        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                        format!("{scheme}://[redacted]@{host}")
+                    }
+                    _ => p.url.value.clone(),
+                };
+                self.bad_value("upstream proxy URL", &p.url.map(|_| shown), reason);
+                None
+            }
+        };
+        let mut no_proxy = Vec::new();
+        for entry in &p.no_proxy {
+            match rules::parse_no_proxy(&entry.value) {
+                Ok(normal) => no_proxy.push(normal),
+                Err(reason) => self.bad_value("no_proxy entry", entry, reason),
+            }
+        }
+        let credentials = match &p.credentials_env {
+            None => None,
+            Some(var) => {
+                self.name("environment variable name", var, rules::check_env_name);
+                let value = self.host_var(var, "the upstream proxy's `user:password`")?;
+                if value != MISSING_VALUE && (!value.contains(':') || value.contains(['\r', '\n']))
+                {
+                    self.bad_value(
+                        "upstream proxy credentials",
+                        &var.map(|_| "(hidden)"),
+                        format!("{} must hold `user:password` on one line", var.value),
+                    );
+                }
+                Some((var.value.clone(), Secret::new(value)))
+            }
+        };
+        let (host, port) = address?;
+        let (credentials_env, credentials) = credentials.unzip();
+        Some(UpstreamProxyPlan {
+            host,
+            port,
+            credentials_env,
+            credentials,
+            no_proxy,
+        })
     }
 
     /// The bottle's `secret: true` values DLP must guard, with the hosts each may go

@@ -289,6 +289,101 @@ pub fn parse_cidr(raw: &str) -> Result<String, String> {
     Ok(format!("{ip}/{len}"))
 }
 
+/// An upstream proxy URL, `http://host:port`: its lowercase host (an IPv6
+/// address without brackets) and port. No credentials in the URL (they would sit in
+/// the manifest and the sidecar's config file), no path, no other scheme.
+pub fn parse_proxy_url(raw: &str) -> Result<(String, u16), String> {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Err("write the proxy as `http://host:port`".into());
+    };
+    if !scheme.eq_ignore_ascii_case("http") {
+        return Err(format!(
+            "the sidecar speaks plain HTTP to its proxy (CONNECT for TLS targets); write `http://`, not `{scheme}://`"
+        ));
+    }
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if authority.contains('@') {
+        return Err(
+            "no credentials in the URL: put `user:password` in a host variable and name it in `credentials_env`"
+                .into(),
+        );
+    }
+    if !path.is_empty() && path != "/" {
+        return Err("a proxy URL has no path, query or fragment".into());
+    }
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| "an IPv6 address needs its closing `]`".to_string())?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("not an IPv6 address between `[` and `]`".into());
+        }
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let port = port.filter(|p| !p.is_empty()).ok_or_else(|| {
+        "give the proxy's port, e.g. `http://proxy.corp.example:3128`".to_string()
+    })?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| "the port is a number from 1 to 65535".to_string())?;
+    let host = host.to_ascii_lowercase();
+    if host.parse::<IpAddr>().is_err() {
+        check_dns_name(&host)?;
+        if looks_like_numeric_address(&host) {
+            return Err("write the proxy's address in dotted decimal".into());
+        }
+    }
+    Ok((host, port))
+}
+
+/// A `no_proxy` entry, normalized: `.example.com` (that domain and its subdomains;
+/// `*.example.com` is read the same), an exact host or address, or a CIDR
+/// (`10.0.0.0/8`).
+pub fn parse_no_proxy(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Err(
+            "`*` would bypass the proxy for everything; remove `upstream_proxy` instead".into(),
+        );
+    }
+    if raw.contains('/') {
+        return parse_cidr(raw);
+    }
+    if let Ok(ip) = raw
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(ip.to_string());
+    }
+    if raw.contains(':') {
+        return Err("write the host only: `no_proxy` has no ports".into());
+    }
+    let lower = raw.to_ascii_lowercase();
+    let (suffix, name) = match lower.strip_prefix("*.").or_else(|| lower.strip_prefix('.')) {
+        Some(rest) => (true, rest.to_owned()),
+        None => (false, lower),
+    };
+    if name.contains('*') {
+        return Err("`*` is allowed only as a leading `*.` label".into());
+    }
+    check_dns_name(&name)?;
+    if looks_like_numeric_address(&name) {
+        return Err("write addresses in dotted decimal".into());
+    }
+    Ok(if suffix { format!(".{name}") } else { name })
+}
+
 /// A ref pattern for pushes: `refs/...` with `*` as the only wildcard.
 pub fn check_ref_pattern(raw: &str) -> Result<(), &'static str> {
     if !raw.starts_with("refs/") {
@@ -504,5 +599,59 @@ mod tests {
         assert!(parse_memory("1k").is_err());
         assert!(parse_memory("lots").is_err());
         assert!(parse_memory("99999999999999g").is_err());
+    }
+
+    #[test]
+    fn proxy_urls() {
+        for (raw, host, port) in [
+            ("http://proxy.corp.example:3128", "proxy.corp.example", 3128),
+            (
+                "HTTP://Proxy.Corp.Example:8080/",
+                "proxy.corp.example",
+                8080,
+            ),
+            ("http://10.0.0.5:3128", "10.0.0.5", 3128),
+            ("http://[fd00::5]:3128", "fd00::5", 3128),
+        ] {
+            assert_eq!(
+                parse_proxy_url(raw).unwrap(),
+                (host.to_owned(), port),
+                "{raw}"
+            );
+        }
+        for (bad, why) in [
+            ("https://proxy:3128", "plain HTTP"),
+            ("proxy:3128", "http://host:port"),
+            ("http://user:pw@proxy:3128", "credentials_env"),
+            ("http://proxy", "port"),
+            ("http://proxy:", "port"),
+            ("http://proxy:0", "1 to 65535"),
+            ("http://proxy:99999", "1 to 65535"),
+            ("http://proxy:3128/path", "no path"),
+            ("http://proxy:3128?x", "no path"),
+            ("http://pro xy:3128", "letters"),
+            ("http://0x7f.1:3128", "dotted decimal"),
+            ("http://[zz]:3128", "IPv6"),
+        ] {
+            let err = parse_proxy_url(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn no_proxy_entries() {
+        for (raw, normal) in [
+            (".Internal.Example", ".internal.example"),
+            ("*.internal.example", ".internal.example"),
+            ("localhost", "localhost"),
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("10.1.2.3", "10.1.2.3"),
+            ("[::1]", "::1"),
+        ] {
+            assert_eq!(parse_no_proxy(raw).unwrap(), normal, "{raw}");
+        }
+        for bad in ["*", "host:80", "a*.b", "10.0.0.0/99", "..x", "127.1"] {
+            assert!(parse_no_proxy(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -14,6 +14,11 @@ pub const POLICY_FILE_NAME: &str = "policy.json";
 /// Ports an allow rule without `ports` admits.
 pub const DEFAULT_PORTS: [u16; 2] = [443, 80];
 
+/// Name under which the upstream proxy's credential (`user:password`) reaches the
+/// egress sidecar: namespaced like the route credentials, so it can never collide
+/// with a variable of the agent's, and never given to the agent.
+pub const UPSTREAM_PROXY_SECRET_ENV: &str = "BOT_BOTTLE_UPSTREAM_PROXY";
+
 /// Everything the egress sidecar is told by the launcher.
 ///
 /// Fields marked "restart" are read once at start; a SIGHUP reload applies
@@ -70,6 +75,31 @@ pub struct EgressConfig {
     /// The DNS sink, if the sidecar should run one (restart).
     #[serde(default)]
     pub dns_sink: Option<DnsSinkConfig>,
+    /// Another HTTP proxy every upstream connection goes through (with CONNECT),
+    /// after the allowlist, credential routes, DLP and the SSRF check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_proxy: Option<UpstreamProxyConfig>,
+}
+
+/// A corporate (or DLP) HTTP proxy in front of the internet. The sidecar opens a
+/// `CONNECT host:port` tunnel through it for every upstream connection, `https://`
+/// and `http://` alike, except to hosts `no_proxy` names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamProxyConfig {
+    /// The proxy's host name or address (reached without the SSRF check: a
+    /// corporate proxy usually has a private address).
+    pub host: String,
+    /// The proxy's port.
+    pub port: u16,
+    /// Environment variable of the SIDECAR holding `user:password`, sent as
+    /// `Proxy-Authorization: Basic ...`; none: no authentication.
+    #[serde(default)]
+    pub credential_env: Option<String>,
+    /// Destinations reached directly, like `NO_PROXY`: `.suffix` (the domain and its
+    /// subdomains), an exact host or address, or a CIDR.
+    #[serde(default)]
+    pub no_proxy: Vec<String>,
 }
 
 /// Which audit lines the egress sidecar writes to stdout as well as to its audit file.
@@ -349,6 +379,9 @@ mod tests {
         assert!(cfg.allow.is_empty());
         assert_eq!(cfg.ca_cert, PathBuf::from("ca-cert.pem"));
         assert_eq!(cfg.limits.max_connections, 512);
+        assert!(cfg.upstream_proxy.is_none());
+        let written = serde_json::to_string(&cfg).unwrap();
+        assert!(!written.contains("upstream_proxy"), "{written}");
     }
 
     #[test]
@@ -362,12 +395,16 @@ mod tests {
                         "secret_env": "EXAMPLE_TOKEN", "placeholder": "placeholder-123",
                         "agent_env": "EXAMPLE_API_KEY"}],
             "dlp": {"enabled": true, "extra_patterns": [{"name": "internal", "regex": "ACME-[0-9]{8}", "allowed_hosts": ["acme.test"]}]},
-            "ssrf": {"enabled": true, "exempt_cidrs": ["10.0.0.0/8"]}
+            "ssrf": {"enabled": true, "exempt_cidrs": ["10.0.0.0/8"]},
+            "upstream_proxy": {"host": "proxy.corp.test", "port": 3128,
+                               "credential_env": "BOT_BOTTLE_UPSTREAM_PROXY",
+                               "no_proxy": [".internal.test", "10.0.0.0/8"]}
         }"#;
         let cfg = EgressConfig::from_json(json).unwrap();
         assert_eq!(cfg.routes[0].secret_env, "EXAMPLE_TOKEN");
         assert_eq!(cfg.routes[0].agent_env.as_deref(), Some("EXAMPLE_API_KEY"));
         assert_eq!(cfg.allow[0].ports, Some(vec![443]));
+        assert_eq!(cfg.upstream_proxy.as_ref().unwrap().port, 3128);
         let again = EgressConfig::from_json(&serde_json::to_vec(&cfg).unwrap()).unwrap();
         assert_eq!(cfg, again);
     }

@@ -284,7 +284,12 @@ fn inspect_gateway(run: &Run, network: &str) -> Result<String, String> {
 
 /// `docker run -d` of a fake internet host: labelled with the run, on our network
 /// only, at a fixed address.
-fn run_container(run: &Run, name: &str, network: &str, ip: &str) -> std::process::Command {
+pub(super) fn run_container(
+    run: &Run,
+    name: &str,
+    network: &str,
+    ip: &str,
+) -> std::process::Command {
     let mut docker = cmd("docker", &["run", "-d", "--name", name]);
     docker.args([
         "--label",
@@ -342,7 +347,7 @@ fn fixture(fixtures: &Path, name: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn mount(source: &Path, target: &str, read_only: bool) -> String {
+pub(super) fn mount(source: &Path, target: &str, read_only: bool) -> String {
     format!(
         "{}:{target}{}",
         source.display(),
@@ -351,7 +356,7 @@ fn mount(source: &Path, target: &str, read_only: bool) -> String {
 }
 
 /// Waits until something in `container` accepts TCP on `port`.
-fn wait_listening(run: &Run, container: &str, port: u16) -> Result<(), String> {
+pub(super) fn wait_listening(run: &Run, container: &str, port: u16) -> Result<(), String> {
     let probe = format!(
         "import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
     );
@@ -397,7 +402,7 @@ fn mint_server_cert(ca: &StandInCa, dir: &Path, names: &[&str], ip: &str) -> Res
 }
 
 /// A server's log directory (the server runs as root and writes into it).
-fn create_log_dir(path: &Path) -> Result<PathBuf, String> {
+pub(super) fn create_log_dir(path: &Path) -> Result<PathBuf, String> {
     fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
     Ok(path.to_path_buf())
 }

@@ -25,6 +25,7 @@ mod redteam_limits;
 mod redteam_paths;
 mod scenarios;
 mod sh;
+mod upstream_proxy;
 
 use std::io::Read;
 use std::path::PathBuf;

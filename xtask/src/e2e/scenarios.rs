@@ -13,6 +13,7 @@ use super::fake_internet::header;
 use super::sh::{self, cmd};
 use super::{
     claude, dashboard, redteam_bottle, redteam_credentials, redteam_limits, redteam_paths,
+    upstream_proxy,
 };
 
 /// A scenario: its name and its check.
@@ -41,6 +42,8 @@ pub const ALL: &[(&str, Check)] = &[
     ("path-bypass", redteam_paths::path_bypass),
     ("supervise-cap", redteam_limits::supervise_cap),
     ("audit-bounded", redteam_limits::audit_bounded),
+    // Issue 17: the egress sidecar behind a corporate proxy, on a bottle of its own.
+    ("upstream-proxy", upstream_proxy::upstream_proxy),
     // Issue 16: the dashboard in headless Chromium, on a bottle of its own.
     ("dashboard", dashboard::in_browser),
     ("bottles-isolated", bottles_isolated),

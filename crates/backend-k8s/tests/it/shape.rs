@@ -106,6 +106,68 @@ fn applied_objects_carry_the_real_credentials_in_secrets_only() {
 }
 
 #[test]
+fn the_upstream_proxy_credential_reaches_the_egress_pod_only() {
+    let (name, plan, _) = rendered()
+        .into_iter()
+        .find(|(_, plan, _)| {
+            plan.egress
+                .upstream_proxy
+                .as_ref()
+                .is_some_and(|p| p.credentials.is_some())
+        })
+        .expect("a fixture with an authenticated upstream proxy");
+    let objects = render(
+        &plan,
+        &ClusterFacts::preview(&plan),
+        &Materials::preview(&plan),
+        Reveal::ForApply,
+    );
+    let credential = plan
+        .egress
+        .upstream_proxy
+        .as_ref()
+        .unwrap()
+        .credentials
+        .as_ref()
+        .unwrap();
+    let var = sidecar_contract::egress::UPSTREAM_PROXY_SECRET_ENV;
+    let credentials = objects
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(EGRESS_CREDENTIALS_SECRET))
+        .unwrap();
+    assert_eq!(
+        credentials.string_data.as_ref().unwrap()[var],
+        credential.expose(),
+        "{name}"
+    );
+    let env_names = |pod: &Pod| -> Vec<String> {
+        spec(pod).containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.clone())
+            .collect()
+    };
+    for pod in &objects.sidecar_pods {
+        let has = env_names(pod).iter().any(|n| n == var);
+        assert_eq!(
+            has,
+            name_of(pod).contains(EGRESS_SERVICE),
+            "{name}: {}",
+            name_of(pod)
+        );
+    }
+    assert!(
+        !env_names(&objects.agent).iter().any(|n| n == var),
+        "{name}"
+    );
+    let mut outside_secrets = objects.clone();
+    outside_secrets.secrets.clear();
+    assert!(!outside_secrets.to_yaml().contains(credential.expose()));
+}
+
+#[test]
 fn only_sidecars_read_the_sidecars_secrets() {
     for (name, _, objects) in rendered() {
         let agent = secrets_read_by(&objects.agent);

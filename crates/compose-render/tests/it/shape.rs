@@ -123,6 +123,30 @@ fn no_secret_value_is_ever_rendered() {
             );
             checked += 1;
         }
+        // The upstream proxy's credential: the egress sidecar's, never the agent's.
+        if let Some(proxy) = &plan.egress.upstream_proxy
+            && let Some(credentials) = &proxy.credentials
+        {
+            let bare = sidecar_contract::egress::UPSTREAM_PROXY_SECRET_ENV.to_owned();
+            assert!(
+                file.services[EGRESS_SERVICE].environment.contains(&bare),
+                "{name}"
+            );
+            for (service_name, service) in &file.services {
+                if service_name != EGRESS_SERVICE {
+                    assert!(
+                        !service.environment.iter().any(|e| e.starts_with(&bare)),
+                        "{name}: {service_name} gets the proxy credential"
+                    );
+                }
+            }
+            assert!(
+                process_env
+                    .iter()
+                    .any(|(n, v)| *n == bare && v.expose() == credentials.expose())
+            );
+            checked += 1;
+        }
     }
     assert!(
         checked >= 5,

@@ -15,3 +15,4 @@ mod placeholders;
 mod protections;
 mod reload;
 mod scrubbing;
+mod upstream_proxy;

@@ -445,11 +445,14 @@ impl ProxyDir {
     }
 
     pub async fn start(&self) -> Proxy {
-        let secrets = SecretSource::Map(BTreeMap::from([(
-            TOKEN_ENV.to_owned(),
-            REAL_TOKEN.to_owned(),
-        )]));
-        Proxy::start_with_stdout_audit(self.path(), secrets, false)
+        self.start_with_secrets(&[]).await
+    }
+
+    /// [`ProxyDir::start`] with more variables in the sidecar's environment.
+    pub async fn start_with_secrets(&self, extra: &[(&str, &str)]) -> Proxy {
+        let mut secrets = BTreeMap::from([(TOKEN_ENV.to_owned(), REAL_TOKEN.to_owned())]);
+        secrets.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Proxy::start_with_stdout_audit(self.path(), SecretSource::Map(secrets), false)
             .await
             .unwrap()
     }
