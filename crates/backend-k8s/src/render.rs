@@ -625,21 +625,43 @@ fn cluster_dns() -> NetworkPolicyEgressRule {
 /// The egress proxy may reach public addresses on any port (its allowlist decides)
 /// and the cluster's DNS.
 fn egress_out(plan: &BottlePlan, exempt: &[String]) -> NetworkPolicy {
+    let mut rules = vec![
+        NetworkPolicyEgressRule {
+            to: Some(public_peers(exempt)),
+            ports: None,
+        },
+        cluster_dns(),
+    ];
+    rules.extend(upstream_proxy_rule(plan));
     NetworkPolicy {
         metadata: meta(plan, &format!("{EGRESS_SERVICE}-out"), None),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(role_selector(EGRESS_SERVICE)),
             policy_types: Some(vec!["Egress".to_owned()]),
             ingress: None,
-            egress: Some(vec![
-                NetworkPolicyEgressRule {
-                    to: Some(public_peers(exempt)),
-                    ports: None,
-                },
-                cluster_dns(),
-            ]),
+            egress: Some(rules),
         }),
     }
+}
+
+/// A corporate proxy is usually at a private address, which the public peers leave
+/// out: an upstream proxy given as an address may be reached there, at its port
+/// only. (A NetworkPolicy takes no names: a proxy given by name must be public, or
+/// its address listed in `ssrf.exempt`; `docs/kubernetes.md`.)
+fn upstream_proxy_rule(plan: &BottlePlan) -> Option<NetworkPolicyEgressRule> {
+    let proxy = plan.egress.upstream_proxy.as_ref()?;
+    let address: std::net::IpAddr = proxy.host.parse().ok()?;
+    let cidr = match address {
+        std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+        std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+    };
+    Some(NetworkPolicyEgressRule {
+        to: Some(vec![NetworkPolicyPeer {
+            ip_block: Some(IPBlock { cidr, except: None }),
+            ..NetworkPolicyPeer::default()
+        }]),
+        ports: Some(vec![port(proxy.port, "TCP")]),
+    })
 }
 
 /// The port of an SSH remote: `ssh://user@host:PORT/path`, else 22.

@@ -399,3 +399,68 @@ fn names_round_trip() {
     assert_eq!(slug_of_namespace("bot-bottle-"), None);
     assert_eq!(slug_of_namespace("kube-system"), None);
 }
+
+#[test]
+fn an_upstream_proxy_at_a_private_address_is_reachable_at_its_port_only() {
+    let (_, plan, _) = rendered()
+        .into_iter()
+        .find(|(_, plan, _)| plan.egress.upstream_proxy.is_some())
+        .expect("a fixture with an upstream proxy");
+    let proxy_rules = |plan: &plan::BottlePlan| {
+        let objects = render(
+            plan,
+            &ClusterFacts::preview(plan),
+            &Materials::preview(plan),
+            Reveal::Never,
+        );
+        let out = objects
+            .network_policies
+            .iter()
+            .find(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.ends_with(&format!("{EGRESS_SERVICE}-out")))
+            })
+            .expect("the egress sidecar's outbound policy")
+            .clone();
+        out.spec
+            .unwrap()
+            .egress
+            .unwrap()
+            .into_iter()
+            .filter(|rule| {
+                rule.to.iter().flatten().any(|peer| {
+                    peer.ip_block
+                        .as_ref()
+                        .is_some_and(|b| b.cidr.ends_with("/32") || b.cidr.ends_with("/128"))
+                })
+            })
+            .map(|rule| {
+                let cidrs: Vec<String> = rule
+                    .to
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| p.ip_block.as_ref().map(|b| b.cidr.clone()))
+                    .collect();
+                let ports: Vec<String> = rule
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| format!("{:?}", p.port))
+                    .collect();
+                (cidrs, ports)
+            })
+            .collect::<Vec<_>>()
+    };
+    // By name: a NetworkPolicy cannot say it, so nothing beyond the public peers.
+    assert!(proxy_rules(&plan).is_empty());
+    let mut private = plan.clone();
+    let proxy = private.egress.upstream_proxy.as_mut().unwrap();
+    proxy.host = "10.1.2.3".to_owned();
+    proxy.port = 3128;
+    let rules = proxy_rules(&private);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].0, ["10.1.2.3/32"]);
+    assert_eq!(rules[0].1, ["Some(Int(3128))"]);
+}
