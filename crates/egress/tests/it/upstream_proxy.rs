@@ -140,33 +140,65 @@ fn assert_no_credential(text: &str) {
     }
 }
 
+/// A sidecar whose `upstream_proxy` is 127.0.0.1:`proxy_port` (with the credential
+/// in its environment), in front of `upstream`.
+struct Through {
+    upstream: EchoUpstream,
+    port: u16,
+    dir: ProxyDir,
+    proxy: egress::Proxy,
+}
+
+impl Through {
+    async fn start(
+        upstream_ca: &TestCa,
+        upstream: EchoUpstream,
+        proxy_port: u16,
+        no_proxy: &[&str],
+    ) -> Self {
+        let port = upstream.port();
+        let dir = ProxyDir::new(upstream_ca, policy_via(&[port], proxy_port, no_proxy));
+        let proxy = dir
+            .start_with_secrets(&[(PROXY_AUTH_ENV, PROXY_AUTH)])
+            .await;
+        Self {
+            upstream,
+            port,
+            dir,
+            proxy,
+        }
+    }
+
+    /// `GET path` from `host`, over HTTPS through the sidecar.
+    async fn get(&self, host: &str, path: &str) -> RawResponse {
+        https_via_proxy(
+            self.proxy.local_addr(),
+            host,
+            self.port,
+            &self.dir.bottle_ca.cert_pem,
+            &get(host, self.port, path),
+        )
+        .await
+    }
+}
+
 #[tokio::test]
 async fn https_goes_through_the_upstream_proxy_with_its_credential() {
     let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
     let corp = CorpProxy::start(Some(PROXY_AUTH)).await;
-    let port = upstream.port();
-    let dir = ProxyDir::new(&upstream_ca, policy_via(&[port], corp.port, &[]));
-    let proxy = dir
-        .start_with_secrets(&[(PROXY_AUTH_ENV, PROXY_AUTH)])
-        .await;
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let through = Through::start(&upstream_ca, upstream, corp.port, &[]).await;
+    let (port, upstream) = (through.port, &through.upstream);
 
-    let response = https_via_proxy(
-        proxy.local_addr(),
-        "other.test",
-        port,
-        &dir.bottle_ca.cert_pem,
-        &get("other.test", port, "/through"),
-    )
-    .await;
+    let response = through.get("other.test", "/through").await;
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.json()["path"], "/through");
     // The route still applies in front of the proxy: the upstream gets the real token.
     let routed = https_via_proxy(
-        proxy.local_addr(),
+        through.proxy.local_addr(),
         "upstream.test",
         port,
-        &dir.bottle_ca.cert_pem,
+        &through.dir.bottle_ca.cert_pem,
         &format!(
             "GET /r HTTP/1.1\r\nHost: upstream.test:{port}\r\nAuthorization: Bearer {PLACEHOLDER}\r\nConnection: close\r\n\r\n"
         ),
@@ -200,7 +232,7 @@ async fn https_goes_through_the_upstream_proxy_with_its_credential() {
     );
     // Nothing reached the upstream but through a tunnel.
     assert_eq!(upstream.connections(), tunnels.len());
-    assert_no_credential(&audit_text(&dir));
+    assert_no_credential(&audit_text(&through.dir));
 }
 
 #[tokio::test]
@@ -230,51 +262,27 @@ async fn plain_http_is_tunnelled_too() {
 #[tokio::test]
 async fn no_proxy_hosts_go_direct_and_the_rest_through_the_proxy() {
     let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
     let corp = CorpProxy::start(Some(PROXY_AUTH)).await;
-    let port = upstream.port();
-    let dir = ProxyDir::new(
-        &upstream_ca,
-        policy_via(&[port], corp.port, &["other.test", ".internal.test"]),
-    );
-    let proxy = dir
-        .start_with_secrets(&[(PROXY_AUTH_ENV, PROXY_AUTH)])
-        .await;
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let no_proxy = ["other.test", ".internal.test"];
+    let through = Through::start(&upstream_ca, upstream, corp.port, &no_proxy).await;
     for host in ["other.test", "upstream.test"] {
-        let response = https_via_proxy(
-            proxy.local_addr(),
-            host,
-            port,
-            &dir.bottle_ca.cert_pem,
-            &get(host, port, "/"),
-        )
-        .await;
+        let response = through.get(host, "/").await;
         assert_eq!(response.status, 200, "{host}: {response:?}");
     }
     let targets: Vec<String> = corp.tunnels().into_iter().map(|t| t.target).collect();
-    assert_eq!(targets, [format!("upstream.test:{port}")]);
-    assert_eq!(upstream.connections(), 2);
+    assert_eq!(targets, [format!("upstream.test:{}", through.port)]);
+    assert_eq!(through.upstream.connections(), 2);
 }
 
 #[tokio::test]
 async fn a_refused_tunnel_is_a_502_and_never_a_direct_connection() {
     let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
     // The proxy wants another password than the sidecar has.
     let corp = CorpProxy::start(Some("svc-bot:the-right-one")).await;
-    let port = upstream.port();
-    let dir = ProxyDir::new(&upstream_ca, policy_via(&[port], corp.port, &[]));
-    let proxy = dir
-        .start_with_secrets(&[(PROXY_AUTH_ENV, PROXY_AUTH)])
-        .await;
-    let response = https_via_proxy(
-        proxy.local_addr(),
-        "other.test",
-        port,
-        &dir.bottle_ca.cert_pem,
-        &get("other.test", port, "/refused"),
-    )
-    .await;
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let through = Through::start(&upstream_ca, upstream, corp.port, &[]).await;
+    let response = through.get("other.test", "/refused").await;
     assert_eq!(response.status, 502, "{response:?}");
     assert!(
         response.body.contains("upstream proxy")
@@ -284,11 +292,11 @@ async fn a_refused_tunnel_is_a_502_and_never_a_direct_connection() {
     );
     assert_eq!(corp.tunnels().len(), 1);
     assert_eq!(
-        upstream.connections(),
+        through.upstream.connections(),
         0,
         "the sidecar went around its proxy"
     );
-    let audit = audit_text(&dir);
+    let audit = audit_text(&through.dir);
     assert!(audit.contains("407"), "{audit}");
     assert_no_credential(&audit);
     assert_no_credential(&response.body);
@@ -297,24 +305,13 @@ async fn a_refused_tunnel_is_a_502_and_never_a_direct_connection() {
 #[tokio::test]
 async fn a_dead_proxy_is_a_502_and_never_a_direct_connection() {
     let upstream_ca = TestCa::new("it upstream CA");
-    let upstream = EchoUpstream::https(&upstream_ca).await;
     let dead_port = {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         listener.local_addr().unwrap().port()
     };
-    let port = upstream.port();
-    let dir = ProxyDir::new(&upstream_ca, policy_via(&[port], dead_port, &[]));
-    let proxy = dir
-        .start_with_secrets(&[(PROXY_AUTH_ENV, PROXY_AUTH)])
-        .await;
-    let response = https_via_proxy(
-        proxy.local_addr(),
-        "other.test",
-        port,
-        &dir.bottle_ca.cert_pem,
-        &get("other.test", port, "/dead"),
-    )
-    .await;
+    let upstream = EchoUpstream::https(&upstream_ca).await;
+    let through = Through::start(&upstream_ca, upstream, dead_port, &[]).await;
+    let response = through.get("other.test", "/dead").await;
     assert_eq!(response.status, 502, "{response:?}");
     assert!(
         response.body.contains(&format!(
@@ -324,7 +321,7 @@ async fn a_dead_proxy_is_a_502_and_never_a_direct_connection() {
         response.body
     );
     assert_eq!(
-        upstream.connections(),
+        through.upstream.connections(),
         0,
         "the sidecar went around its proxy"
     );
