@@ -57,7 +57,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 const SMALL_BYTES: usize = 100;
@@ -452,6 +452,92 @@ fn start_mitmdump(
     (pid, addr, ca)
 }
 
+/// The environment variable that makes this bench binary run as the tunnel floor.
+const TUNNEL_ROLE: &str = "PROXY_LOAD_ROLE";
+
+/// The floor under any proxy on this machine: a CONNECT tunnel that relays
+/// bytes and intercepts nothing (no TLS, no HTTP after the CONNECT line),
+/// run as its own process (this bench binary again, with [`TUNNEL_ROLE`]) on a
+/// multi-threaded tokio runtime like the egress proxy's. It pays only for the
+/// two extra loopback hops a proxy adds, so no proxy here can beat it: what
+/// separates egress from it is the cost of interception. Prints its address
+/// and serves until killed; it connects only to 127.0.0.1.
+fn run_tunnel_floor() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tunnel");
+        println!("{}", listener.local_addr().expect("tunnel address"));
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = client.set_nodelay(true);
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                let end = loop {
+                    if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match client.read(&mut buf).await {
+                        Ok(n) if n > 0 && head.len() < 8192 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                };
+                let line = String::from_utf8_lossy(&head[..end]);
+                let port = line
+                    .strip_prefix("CONNECT 127.0.0.1:")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|p| p.parse::<u16>().ok());
+                let Some(port) = port else {
+                    let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
+                    return;
+                };
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", port)).await else {
+                    return;
+                };
+                let _ = upstream.set_nodelay(true);
+                if client.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.is_err()
+                    || upstream.write_all(&head[end..]).await.is_err()
+                {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    64 * 1024,
+                    64 * 1024,
+                )
+                .await;
+            });
+        }
+    });
+}
+
+/// The tunnel floor as a child process; returns (pid, listen address).
+fn start_tunnel_floor(children: &mut Children) -> (u32, SocketAddr) {
+    let exe = std::env::current_exe().expect("this bench's path");
+    let mut child = Command::new(exe)
+        .env(TUNNEL_ROLE, "tunnel")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the tunnel floor");
+    let stdout = child.stdout.take().expect("stdout");
+    let pid = children.add("tunnel floor", child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("tunnel address");
+    let addr = line.trim().parse().expect("tunnel listen address");
+    (pid, addr)
+}
+
 /// How a run reaches the upstream.
 struct Route {
     name: &'static str,
@@ -607,6 +693,10 @@ fn mib(kib: u64) -> String {
 }
 
 fn main() {
+    if std::env::var_os(TUNNEL_ROLE).is_some() {
+        run_tunnel_floor();
+        return;
+    }
     if !std::env::args().any(|a| a == "--bench") {
         println!("proxy_load: run with `cargo bench -p egress --bench proxy_load`; skipped");
         return;
@@ -680,6 +770,14 @@ fn main() {
             pid: Some(egress_pid),
         },
     ];
+    let (tunnel_pid, tunnel_addr) = start_tunnel_floor(&mut children);
+    eprintln!("bench: tunnel floor {tunnel_addr} (pid {tunnel_pid})");
+    routes.push(Route {
+        name: "tunnel",
+        proxy: Some(tunnel_addr),
+        cacert: upstream_ca_path.clone(),
+        pid: Some(tunnel_pid),
+    });
     if let Some(bin) = std::env::var_os("BOTTLE_BIN_BASELINE").map(PathBuf::from) {
         let dir = work.path().join("baseline");
         std::fs::create_dir_all(&dir).unwrap();
@@ -826,6 +924,44 @@ fn main() {
     out.push_str(&format!("\ntools: {oha_version}; {mitm_version}\n"));
 
     out.push_str("\ntargets:\n");
+    // Issue 15: throughput as a share of direct, beside the share the bare tunnel
+    // (two extra loopback hops, no interception) reaches in the same run.
+    let share = |route: &str, body: &str, clients: u32| match (
+        results.get(&(route, body, clients)),
+        results.get(&("direct", body, clients)),
+    ) {
+        (Some(r), Some(d)) => Some(r.rps / d.rps),
+        _ => None,
+    };
+    for (body, clients, goal) in [("small", 64, 0.50), ("small", 1, 0.75), ("1 MiB", 1, 0.75)] {
+        if let Some(egress) = share("egress", body, clients) {
+            let floor = share("tunnel", body, clients)
+                .map(|t| format!("; the bare tunnel: {:.0}%", t * 100.0))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "- {body}, {clients} client(s): egress at {:.0}% of direct, target >= {:.0}%: {}{floor}\n",
+                egress * 100.0,
+                goal * 100.0,
+                if egress >= goal { "MET" } else { "MISSED" },
+            ));
+        }
+    }
+    for route in ["egress", "tunnel"] {
+        if let (Some(r), Some(d)) = (
+            results.get(&(route, "small", 1)),
+            results.get(&("direct", "small", 1)),
+        ) {
+            let added = r.p50_ms - d.p50_ms;
+            let verdict = match route {
+                "egress" if added <= 0.1 => "MET",
+                "egress" => "MISSED",
+                _ => "the floor",
+            };
+            out.push_str(&format!(
+                "- added p50 at 1 client, small, {route}: {added:.3} ms (target <= 0.1 ms: {verdict})\n"
+            ));
+        }
+    }
     if mitmdump_bin.is_some() {
         let mut worst = f64::INFINITY;
         for &(body, _) in &bodies {
