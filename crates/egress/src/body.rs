@@ -78,6 +78,8 @@ pub struct ScannedBody {
     trailers: Option<Frame<Bytes>>,
     /// A compressed body's decoder and the scanner of its decoded bytes.
     decoded: Option<(StreamDecoder, BodyScanner)>,
+    /// The first released frame, read ahead by [`ScannedBody::scan_ahead`].
+    ready: Option<Frame<Bytes>>,
 }
 
 impl ScannedBody {
@@ -100,6 +102,7 @@ impl ScannedBody {
             hold,
             trailers: None,
             decoded: None,
+            ready: None,
         };
         (body, finding)
     }
@@ -127,6 +130,26 @@ impl ScannedBody {
             hold: 0,
             trailers: None,
             decoded: None,
+            ready: None,
+        }
+    }
+
+    /// Reads and scans the body up to its first released bytes (a body that
+    /// fits in the hold-back window: all of it) and keeps them for the
+    /// upstream. The proxy calls this before it contacts the upstream, so a
+    /// body refused there never reaches it: not its head, not a connection.
+    /// An error is the body's own (the finding is in the slot) or the client's.
+    pub async fn scan_ahead(&mut self) -> Result<(), BoxError> {
+        if self.is_end_stream() {
+            return Ok(());
+        }
+        match std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                self.ready = Some(frame);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
         }
     }
 }
@@ -221,6 +244,9 @@ impl Body for ScannedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(frame) = this.ready.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         if let Some(trailers) = this.trailers.take() {
             return Poll::Ready(Some(Ok(trailers)));
         }
@@ -294,15 +320,30 @@ impl Body for ScannedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.held.is_empty()
+        self.ready.is_none()
+            && self.held.is_empty()
             && self.trailers.is_none()
             && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
+        let inner = self
+            .inner
             .as_ref()
             .map(|b| b.size_hint())
-            .unwrap_or_else(|| SizeHint::with_exact(0))
+            .unwrap_or_else(|| SizeHint::with_exact(0));
+        // Bytes already read from the client but not yet released count too.
+        let ready = self
+            .ready
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, Bytes::len);
+        let buffered = (self.held.len() + ready) as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + buffered);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + buffered);
+        }
+        hint
     }
 }

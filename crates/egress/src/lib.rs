@@ -71,6 +71,7 @@ pub mod policy_watch;
 pub mod proxy;
 pub mod scrub;
 pub mod secret;
+pub mod shard;
 pub mod ssrf;
 pub mod upstream;
 pub mod upstream_proxy;
@@ -101,7 +102,16 @@ pub struct Proxy {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    shards: Vec<std::thread::JoinHandle<()>>,
     dns_sink: Option<dns_sink::DnsSink>,
+}
+
+/// Where a proxy's accept loops run.
+enum Serving {
+    /// One accept loop on the caller's runtime.
+    Here,
+    /// This many shard threads ([`shard`]).
+    Shards(usize),
 }
 
 impl Proxy {
@@ -117,7 +127,39 @@ impl Proxy {
         secrets: SecretSource,
         audit_to_stdout: bool,
     ) -> Result<Self, Error> {
-        let policy = load_policy(config_dir, &secrets)?;
+        Self::launch(config_dir, secrets, audit_to_stdout, Serving::Here).await
+    }
+
+    /// Like [`Proxy::start`], but serves on `shards` threads of their own
+    /// ([`shard`], at least one); the caller's runtime keeps the control tasks
+    /// (reloads, the DNS sink). The sidecar runs [`shard::count`] of them.
+    pub async fn start_sharded(
+        config_dir: &Path,
+        secrets: SecretSource,
+        audit_to_stdout: bool,
+        shards: usize,
+    ) -> Result<Self, Error> {
+        let shards = shards.clamp(1, shard::MAX_SHARDS);
+        Self::launch(
+            config_dir,
+            secrets,
+            audit_to_stdout,
+            Serving::Shards(shards),
+        )
+        .await
+    }
+
+    async fn launch(
+        config_dir: &Path,
+        secrets: SecretSource,
+        audit_to_stdout: bool,
+        serving: Serving,
+    ) -> Result<Self, Error> {
+        let shard_count = match serving {
+            Serving::Here => 1,
+            Serving::Shards(n) => n,
+        };
+        let policy = load_policy(config_dir, &secrets, shard_count)?;
         let config = policy.config.clone();
         let resolve = |p: &Path| EgressConfig::resolve_path(config_dir, p);
         let minter = LeafMinter::load(&resolve(&config.ca_cert), &resolve(&config.ca_key))?;
@@ -131,16 +173,13 @@ impl Proxy {
             stdout,
             audit::AuditLimits::default(),
         )?);
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+        let bind_error = |source| Error::Bind {
             addr: config.listen,
             source,
-        })?;
+        };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
         let state = Arc::new(ProxyState {
             config_dir: config_dir.to_path_buf(),
             policy: ArcSwap::from_pointee(policy),
@@ -148,13 +187,37 @@ impl Proxy {
             audit: audit.clone(),
             limits: config.limits.clone(),
             secrets,
+            shards: shard_count,
+            connection_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_connections.max(1),
+            )),
             reloads: Mutex::new(None),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut inboxes = Vec::new();
+        let mut shards = Vec::new();
+        if let Serving::Shards(n) = serving {
+            for index in 0..n {
+                match shard::spawn(index, state.clone()) {
+                    Ok((inbox, thread)) => {
+                        inboxes.push(inbox);
+                        shards.push(thread);
+                    }
+                    Err(e) => {
+                        // Dropping the inboxes stops the shards already started.
+                        drop(inboxes);
+                        join_shards(shards).await;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let listener = TcpListener::from_std(listener).map_err(bind_error)?;
         let mut tasks = vec![tokio::spawn(accept_loop(
             state.clone(),
             listener,
             shutdown_rx.clone(),
+            inboxes,
         ))];
         let dns_sink = match &config.dns_sink {
             Some(sink) => {
@@ -169,6 +232,7 @@ impl Proxy {
             local_addr,
             shutdown,
             tasks,
+            shards,
             dns_sink,
         })
     }
@@ -238,14 +302,30 @@ impl Proxy {
         for task in self.tasks {
             let _ = task.await;
         }
+        join_shards(self.shards).await;
     }
+}
+
+/// Waits for shard threads to end (off the async threads).
+async fn join_shards(shards: Vec<std::thread::JoinHandle<()>>) {
+    if shards.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in shards {
+            let _ = thread.join();
+        }
+    })
+    .await;
 }
 
 /// The sidecar entry point: builds a tokio runtime, serves the policy in
 /// `config_dir` (secrets from the process environment), reloads on SIGHUP and
 /// when the policy file's content changes, and returns on SIGTERM or SIGINT.
 pub fn run(config_dir: &Path) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The control runtime (signals, the policy watch, the DNS sink); traffic is
+    // served by the shards' own threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| Error::Runtime { source })?;
@@ -259,7 +339,9 @@ pub fn run(config_dir: &Path) -> Result<(), Error> {
             signal: "SIGINT",
             source,
         })?;
-        let proxy = Proxy::start(config_dir, SecretSource::ProcessEnv).await?;
+        let proxy =
+            Proxy::start_sharded(config_dir, SecretSource::ProcessEnv, true, shard::count())
+                .await?;
         proxy.reload_on_sighup()?;
         proxy.watch_policy_file(policy_watch::POLL_INTERVAL);
         eprintln!(

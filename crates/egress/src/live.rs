@@ -95,8 +95,17 @@ pub struct LivePolicy {
     pub routes: Vec<CompiledRoute>,
     /// Scrubs the routes' real secrets from their hosts' responses ([`crate::scrub`]).
     pub scrub: Arc<ResponseScrubber>,
-    /// The pooled upstream client (SSRF-checked connector).
-    pub client: UpstreamClient,
+    /// The pooled upstream clients (SSRF-checked connector), one per shard
+    /// ([`crate::shard`]): see [`LivePolicy::client`].
+    pub clients: Vec<UpstreamClient>,
+}
+
+impl LivePolicy {
+    /// The calling shard's pooled upstream client: its connections are driven
+    /// on this thread, so a request never waits on another thread's task.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.clients[crate::shard::current() % self.clients.len()]
+    }
 }
 
 impl std::fmt::Debug for LivePolicy {
@@ -126,9 +135,14 @@ pub fn read_policy(config_dir: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(&path).map_err(|source| Error::ReadPolicy { path, source })
 }
 
-/// Reads `DIR/policy.json`, validates and compiles it.
-pub fn load_policy(config_dir: &Path, secrets: &SecretSource) -> Result<LivePolicy, Error> {
-    policy_from_bytes(config_dir, &read_policy(config_dir)?, secrets)
+/// Reads `DIR/policy.json`, validates and compiles it for `shards` shards
+/// (one pooled upstream client each).
+pub fn load_policy(
+    config_dir: &Path,
+    secrets: &SecretSource,
+    shards: usize,
+) -> Result<LivePolicy, Error> {
+    policy_from_bytes(config_dir, &read_policy(config_dir)?, secrets, shards)
 }
 
 /// Validates and compiles policy file content already read from `DIR`
@@ -138,13 +152,14 @@ pub fn policy_from_bytes(
     config_dir: &Path,
     bytes: &[u8],
     secrets: &SecretSource,
+    shards: usize,
 ) -> Result<LivePolicy, Error> {
     let path = policy_path(config_dir);
     let config = EgressConfig::from_json(bytes).map_err(|source| Error::ParsePolicy {
         path: path.clone(),
         source,
     })?;
-    compile_policy(config_dir, &path, bytes, config, secrets)
+    compile_policy(config_dir, &path, bytes, config, secrets, shards)
 }
 
 fn compile_policy(
@@ -153,6 +168,7 @@ fn compile_policy(
     bytes: &[u8],
     config: EgressConfig,
     secrets: &SecretSource,
+    shards: usize,
 ) -> Result<LivePolicy, Error> {
     let invalid = |reason: String| Error::InvalidPolicy {
         path: path.to_path_buf(),
@@ -269,7 +285,7 @@ fn compile_policy(
     let placeholders = PlaceholderGuard::new(guarded).map_err(invalid)?;
     let scrub = Arc::new(ResponseScrubber::new(&scrub_secrets).map_err(invalid)?);
 
-    let static_hosts = config
+    let static_hosts: BTreeMap<String, std::net::IpAddr> = config
         .static_hosts
         .iter()
         .map(|(name, ip)| (normalize_host(name), *ip))
@@ -292,14 +308,19 @@ fn compile_policy(
             })
         })
         .transpose()?;
-    let client = build_client(
-        Arc::new(tls),
-        static_hosts,
-        guard,
-        proxy,
-        Duration::from_secs(config.limits.connect_timeout_secs),
-        config.limits.max_connections,
-    );
+    let tls = Arc::new(tls);
+    let clients = (0..shards.max(1))
+        .map(|_| {
+            build_client(
+                tls.clone(),
+                static_hosts.clone(),
+                guard.clone(),
+                proxy.clone(),
+                Duration::from_secs(config.limits.connect_timeout_secs),
+                config.limits.max_connections,
+            )
+        })
+        .collect();
     Ok(LivePolicy {
         version: policy_version(bytes),
         loaded_at: audit_lines::rfc3339_utc(std::time::SystemTime::now()),
@@ -309,7 +330,7 @@ fn compile_policy(
         placeholders,
         routes,
         scrub,
-        client,
+        clients,
     })
 }
 
@@ -333,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let json = r#"{"bottle_slug": "b1"}"#;
         write_policy(dir.path(), json);
-        let live = load_policy(dir.path(), &secrets()).unwrap();
+        let live = load_policy(dir.path(), &secrets(), 1).unwrap();
         assert_eq!(live.version, hex::encode(Sha256::digest(json.as_bytes())));
     }
 
@@ -345,7 +366,7 @@ mod tests {
             r#"{"bottle_slug": "b1", "routes": [{"host": "API.test", "header": "authorization",
                 "format": "Bearer {token}", "secret_env": "TOK"}]}"#,
         );
-        let live = load_policy(dir.path(), &secrets()).unwrap();
+        let live = load_policy(dir.path(), &secrets(), 1).unwrap();
         assert_eq!(live.routes[0].value.expose(), "Bearer real-token-value-123");
         assert!(live.routes[0].applies_to("api.test", "/x"));
         assert!(!format!("{:?}", live.routes).contains("real-token"));
@@ -359,14 +380,14 @@ mod tests {
             r#"{"bottle_slug": "b1", "routes": [{"host": "api.test", "header": "x-key",
                 "path_prefix": "/%7Eme/", "secret_env": "TOK"}]}"#,
         );
-        let live = load_policy(dir.path(), &secrets()).unwrap();
+        let live = load_policy(dir.path(), &secrets(), 1).unwrap();
         assert_eq!(live.routes[0].path_prefix.as_deref(), Some("/~me/"));
         write_policy(
             dir.path(),
             r#"{"bottle_slug": "b1", "routes": [{"host": "api.test", "header": "x-key",
                 "path_prefix": "/v1/../", "secret_env": "TOK"}]}"#,
         );
-        assert!(load_policy(dir.path(), &secrets()).is_err());
+        assert!(load_policy(dir.path(), &secrets(), 1).is_err());
     }
 
     #[tokio::test]
@@ -376,13 +397,13 @@ mod tests {
             dir.path(),
             r#"{"bottle_slug": "b1", "guarded_env": [{"name": "APP", "secret_env": "TOK"}]}"#,
         );
-        assert!(load_policy(dir.path(), &secrets()).is_ok());
+        assert!(load_policy(dir.path(), &secrets(), 1).is_ok());
         write_policy(
             dir.path(),
             r#"{"bottle_slug": "b1", "guarded_env": [{"name": "APP", "secret_env": "NOPE"}]}"#,
         );
         assert!(matches!(
-            load_policy(dir.path(), &secrets()),
+            load_policy(dir.path(), &secrets(), 1),
             Err(Error::MissingSecretEnv { .. })
         ));
     }
@@ -424,7 +445,9 @@ mod tests {
         ];
         for (json, needle) in cases {
             write_policy(dir.path(), json);
-            let err = load_policy(dir.path(), &secrets()).unwrap_err().to_string();
+            let err = load_policy(dir.path(), &secrets(), 1)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{json}: {err}");
         }
     }

@@ -41,6 +41,7 @@ use crate::path::NormalizedTarget;
 use crate::placeholder::{Location, RequestContext, Unreplaced};
 use crate::policy::{Decision, Denial, DenyKind, RequestTarget, normalize_host};
 use crate::scrub::{ScrubAudit, UNSCANNABLE_RULE, prepare_route_request, scrub_response};
+use crate::shard;
 use crate::upstream::ConnectError;
 
 /// The response body type the proxy hands to clients.
@@ -60,6 +61,12 @@ pub struct ProxyState {
     pub limits: Limits,
     /// Where route secrets come from on reload.
     pub secrets: SecretSource,
+    /// How many shards serve ([`crate::shard`]): each policy version gets a
+    /// pooled upstream client per shard.
+    pub shards: usize,
+    /// Free client-connection slots (`limits.max_connections`), shared by
+    /// every shard's accept loop.
+    pub connection_slots: Arc<Semaphore>,
     /// Held while a reload reads, compiles and swaps, so SIGHUP and the file
     /// watch never interleave; holds the version last refused, so the watch
     /// reports a bad file once ([`crate::policy_watch`]).
@@ -84,7 +91,7 @@ impl ProxyState {
         bytes: &[u8],
         refused: &mut Option<String>,
     ) -> Result<String, crate::Error> {
-        match policy_from_bytes(&self.config_dir, bytes, &self.secrets) {
+        match policy_from_bytes(&self.config_dir, bytes, &self.secrets, self.shards) {
             Ok(policy) => {
                 let version = policy.version.clone();
                 self.policy.store(Arc::new(policy));
@@ -123,13 +130,25 @@ fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
     response
 }
 
-/// Serves proxy clients until `shutdown` flips to true.
+/// Held for as long as a client connection, or the tunnel it became, lives:
+/// its slot under `limits.max_connections`, and its place in its shard's
+/// count of live connections ([`crate::shard`]).
+pub struct ConnectionGuard {
+    _slot: OwnedSemaphorePermit,
+    _live: Option<shard::Live>,
+}
+
+/// Serves proxy clients until `shutdown` flips to true: on this runtime when
+/// `shards` is empty, else each accepted connection goes to the shard with
+/// the fewest live connections, which serves it from then on.
 pub async fn accept_loop(
     state: Arc<ProxyState>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    shards: Vec<shard::Inbox>,
 ) {
-    let slots = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    let slots = state.connection_slots.clone();
+    let mut turn = 0;
     loop {
         let permit = tokio::select! {
             _ = shutdown.changed() => return,
@@ -144,8 +163,22 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, _peer)) => {
-                let state = state.clone();
-                tokio::spawn(serve_client(state, stream, Arc::new(permit)));
+                if shards.is_empty() {
+                    let guard = ConnectionGuard {
+                        _slot: permit,
+                        _live: None,
+                    };
+                    tokio::spawn(serve_client(state.clone(), stream, Arc::new(guard)));
+                    continue;
+                }
+                let inbox = shard::least_loaded(&shards, &mut turn);
+                match stream.into_std() {
+                    Ok(stream) => inbox.hand_over(stream, |live| ConnectionGuard {
+                        _slot: permit,
+                        _live: Some(live),
+                    }),
+                    Err(e) => eprintln!("egress: cannot hand a connection to a shard: {e}"),
+                }
             }
             Err(e) => {
                 eprintln!("egress: accept failed: {e}");
@@ -165,10 +198,11 @@ fn http1_builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
-async fn serve_client(
+/// Serves one client connection (its requests, and the tunnels it opens).
+pub(crate) async fn serve_client(
     state: Arc<ProxyState>,
     stream: TcpStream,
-    permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<ConnectionGuard>,
 ) {
     let _ = stream.set_nodelay(true);
     let builder = http1_builder(&state.limits);
@@ -186,7 +220,7 @@ async fn serve_client(
 
 async fn handle_client_request(
     state: Arc<ProxyState>,
-    permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<ConnectionGuard>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     if req.method() == Method::CONNECT {
@@ -267,7 +301,7 @@ fn deny(
 
 async fn handle_connect(
     state: Arc<ProxyState>,
-    permit: Arc<OwnedSemaphorePermit>,
+    permit: Arc<ConnectionGuard>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority().cloned() else {
@@ -653,10 +687,36 @@ async fn forward(
     };
     let coding = Coding::of(&parts.headers);
     let (body, finding_slot) = ScannedBody::new(body, policy.clone(), &host);
-    let body = body.decoding(&coding);
-    let upstream_request = Request::from_parts(parts, body);
+    let mut body = body.decoding(&coding);
     let timeout = Duration::from_secs(state.limits.response_timeout_secs);
-    let result = tokio::time::timeout(timeout, policy.client.request(upstream_request)).await;
+    // The body's first scanned bytes (a body within the hold-back window: all
+    // of it) before the upstream hears of the request: a body refused there
+    // costs the upstream nothing, not even the request's head.
+    let outcome = match tokio::time::timeout(timeout, body.scan_ahead()).await {
+        Ok(Ok(())) => {
+            let upstream_request = Request::from_parts(parts, body);
+            match tokio::time::timeout(timeout, policy.client().request(upstream_request)).await {
+                Ok(Ok(response)) => Outcome::Answered(response),
+                Ok(Err(error)) => Outcome::Failed(Some(error)),
+                Err(_) => Outcome::TimedOut,
+            }
+        }
+        Ok(Err(error)) => {
+            if finding_slot.lock().map_or(true, |slot| slot.is_none()) {
+                // The client's body failed (not a finding): nothing was sent.
+                record.action = "deny";
+                record.rule = "client-body-error".to_owned();
+                record.reason = error.to_string();
+                state.audit.write(&record);
+                return text_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("bot-bottle egress: {what}: the request body failed: {error}\n"),
+                );
+            }
+            Outcome::Failed(None)
+        }
+        Err(_) => Outcome::TimedOut,
+    };
     let mut body_finding = finding_slot.lock().ok().and_then(|mut slot| slot.take());
     if let Some(BodyFinding::Audited(finding)) = &body_finding {
         audited.get_or_insert(finding.clone());
@@ -665,8 +725,8 @@ async fn forward(
     if let Some(finding) = &audited {
         note_audited(&mut record, finding);
     }
-    match result {
-        Ok(Ok(mut response)) => {
+    match outcome {
+        Outcome::Answered(mut response) => {
             strip_hop_by_hop(response.headers_mut());
             if policy.scrub.covers(&host) {
                 return scrubbed_response(state, &policy, record, response, &method, &what);
@@ -674,13 +734,19 @@ async fn forward(
             state.audit.write(&record);
             response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
         }
-        Ok(Err(error)) => {
+        Outcome::Failed(error) => {
+            // Before the upstream heard of it (`error` None), or aborted midway.
+            let fate = if error.is_some() {
+                "the upstream request was aborted"
+            } else {
+                "nothing was sent upstream"
+            };
             match body_finding {
                 Some(BodyFinding::Dlp(finding)) => {
                     let denial = Denial::new(
                         DenyKind::Dlp,
                         finding.rule,
-                        "the request body carries a credential; the upstream request was aborted",
+                        format!("the request body carries a credential; {fate}"),
                         &host,
                         port,
                     );
@@ -698,9 +764,8 @@ async fn forward(
                 Some(BodyFinding::Placeholder(id, location)) => {
                     let mut unreplaced =
                         policy.placeholders.explain(id, location, &placeholder_ctx);
-                    unreplaced
-                        .why
-                        .push_str("; the upstream request was aborted");
+                    unreplaced.why.push_str("; ");
+                    unreplaced.why.push_str(fate);
                     return deny_placeholder(
                         state,
                         &policy,
@@ -713,6 +778,16 @@ async fn forward(
                 }
                 Some(BodyFinding::Audited(_)) | None => {}
             }
+            let Some(error) = error else {
+                // A stopped body always leaves its finding; should it not, refuse anyway.
+                record.action = "deny";
+                record.rule = "client-body-error".to_owned();
+                state.audit.write(&record);
+                return text_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("bot-bottle egress: {what}: the request body was refused\n"),
+                );
+            };
             if let Some(ConnectError::Ssrf { block, .. }) = find_connect_error(&error) {
                 let denial = Denial::new(
                     DenyKind::Ssrf,
@@ -736,7 +811,7 @@ async fn forward(
                 format!("bot-bottle egress: upstream error: {reason}\n"),
             )
         }
-        Err(_) => {
+        Outcome::TimedOut => {
             record.action = "deny";
             record.rule = "upstream-timeout".to_owned();
             record.reason = format!("no response within {}s", timeout.as_secs());
@@ -750,6 +825,17 @@ async fn forward(
             )
         }
     }
+}
+
+/// How a forwarded request ended.
+enum Outcome {
+    /// The upstream answered.
+    Answered(Response<Incoming>),
+    /// The request failed: at the upstream (the error), or before the upstream
+    /// heard of it (None: the body was stopped while read ahead).
+    Failed(Option<hyper_util::client::legacy::Error>),
+    /// The body or the answer did not come within the response timeout.
+    TimedOut,
 }
 
 /// The refusal of a host name that carries data: the audit record withholds the

@@ -166,7 +166,7 @@ async fn upstream_http2_is_negotiated_and_connections_are_reused() {
     let dir = ProxyDir::new(&upstream_ca, standard_policy(&[upstream.port()], true));
     let proxy = dir.start().await;
     let port = upstream.port();
-    for i in 0..3 {
+    for i in 0..6 {
         let request =
             format!("GET /h2/{i} HTTP/1.1\r\nHost: other.test:{port}\r\nConnection: close\r\n\r\n");
         let response = https_via_proxy(
@@ -187,10 +187,12 @@ async fn upstream_http2_is_negotiated_and_connections_are_reused() {
             "h2 carries :authority, not Host"
         );
     }
-    assert_eq!(
-        upstream.connections(),
-        1,
-        "the pooled h2 connection is reused"
+    // Six client connections, spread over the proxy's two shards, each shard
+    // with its own pool: one h2 connection per shard at most.
+    assert!(
+        (1..=2).contains(&upstream.connections()),
+        "the pooled h2 connections are reused: {} for 6 requests",
+        upstream.connections()
     );
 }
 

@@ -446,3 +446,62 @@ async fn a_secret_split_across_two_writes_never_partly_leaves() {
         "the first half of the secret reached the upstream before the second half was scanned"
     );
 }
+
+/// The head of a request and then, a while later, its body (one write each).
+async fn send_body_late(setup: &Standard, path: &str, body: &[u8]) -> String {
+    let port = setup.upstream.port();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    send_in_writes(
+        setup.proxy.local_addr(),
+        &setup.dir.bottle_ca.cert_pem,
+        "other.test",
+        port,
+        head,
+        vec![Vec::new(), body.to_vec()],
+        std::time::Duration::from_millis(300),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_body_refused_before_any_of_it_is_released_never_reaches_the_upstream() {
+    let setup = Standard::start().await;
+    // The body comes 300 ms after the head: the proxy reads it ahead and scans
+    // it before it contacts the upstream, so the upstream learns nothing, not
+    // even that a request was tried.
+    let body = format!("{{\"note\": \"{REAL_TOKEN}\"}}");
+    let text = send_body_late(&setup, "/late", body.as_bytes()).await;
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(
+        text.contains("rule: bottle-secret:IT_UPSTREAM_TOKEN"),
+        "{text}"
+    );
+    assert!(text.contains("nothing was sent upstream"), "{text}");
+    assert_eq!(
+        setup.requests_seen(),
+        0,
+        "the upstream saw the request's head"
+    );
+    assert_eq!(
+        setup.upstream.connections(),
+        0,
+        "the upstream was contacted"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_body_read_ahead_reaches_the_upstream_whole_with_its_length() {
+    let setup = Standard::start().await;
+    let body = b"{\"note\": \"nothing to see\"}";
+    let text = send_body_late(&setup, "/late-clean", body).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(setup.upstream.seen.lock().unwrap().body_bytes, body);
+    assert_eq!(
+        setup.upstream.last_header("content-length").as_deref(),
+        Some(body.len().to_string().as_str())
+    );
+}

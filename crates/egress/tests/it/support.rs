@@ -452,7 +452,9 @@ impl ProxyDir {
     pub async fn start_with_secrets(&self, extra: &[(&str, &str)]) -> Proxy {
         let mut secrets = BTreeMap::from([(TOKEN_ENV.to_owned(), REAL_TOKEN.to_owned())]);
         secrets.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Proxy::start_with_stdout_audit(self.path(), SecretSource::Map(secrets), false)
+        // As the sidecar serves: on shard threads (two, whatever the CPU count),
+        // each with its own upstream pool.
+        Proxy::start_sharded(self.path(), SecretSource::Map(secrets), false, 2)
             .await
             .unwrap()
     }
