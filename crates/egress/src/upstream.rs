@@ -365,9 +365,11 @@ pub fn build_client(
         // busy clients re-handshake TLS for most requests (measured: 19,908 upstream
         // handshakes in 10 s for 64 clients with a pool of 16).
         .pool_max_idle_per_host(max_idle_per_host)
-        // hyper's default read buffer grows to ~400 KiB per connection on large bodies;
-        // 64 KiB keeps 64 busy clients under 30 MiB of RSS.
-        .http1_max_buf_size(64 * 1024)
+        // hyper's default read buffer grows to ~400 KiB per connection on large bodies.
+        // Measured on sharded runtimes, 64 clients fetching 1 MiB: peak RSS 29.4-29.7
+        // MiB with 64 KiB, 25.9-26.8 with 32 KiB at the same throughput; 16 KiB saves
+        // 2 MiB more but costs 10-18 % of throughput.
+        .http1_max_buf_size(32 * 1024)
         .build(connector)
 }
 
