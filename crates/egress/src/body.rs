@@ -304,6 +304,23 @@ impl Body for ScannedBody {
                     if let Some(finding) = this.scan_decoded(&frame, false) {
                         return Poll::Ready(Some(Err(this.stop(finding))));
                     }
+                    if frame.len() >= this.hold {
+                        // The new window lies within this chunk: what was held goes
+                        // now, the rest of the chunk right after, without copying.
+                        let earlier = std::mem::take(&mut this.held);
+                        let cut = frame.len() - this.hold;
+                        this.held = frame.slice(cut..);
+                        let fresh = frame.slice(..cut);
+                        match (earlier.is_empty(), fresh.is_empty()) {
+                            (true, true) => continue,
+                            (true, false) => return Poll::Ready(Some(Ok(Frame::data(fresh)))),
+                            (false, true) => return Poll::Ready(Some(Ok(Frame::data(earlier)))),
+                            (false, false) => {
+                                this.ready = Some(Frame::data(fresh));
+                                return Poll::Ready(Some(Ok(Frame::data(earlier))));
+                            }
+                        }
+                    }
                     let mut pending = Vec::with_capacity(this.held.len() + frame.len());
                     pending.extend_from_slice(&this.held);
                     pending.extend_from_slice(&frame);
