@@ -117,6 +117,14 @@ fn notable_stdout_leaves_routine_requests_to_the_audit_file() {
 
     assert_eq!(request(&proxy, &format!("http://127.0.0.1:{port}/ok")), 200);
     assert_eq!(request(&proxy, "http://denied.test/"), 403);
+    // It serves on one shard thread per CPU (`egress::shard`), named for `top -H`.
+    let shards = std::fs::read_dir(format!("/proc/{}/task", sidecar.0.id()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("egress-shard-"))
+        .count();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(shards, cpus.min(16), "one shard thread per CPU");
 
     // SIGTERM: the sidecar ends and its stdout closes.
     Command::new("kill")
