@@ -505,3 +505,48 @@ async fn a_clean_body_read_ahead_reaches_the_upstream_whole_with_its_length() {
         Some(body.len().to_string().as_str())
     );
 }
+
+#[tokio::test]
+async fn no_more_client_connections_are_served_than_the_limit() {
+    let upstream_ca = TestCa::new("it upstream CA");
+    let upstream = EchoUpstream::plain().await;
+    let port = upstream.port();
+    let mut policy = standard_policy(&[port], true);
+    policy["limits"] = serde_json::json!({"max_connections": 2});
+    let dir = ProxyDir::new(&upstream_ca, policy);
+    let proxy = dir.start().await;
+    // Two idle connections take both slots, whichever shards serve them.
+    let idle = [
+        tokio::net::TcpStream::connect(proxy.local_addr())
+            .await
+            .unwrap(),
+        tokio::net::TcpStream::connect(proxy.local_addr())
+            .await
+            .unwrap(),
+    ];
+    let addr = proxy.local_addr();
+    let third = tokio::spawn(async move {
+        plain_request(
+            addr,
+            &format!(
+                "GET http://upstream.test:{port}/third HTTP/1.1\r\nHost: upstream.test:{port}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served past the limit of 2"
+    );
+    // A slot frees when a connection ends: the third is served.
+    let [first, second] = idle;
+    drop(first);
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), third)
+        .await
+        .expect("the third connection got no answer after a slot freed")
+        .unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    drop(second);
+}
