@@ -697,24 +697,11 @@ async fn forward(
             let upstream_request = Request::from_parts(parts, body);
             match tokio::time::timeout(timeout, policy.client().request(upstream_request)).await {
                 Ok(Ok(response)) => Outcome::Answered(response),
-                Ok(Err(error)) => Outcome::Failed(Some(error)),
+                Ok(Err(error)) => Outcome::Failed(Failure::Upstream(error)),
                 Err(_) => Outcome::TimedOut,
             }
         }
-        Ok(Err(error)) => {
-            if finding_slot.lock().map_or(true, |slot| slot.is_none()) {
-                // The client's body failed (not a finding): nothing was sent.
-                record.action = "deny";
-                record.rule = "client-body-error".to_owned();
-                record.reason = error.to_string();
-                state.audit.write(&record);
-                return text_response(
-                    StatusCode::BAD_REQUEST,
-                    format!("bot-bottle egress: {what}: the request body failed: {error}\n"),
-                );
-            }
-            Outcome::Failed(None)
-        }
+        Ok(Err(error)) => Outcome::Failed(Failure::Body(error)),
         Err(_) => Outcome::TimedOut,
     };
     let mut body_finding = finding_slot.lock().ok().and_then(|mut slot| slot.take());
@@ -734,12 +721,10 @@ async fn forward(
             state.audit.write(&record);
             response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
         }
-        Outcome::Failed(error) => {
-            // Before the upstream heard of it (`error` None), or aborted midway.
-            let fate = if error.is_some() {
-                "the upstream request was aborted"
-            } else {
-                "nothing was sent upstream"
+        Outcome::Failed(failure) => {
+            let fate = match failure {
+                Failure::Upstream(_) => "the upstream request was aborted",
+                Failure::Body(_) => "nothing was sent upstream",
             };
             match body_finding {
                 Some(BodyFinding::Dlp(finding)) => {
@@ -778,15 +763,19 @@ async fn forward(
                 }
                 Some(BodyFinding::Audited(_)) | None => {}
             }
-            let Some(error) = error else {
-                // A stopped body always leaves its finding; should it not, refuse anyway.
-                record.action = "deny";
-                record.rule = "client-body-error".to_owned();
-                state.audit.write(&record);
-                return text_response(
-                    StatusCode::BAD_REQUEST,
-                    format!("bot-bottle egress: {what}: the request body was refused\n"),
-                );
+            let error = match failure {
+                Failure::Upstream(error) => error,
+                // The client's body failed (not a finding): nothing was sent.
+                Failure::Body(error) => {
+                    record.action = "deny";
+                    record.rule = "client-body-error".to_owned();
+                    record.reason = error.to_string();
+                    state.audit.write(&record);
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("bot-bottle egress: {what}: the request body failed: {error}\n"),
+                    );
+                }
             };
             if let Some(ConnectError::Ssrf { block, .. }) = find_connect_error(&error) {
                 let denial = Denial::new(
@@ -831,11 +820,19 @@ async fn forward(
 enum Outcome {
     /// The upstream answered.
     Answered(Response<Incoming>),
-    /// The request failed: at the upstream (the error), or before the upstream
-    /// heard of it (None: the body was stopped while read ahead).
-    Failed(Option<hyper_util::client::legacy::Error>),
+    /// The request failed.
+    Failed(Failure),
     /// The body or the answer did not come within the response timeout.
     TimedOut,
+}
+
+/// Where a forwarded request failed.
+enum Failure {
+    /// At the upstream, or midway (a body stopped while streaming aborts it).
+    Upstream(hyper_util::client::legacy::Error),
+    /// While the body was read ahead, before the upstream heard of the request:
+    /// a finding (left in the slot) or the client's own body error.
+    Body(BoxError),
 }
 
 /// The refusal of a host name that carries data: the audit record withholds the
