@@ -112,8 +112,8 @@ struct ExtraRule {
 
 /// What one pass of the index found in a piece of data.
 struct IndexHits {
-    /// Rules whose keywords are present.
-    rules: [bool; BUILTIN_RULES.len()],
+    /// Rules whose keywords are present (bit `i`: built-in rule `i`).
+    rules: RuleSet,
     /// (rule, keyword start, keyword end) for rules matched after their keyword.
     anchored: Vec<(usize, usize, usize)>,
     /// (form, start) where a bottle secret's form may start (case-insensitive).
@@ -122,6 +122,12 @@ struct IndexHits {
     /// the unescaping pass is skipped.
     escapes: bool,
 }
+
+/// A set of built-in rules, bit `i` for rule `i`: the rules that can fire
+/// on some data are walked in order without looking at the rest.
+type RuleSet = u128;
+
+const _: () = assert!(BUILTIN_RULES.len() <= RuleSet::BITS as usize);
 
 struct CompiledRule {
     rule: &'static Rule,
@@ -157,6 +163,8 @@ pub struct DlpEngine {
     /// forms come after them).
     prefilter_rule: Vec<usize>,
     builtin: Vec<CompiledRule>,
+    /// The built-in rules run on shapes rather than after keywords.
+    shape_rules: RuleSet,
     extra: Vec<ExtraRule>,
 }
 
@@ -232,6 +240,11 @@ impl DlpEngine {
                 prefilter_rule.push(index);
             }
         }
+        let shape_rules = BUILTIN_RULES
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.anchor.is_none() && rule.shape.is_some())
+            .fold(0, |set: RuleSet, (index, _)| set | 1 << index);
         let mut patterns: Vec<&[u8]> = keywords.iter().map(|k| k.as_bytes()).collect();
         patterns.extend(layers::ESCAPES);
         patterns.extend(known_forms.iter().map(|(form, _)| form.as_slice()));
@@ -279,6 +292,7 @@ impl DlpEngine {
             index,
             prefilter_rule,
             builtin,
+            shape_rules,
             extra,
         })
     }
@@ -362,7 +376,7 @@ impl DlpEngine {
     /// forms may be, and whether it may have string escapes.
     fn index_of(&self, data: &[u8]) -> IndexHits {
         let mut hits = IndexHits {
-            rules: [false; BUILTIN_RULES.len()],
+            rules: 0,
             anchored: Vec::new(),
             forms: Vec::new(),
             escapes: false,
@@ -379,7 +393,7 @@ impl DlpEngine {
                 return;
             }
             let rule = self.prefilter_rule[pattern];
-            hits.rules[rule] = true;
+            hits.rules |= 1 << rule;
             if self.builtin[rule].anchor.is_some() {
                 hits.anchored.push((rule, start, end));
             }
@@ -406,10 +420,15 @@ impl DlpEngine {
         part: ScanPart,
         dest_host: &str,
     ) -> Option<(String, Severity)> {
-        let rules_to_run = &hits.rules;
         let anchored_hits = &hits.anchored;
         let mut shaped = shaped;
-        for (index, compiled) in self.builtin.iter().enumerate() {
+        // Only a rule with a keyword in the data or one run on shapes can
+        // fire; the others are not looked at.
+        let mut can_fire = hits.rules | self.shape_rules;
+        while can_fire != 0 {
+            let index = can_fire.trailing_zeros() as usize;
+            can_fire &= can_fire - 1;
+            let compiled = &self.builtin[index];
             if compiled.rule.parts == Parts::Header && part != ScanPart::Header {
                 continue;
             }
@@ -423,8 +442,7 @@ impl DlpEngine {
                     .iter()
                     .filter(|(s, _)| *s == shape)
                     .find_map(|(_, span)| self.builtin_match(compiled, &data[span.clone()])),
-                (None, None) if rules_to_run[index] => self.builtin_match(compiled, data),
-                (None, None) => None,
+                (None, None) => self.builtin_match(compiled, data),
             };
             if let Some(severity) = severity {
                 return Some((compiled.rule.name.to_owned(), severity));
