@@ -425,6 +425,7 @@ mod tests {
                 .map(|r| [(LABEL_ROLE.to_owned(), r.to_owned())].into())
                 .unwrap_or_default(),
             env: Vec::new(),
+            networks: Vec::new(),
         };
         let bottle = ops::BottleStatus {
             slug: "dev-abc123".into(),

@@ -556,6 +556,10 @@ impl Engine for DockerEngine {
                         Some((name.to_owned(), plan::Secret::new(value)))
                     })
                     .collect(),
+                networks: json["NetworkSettings"]["Networks"]
+                    .as_object()
+                    .map(|networks| networks.keys().cloned().collect())
+                    .unwrap_or_default(),
             });
         }
         Ok(containers)
@@ -774,8 +778,34 @@ impl Engine for DockerEngine {
         }
     }
 
-    fn compose_connects_on_create(&self) -> bool {
-        self.compose_flavor().is_ok_and(|f| f == ComposeFlavor::V2)
+    fn connect_networks(&self, connects: &[NetworkConnect]) -> Result<()> {
+        // One `docker network connect` each (the CLI takes one pair), all at once.
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = connects
+                .iter()
+                .map(|connect| {
+                    scope.spawn(move || {
+                        let mut args = vec!["network", "connect"];
+                        for alias in &connect.aliases {
+                            args.extend(["--alias", alias]);
+                        }
+                        if let Some(ip) = &connect.ipv4_address {
+                            args.extend(["--ip", ip]);
+                        }
+                        args.extend([connect.network.as_str(), connect.container.as_str()]);
+                        docker(&args).map(drop)
+                    })
+                })
+                .collect();
+            calls
+                .into_iter()
+                .map(|call| {
+                    call.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<Vec<()>>>()
+                .map(drop)
+        })
     }
 
     fn start_containers(&self, ids: &[String]) -> Result<()> {

@@ -163,6 +163,9 @@ impl Captured {
     }
 }
 
+/// The label compose gives a container: its service's name.
+pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
+
 /// A container as `ls`/`gc` see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerInfo {
@@ -178,6 +181,22 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     /// The container's environment. Values are secrets: some are.
     pub env: Vec<(String, Secret)>,
+    /// The networks it is attached to, by name.
+    pub networks: Vec<String>,
+}
+
+/// One more network for a created container, as compose attaches it: with the
+/// service's name (and aliases) for Docker's DNS and its fixed address, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkConnect {
+    /// Container id or name.
+    pub container: String,
+    /// Network name.
+    pub network: String,
+    /// Names it answers to on that network.
+    pub aliases: Vec<String>,
+    /// Its fixed IPv4 address there.
+    pub ipv4_address: Option<String>,
 }
 
 /// How often [`Engine::compose_follow`] ticks at least.
@@ -243,13 +262,10 @@ pub trait Engine {
     fn container_logs(&self, ids: &[String]) -> Result<Vec<Captured>>;
     /// Starts created containers (ids or names), all in one call.
     fn start_containers(&self, ids: &[String]) -> Result<()>;
-    /// Whether `compose up --no-start` leaves each container on all its networks, so
-    /// a plain `docker start` runs it as compose would (v2). The legacy v1 attaches
-    /// the first network only and the rest at its own start, which waits for
-    /// healthchecks.
-    fn compose_connects_on_create(&self) -> bool {
-        true
-    }
+    /// Attaches created containers to more networks (all at once where the engine
+    /// can): what the legacy compose v1 leaves for its own start, since its
+    /// `up --no-start` attaches each container to its first network only.
+    fn connect_networks(&self, connects: &[NetworkConnect]) -> Result<()>;
     /// Stops containers gracefully (SIGTERM, then SIGKILL after `timeout_secs`), all in
     /// one call.
     fn stop_containers(&self, ids: &[String], timeout_secs: u32) -> Result<()>;

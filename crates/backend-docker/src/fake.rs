@@ -33,6 +33,11 @@ struct FakeContainer {
     /// version it runs (the file's SHA-256 when it last accepted it).
     config_dir: Option<PathBuf>,
     policy_version: Option<String>,
+    /// The networks it is on, and those its service asks for (by name).
+    #[serde(default)]
+    networks: Vec<String>,
+    #[serde(default)]
+    wanted_networks: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -57,6 +62,9 @@ pub struct FakeEngine {
     path: Option<PathBuf>,
     state: RefCell<FakeState>,
     fail_at: Option<String>,
+    /// Plays the legacy compose v1: `up --no-start` attaches a container to its
+    /// first network only (the others at compose's own start).
+    compose_v1: bool,
 }
 
 impl FakeEngine {
@@ -70,6 +78,7 @@ impl FakeEngine {
             path: None,
             state: RefCell::new(state),
             fail_at: None,
+            compose_v1: false,
         }
     }
 
@@ -89,6 +98,7 @@ impl FakeEngine {
             path: Some(path.to_path_buf()),
             state: RefCell::new(state),
             fail_at: None,
+            compose_v1: false,
         })
     }
 
@@ -97,6 +107,12 @@ impl FakeEngine {
     /// attached agent exit with status N instead.
     pub fn fail_at(mut self, key: Option<String>) -> Self {
         self.fail_at = key;
+        self
+    }
+
+    /// Plays the legacy compose v1 (see [`FakeEngine::compose_v1`]'s field).
+    pub fn compose_v1(mut self, yes: bool) -> Self {
+        self.compose_v1 = yes;
         self
     }
 
@@ -237,6 +253,23 @@ impl FakeEngine {
                         .then(|| PathBuf::from(v["source"].as_str().unwrap_or_default()))
                 });
             let policy_version = config_dir.as_ref().and_then(|dir| accepted_version(dir));
+            // Service network keys to network names, in the file's (sorted) order.
+            let wanted_networks: Vec<String> = spec["networks"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(key, _)| {
+                    file["networks"][key]["name"]
+                        .as_str()
+                        .map_or_else(|| format!("{}_{key}", call.project), str::to_owned)
+                })
+                .collect();
+            let created_only = call.args.iter().any(|a| a == "--no-start");
+            let networks = if created_only && self.compose_v1 {
+                wanted_networks.iter().take(1).cloned().collect()
+            } else {
+                wanted_networks.clone()
+            };
             state.next_id += 1;
             let id = format!("fake{:04}", state.next_id);
             state.containers.push(FakeContainer {
@@ -269,6 +302,8 @@ impl FakeEngine {
                 env,
                 config_dir,
                 policy_version,
+                networks,
+                wanted_networks,
             });
         }
         drop(state);
@@ -538,14 +573,44 @@ impl Engine for FakeEngine {
                 name: c.name.clone(),
                 state: c.state.clone(),
                 health: c.health.clone(),
-                labels: c.labels.clone(),
+                // Compose labels each container with its service, as here.
+                labels: c
+                    .labels
+                    .clone()
+                    .into_iter()
+                    .chain([(COMPOSE_SERVICE_LABEL.to_owned(), c.service.clone())])
+                    .collect(),
                 env: c
                     .env
                     .iter()
                     .map(|(k, v)| (k.clone(), plan::Secret::new(v.clone())))
                     .collect(),
+                networks: c.networks.clone(),
             })
             .collect())
+    }
+
+    fn connect_networks(&self, connects: &[NetworkConnect]) -> Result<()> {
+        for connect in connects {
+            self.op(format!("connect:{}:{}", connect.network, connect.container))?;
+            let mut state = self.state.borrow_mut();
+            let Some(container) = state
+                .containers
+                .iter_mut()
+                .find(|c| c.id == connect.container || c.name == connect.container)
+            else {
+                return Err(BackendError::Command {
+                    command: format!("docker network connect {}", connect.network),
+                    detail: format!("(fake) no such container {}", connect.container),
+                });
+            };
+            if !container.networks.contains(&connect.network) {
+                container.networks.push(connect.network.clone());
+            }
+            drop(state);
+            self.save();
+        }
+        Ok(())
     }
 
     fn networks_with_label(&self, label: &str) -> Result<Vec<String>> {
@@ -584,6 +649,18 @@ impl Engine for FakeEngine {
         let mut state = self.state.borrow_mut();
         for container in &mut state.containers {
             if ids.contains(&container.id) || ids.contains(&container.name) {
+                // Docker would start it, cut off from the sidecars it needs: a test
+                // must see that as the failure it is.
+                if let Some(missing) = container
+                    .wanted_networks
+                    .iter()
+                    .find(|n| !container.networks.contains(n))
+                {
+                    return Err(BackendError::Command {
+                        command: format!("docker start {}", container.name),
+                        detail: format!("(fake) started without its network {missing}"),
+                    });
+                }
                 container.state = "running".into();
             }
         }

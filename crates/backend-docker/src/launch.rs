@@ -331,9 +331,8 @@ fn launch_steps(
     let mut plan = plan.clone();
     let env = compose_render::compose_process_env(&plan);
     teardown.compose_down(project.clone(), compose_file.clone());
-    let create_only = backend.compose_connects_on_create();
     let mut attempt = 1;
-    loop {
+    let file = loop {
         check(interrupted)?;
         metadata.agent_container = plan.agent.container_name.clone();
         metadata.files = written_files(&state_dir);
@@ -341,17 +340,11 @@ fn launch_steps(
         let file = render(&plan, &facts);
         state::write_atomic(&compose_file, to_yaml(&file).as_bytes(), 0o600)?;
         let started = Instant::now();
-        // Created, not started, where compose connects every network at creation (v2):
-        // compose would start the agent only once its sidecars' healthchecks passed, at
-        // their 2 s interval, but the agent container only idles until `bottle` runs
-        // the program in it, so everything starts at once below and the sidecars'
-        // readiness is probed directly before anyone attaches. The legacy v1 connects
-        // the other networks only at its own start: there, compose starts everything.
-        let (verb, args) = if create_only {
-            ("compose create", ["up", "--no-start", "--no-build"])
-        } else {
-            ("compose up", ["up", "-d", "--no-build"])
-        };
+        // Created, not started: compose would start the agent only once its sidecars'
+        // healthchecks passed, at their 2 s interval, but the agent container only
+        // idles until `bottle` runs the program in it, so everything starts at once
+        // below and the sidecars' readiness is probed directly before anyone attaches.
+        let (verb, args) = ("compose create", ["up", "--no-start", "--no-build"]);
         progress.step(&format!("{verb} ({} services)", file.services.len()));
         let up = backend.compose(&ComposeCall {
             project: project.clone(),
@@ -361,7 +354,7 @@ fn launch_steps(
         })?;
         if up.success() {
             progress.done(verb, started.elapsed());
-            break;
+            break file;
         }
         let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
         let name_taken =
@@ -384,19 +377,23 @@ fn launch_steps(
             command: format!("compose -p {project} up"),
             detail: redact(&last_lines(&stderr, 25), &secret_values(&plan)),
         });
-    }
+    };
 
-    if create_only {
-        let started = Instant::now();
-        progress.step("starting the containers");
-        let created: Vec<String> = backend
-            .containers_with_label(&format!("{LABEL_SLUG}={slug}"))?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        backend.start_containers(&created)?;
-        progress.done("started", started.elapsed());
+    let started = Instant::now();
+    let created = backend.containers_with_label(&format!("{LABEL_SLUG}={slug}"))?;
+    // Compose v1 put each container on its first network only.
+    let connects = crate::attach::missing_networks(&file, &created);
+    if !connects.is_empty() {
+        progress.step(&format!(
+            "attaching the networks compose left for its own start ({})",
+            connects.len()
+        ));
+        backend.connect_networks(&connects)?;
     }
+    progress.step("starting the containers");
+    let ids: Vec<String> = created.into_iter().map(|c| c.id).collect();
+    backend.start_containers(&ids)?;
+    progress.done("started", started.elapsed());
     wait_ready(
         backend,
         &slug,

@@ -422,6 +422,7 @@ mod tests {
                 health: None,
                 labels: BTreeMap::new(),
                 env: env(&[("TOKEN", "real-token-value"), ("MODE", "test")]),
+                networks: Vec::new(),
             }],
             state_dir: dir.to_path_buf(),
         }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::{ComposeCall, ContainerInfo, Engine};
+use crate::engine::{COMPOSE_SERVICE_LABEL, ComposeCall, ContainerInfo, Engine};
 use crate::error::{BackendError, Result};
 use crate::launch::redact;
 use crate::state::COMPOSE_LOG;
@@ -164,9 +164,6 @@ pub fn dump_container_logs(
     }
     crate::state::write_atomic(target, redact(&text, secrets).as_bytes(), 0o600)
 }
-
-/// The label compose gives a container: its service's name.
-const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// Moves the bottle's (redacted) compose log to `<root>/logs/<slug>.compose.log`, then
 /// removes the bottle's state dir: the CA key and copied SSH keys go with it.

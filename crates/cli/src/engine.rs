@@ -133,7 +133,8 @@ pub fn engine() -> Result<Box<dyn Engine>, CliError> {
             let images = [sidecar_image()?, "bot-bottle/agent:latest".to_owned()];
             let images: Vec<&str> = images.iter().map(String::as_str).collect();
             let fail_at = std::env::var(FAKE_FAIL_ENV).ok().filter(|v| !v.is_empty());
-            backend_docker::fake_engine(Path::new(&path), &images, fail_at)
+            let compose_v1 = std::env::var(COMPOSE_ENV).is_ok_and(|v| v == "v1");
+            backend_docker::fake_engine(Path::new(&path), &images, fail_at, compose_v1)
                 .ok_or_else(|| {
                     CliError::User(format!(
                         "{BACKEND_ENV}=fake:...: this build of bottle has no fake engine (it is \

@@ -631,3 +631,49 @@ fn dashboard_serves_the_bottles_of_the_backend_behind_its_token() {
     assert!(state.starts_with("HTTP/1.1 200"), "{state}");
     assert!(state.contains(&format!("\"slug\":\"{slug}\"")), "{state}");
 }
+
+/// `start` creates the containers and starts them itself. Compose v1 creates each on
+/// its first network only: the others are attached before the start, with the
+/// service's name for DNS (the fake refuses to start a container off a network its
+/// service asks for); compose v2 attaches them all at creation.
+#[test]
+fn containers_are_on_all_their_networks_under_either_compose() {
+    for (flavor, connects) in [("v1", true), ("v2", false)] {
+        let world = World::new();
+        let output = world
+            .bottle()
+            .env("BOT_BOTTLE_COMPOSE", flavor)
+            .args([
+                "start",
+                "coder",
+                "-d",
+                "-f",
+                "fixtures/valid/git-upstreams.yaml",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{flavor}: start failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let calls: Vec<String> = world.engine_state()["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        let connected: Vec<&String> = calls.iter().filter(|c| c.starts_with("connect:")).collect();
+        assert_eq!(!connected.is_empty(), connects, "{flavor}: {calls:?}");
+        if connects {
+            // The egress and git-gate sidecars are on two networks each.
+            assert_eq!(connected.len(), 2, "{flavor}: {calls:?}");
+            let start = calls.iter().position(|c| c.starts_with("start:")).unwrap();
+            let last_connect = calls
+                .iter()
+                .rposition(|c| c.starts_with("connect:"))
+                .unwrap();
+            assert!(last_connect < start, "{flavor}: {calls:?}");
+        }
+    }
+}
