@@ -176,27 +176,37 @@ const CLASSES: [u8; 256] = {
 /// at a time.
 struct Masks {
     len: usize,
-    /// Encoding bytes: letters, digits and `+/=_-%`.
-    run: Vec<u64>,
-    alnum: Vec<u64>,
-    /// Digits and capitals.
-    upper_or_digit: Vec<u64>,
-    /// Hex digits.
-    hex: Vec<u64>,
+    /// `words` words each of: encoding bytes (letters, digits and `+/=_-%`),
+    /// letters and digits, digits and capitals, hex digits; one allocation.
+    words: usize,
+    all: Vec<u64>,
 }
 
 impl Masks {
+    /// Encoding bytes: letters, digits and `+/=_-%`.
+    fn run(&self) -> &[u64] {
+        &self.all[..self.words]
+    }
+
+    fn alnum(&self) -> &[u64] {
+        &self.all[self.words..2 * self.words]
+    }
+
+    /// Digits and capitals.
+    fn upper_or_digit(&self) -> &[u64] {
+        &self.all[2 * self.words..3 * self.words]
+    }
+
+    /// Hex digits.
+    fn hex(&self) -> &[u64] {
+        &self.all[3 * self.words..]
+    }
+
     fn new(data: &[u8]) -> Self {
         let words = data.len().div_ceil(64);
-        let mut masks = Self {
-            len: data.len(),
-            run: Vec::with_capacity(words),
-            alnum: Vec::with_capacity(words),
-            upper_or_digit: Vec::with_capacity(words),
-            hex: Vec::with_capacity(words),
-        };
+        let mut all = vec![0u64; 4 * words];
         let mut padded = [0u8; 64];
-        for block in data.chunks(64) {
+        for (w, block) in data.chunks(64).enumerate() {
             // The last block is padded with zeros (no class has them).
             let block: &[u8; 64] = match block.try_into() {
                 Ok(block) => block,
@@ -234,12 +244,16 @@ impl Masks {
                 upper_or_digit |= pack(x >> 2) << shift;
                 hex |= pack(x >> 3) << shift;
             }
-            masks.run.push(run);
-            masks.alnum.push(alnum);
-            masks.upper_or_digit.push(upper_or_digit);
-            masks.hex.push(hex);
+            all[w] = run;
+            all[words + w] = alnum;
+            all[2 * words + w] = upper_or_digit;
+            all[3 * words + w] = hex;
         }
-        masks
+        Self {
+            len: data.len(),
+            words,
+            all,
+        }
     }
 }
 
@@ -307,19 +321,19 @@ fn for_each_candidate(
     // a delimiter. Both are found 64 bytes at a time from the masks; the
     // short words in between cost nothing each.
     let mut resume = 0;
-    for w in 0..masks.run.len() {
+    for w in 0..masks.run().len() {
         if resume >= (w + 1) * 64 {
             continue;
         }
-        let run = pair_of_words(&masks.run, w);
-        let hex = pair_of_words(&masks.hex, w);
+        let run = pair_of_words(masks.run(), w);
+        let hex = pair_of_words(masks.hex(), w);
         // Bit p: encoding bytes p..p + 16.
         let mut long = run & (run >> 1);
         long &= long >> 2;
         long &= long >> 4;
         long &= long >> 8;
-        let before = w.checked_sub(1).map_or(0, |v| masks.run[v] >> 63);
-        let starts = masks.run[w] & !(masks.run[w] << 1 | before);
+        let before = w.checked_sub(1).map_or(0, |v| masks.run()[v] >> 63);
+        let starts = masks.run()[w] & !(masks.run()[w] << 1 | before);
         // Bit p: a run of exactly 2 from p, both hex digits; or of exactly
         // 4, hex, not hex, then two hex digits (`0x41`).
         let two = (run >> 1) & !(run >> 2) & hex & (hex >> 1);
@@ -338,8 +352,8 @@ fn for_each_candidate(
             if at < resume {
                 continue;
             }
-            let start = run_start(&masks.run, at);
-            let i = next_one(&masks.run, at, len, true);
+            let start = run_start(masks.run(), at);
+            let i = next_one(masks.run(), at, len, true);
             resume = i;
             // The rest of this run's bits.
             bits = match resume - w * 64 {
@@ -394,23 +408,23 @@ fn bit(words: &[u64], at: usize) -> bool {
 /// Most words (lower-case, or a capital and lower-case) cost nothing each.
 fn feed_shapes(data: &[u8], masks: &Masks, shapes: &mut ShapeScanner) {
     let len = masks.len;
-    let lower = |w: usize| masks.alnum[w] & !masks.upper_or_digit[w];
-    for w in 0..masks.alnum.len() {
-        let alnum = masks.alnum[w];
-        let before = w.checked_sub(1).map_or(0, |v| masks.alnum[v] >> 63);
+    let lower = |w: usize| masks.alnum()[w] & !masks.upper_or_digit()[w];
+    for w in 0..masks.alnum().len() {
+        let alnum = masks.alnum()[w];
+        let before = w.checked_sub(1).map_or(0, |v| masks.alnum()[v] >> 63);
         let starts = alnum & !(alnum << 1 | before);
-        let lower_next = if w + 1 < masks.alnum.len() {
+        let lower_next = if w + 1 < masks.alnum().len() {
             lower(w + 1) & 1
         } else {
             0
         };
         // Starts with a digit or a capital not followed by a lower-case letter.
-        let mut clean = starts & masks.upper_or_digit[w] & !(lower(w) >> 1 | lower_next << 63);
+        let mut clean = starts & masks.upper_or_digit()[w] & !(lower(w) >> 1 | lower_next << 63);
         while clean != 0 {
             let start = w * 64 + clean.trailing_zeros() as usize;
             clean &= clean - 1;
-            let end = next_one(&masks.upper_or_digit, start, len, true);
-            if bit(&masks.alnum, end) {
+            let end = next_one(masks.upper_or_digit(), start, len, true);
+            if bit(masks.alnum(), end) {
                 // A lower-case letter further on.
                 continue;
             }
@@ -435,10 +449,10 @@ fn feed_mixed_base58(
     shapes: &mut ShapeScanner,
 ) {
     for w in from / 64..to.div_ceil(64) {
-        let before = w.checked_sub(1).map_or(0, |v| masks.alnum[v] >> 63);
-        let starts = masks.alnum[w] & !(masks.alnum[w] << 1 | before);
+        let before = w.checked_sub(1).map_or(0, |v| masks.alnum()[v] >> 63);
+        let starts = masks.alnum()[w] & !(masks.alnum()[w] << 1 | before);
         // Bit p: letters and digits at p..p + 26.
-        let alnum = pair_of_words(&masks.alnum, w);
+        let alnum = pair_of_words(masks.alnum(), w);
         let mut long = alnum & (alnum >> 1);
         long &= long >> 2;
         long &= long >> 4;
@@ -458,7 +472,7 @@ fn feed_mixed_base58(
             if !matches!(data[start], b'1' | b'3' | b'5' | b'K' | b'L') {
                 continue;
             }
-            let end = next_one(&masks.alnum, start, to, true);
+            let end = next_one(masks.alnum(), start, to, true);
             if data[start..end].iter().any(u8::is_ascii_lowercase) {
                 shapes.mixed_run(data, start, end);
             }
@@ -571,9 +585,9 @@ impl Facts {
             let from = start.max(w * 64) - w * 64;
             let to = end.min(w * 64 + 64) - w * 64;
             let range = (u64::MAX >> (64 - (to - from))) << from;
-            facts.all_hex &= masks.hex[w] & range == range;
+            facts.all_hex &= masks.hex()[w] & range == range;
             // Encoding bytes other than letters and digits: `+/=_-%`.
-            let mut others = masks.run[w] & !masks.alnum[w] & range;
+            let mut others = masks.run()[w] & !masks.alnum()[w] & range;
             while others != 0 {
                 let b = data[w * 64 + others.trailing_zeros() as usize];
                 others &= others - 1;
