@@ -110,7 +110,8 @@ impl FakeEngine {
         self
     }
 
-    /// Plays the legacy compose v1 (see [`FakeEngine::compose_v1`]'s field).
+    /// Plays the legacy compose v1 (`BOT_BOTTLE_COMPOSE=v1`): `up --no-start` attaches
+    /// each container to its first network only.
     pub fn compose_v1(mut self, yes: bool) -> Self {
         self.compose_v1 = yes;
         self
