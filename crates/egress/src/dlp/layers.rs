@@ -1,8 +1,11 @@
 //! Decoding before matching: a secret wrapped once or several times in
 //! base64 (standard or URL-safe), hex (plain, `0x`, or with delimiters such
-//! as `de:ad:be:ef`), base32, percent-encoding (double and triple too) or
-//! string escapes (`\x67`, `\u0067`, `\/`) is unwrapped, layer by layer, and
-//! the decoded text is matched like the original.
+//! as `de:ad:be:ef`), base32, percent-encoding (double and triple too),
+//! quoted-printable, string escapes (`\x67`, `\u0067`, `\147`, `\/`, also
+//! with their backslash doubled by an enclosing string), HTML character
+//! references (`&#103;`), full-width look-alikes and zero-width characters,
+//! base64 of UTF-16 text or of gzip/zlib streams is unwrapped, layer by
+//! layer, and the decoded text is matched like the original.
 //!
 //! Candidates are runs of encoding characters of at least
 //! [`MIN_CANDIDATE`] bytes; a run that decodes to mostly non-text (an image,
@@ -91,9 +94,30 @@ pub fn decode_layers_with_shapes(
     out
 }
 
-/// What every string escape [`unescape`] undoes starts with, in either
-/// case: a caller whose index saw none of them can skip that pass.
-pub const ESCAPES: [&[u8]; 3] = [b"\\/", b"\\x", b"\\u"];
+/// What every escape [`unescape`] undoes starts with, in either case: a
+/// caller whose index saw none of them can skip that pass.
+pub const ESCAPES: [&[u8]; 19] = [
+    b"\\/",
+    b"\\x",
+    b"\\u",
+    b"\\0",
+    b"\\1",
+    b"\\2",
+    b"\\3",
+    b"\\4",
+    b"\\5",
+    b"\\6",
+    b"\\7",
+    b"&#",
+    // Full-width ASCII forms, zero-width characters.
+    b"\xEF\xBC",
+    b"\xEF\xBD",
+    b"\xE2\x80\x8B",
+    b"\xE2\x80\x8C",
+    b"\xE2\x80\x8D",
+    b"\xE2\x81\xA0",
+    b"\xEF\xBB\xBF",
+];
 
 fn decode_into(
     data: &[u8],
@@ -580,6 +604,10 @@ fn long_run(
     }
     // One look at the whole run, for what most runs have none of.
     let facts = Facts::of_run(data, masks, start, end);
+    if facts.equals && looks_quoted_printable(run) {
+        f(run, Some(facts));
+        return;
+    }
     if !facts.equals {
         emit_piece(run, Some(facts), facts.slash, f);
         return;
@@ -589,6 +617,12 @@ fn long_run(
     let mut from = 0;
     while let Some(offset) = find_equals(&run[from..]) {
         let j = from + offset;
+        // `key==67=68…`: quoted-printable after the key, kept whole.
+        if looks_quoted_printable(&run[j..]) {
+            emit_piece(&run[piece_start..j], None, facts.slash, f);
+            f(&run[j..], None);
+            return;
+        }
         if run.get(j + 1).is_some_and(|&n| n != b'=') {
             emit_piece(&run[piece_start..j], None, facts.slash, f);
             piece_start = j + 1;
@@ -722,6 +756,15 @@ fn decode_candidate(
     produced: &mut Vec<Vec<u8>>,
 ) {
     let facts = facts.unwrap_or_else(|| Facts::of(candidate));
+    if facts.equals && looks_quoted_printable(candidate) {
+        if let Some(decoded) = quoted_printable_decode(candidate)
+            && is_texty(&decoded)
+            && budget.take(decoded.len())
+        {
+            produced.push(decoded);
+        }
+        return;
+    }
     if facts.percent {
         if let Some(decoded) = percent_decode_strict(candidate)
             && budget.take(decoded.len())
@@ -778,6 +821,10 @@ fn decode_candidate(
         (true, false) => &STANDARD,
         _ => &URL_SAFE,
     };
+    if let Some(inflated) = compressed_text(unpadded, engine, budget) {
+        produced.push(inflated);
+        return;
+    }
     // A run longer than the scan overlap may start mid-quantum: try every
     // alignment for long runs.
     let alignments = if unpadded.len() > 256 { 4 } else { 1 };
@@ -801,15 +848,25 @@ fn decode_candidate(
         let Ok(decoded_len) = engine.decode_slice(probe, &mut head) else {
             continue;
         };
-        if !is_texty(&head[..decoded_len]) {
-            continue;
-        }
         // A lone trailing character carries no whole byte.
         let whole = if aligned.len() % 4 == 1 {
             &aligned[..usable]
         } else {
             aligned
         };
+        if !is_texty(&head[..decoded_len]) {
+            // UTF-16 text (PowerShell's `-EncodedCommand`): every other byte 0.
+            if let Some(parity) = utf16_parity(&head[..decoded_len])
+                && let Ok(decoded) = engine.decode(whole)
+            {
+                let narrow: Vec<u8> = decoded.iter().skip(parity).step_by(2).copied().collect();
+                if budget.take(narrow.len()) {
+                    produced.push(narrow);
+                }
+                return;
+            }
+            continue;
+        }
         if let Ok(decoded) = engine.decode(whole)
             && budget.take(decoded.len())
         {
@@ -817,6 +874,93 @@ fn decode_candidate(
             return;
         }
     }
+}
+
+/// Whether `run` starts as quoted-printable text written all in escapes
+/// (`=67=68=70…`): at least 8 of them in a row.
+fn looks_quoted_printable(run: &[u8]) -> bool {
+    run.len() >= 24
+        && run[..24]
+            .chunks_exact(3)
+            .all(|t| t[0] == b'=' && hex_value(t[1]).is_some() && hex_value(t[2]).is_some())
+}
+
+/// Quoted-printable (`=HH` escapes among plain bytes) decoded; None if an
+/// `=` is not an escape.
+fn quoted_printable_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 3);
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'=' {
+            let h = hex_value(*text.get(i + 1)?)?;
+            let l = hex_value(*text.get(i + 2)?)?;
+            out.push(h << 4 | l);
+            i += 3;
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Which bytes of `bytes` hold ASCII text if it is UTF-16 (0: the even
+/// ones, little-endian; 1: the odd ones): the others are all 0.
+fn utf16_parity(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < 16 {
+        return None;
+    }
+    (0..2).find(|&parity| {
+        let (text, zeros): (Vec<u8>, Vec<u8>) = (
+            bytes.iter().skip(parity).step_by(2).copied().collect(),
+            bytes.iter().skip(1 - parity).step_by(2).copied().collect(),
+        );
+        zeros.iter().all(|&b| b == 0) && is_texty(&text)
+    })
+}
+
+/// Most a compressed candidate may inflate to.
+const MAX_INFLATED: usize = 1 << 20;
+
+/// Text compressed with gzip or zlib and then base64-encoded (`gzip | base64`),
+/// inflated: a candidate whose base64 starts with the gzip magic (`H4sI`) or
+/// a zlib header (`eJ`, `eN`, `eF`, `eA`). Inflates at most
+/// [`MAX_INFLATED`] bytes and no more than the budget allows; a stream cut
+/// short gives what came out before the cut.
+fn compressed_text(
+    unpadded: &[u8],
+    engine: &GeneralPurpose,
+    budget: &mut Budget,
+) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let gzip = unpadded.starts_with(b"H4sI");
+    let zlib = matches!(unpadded, [b'e', b'J' | b'N' | b'F' | b'A', ..]);
+    if !(gzip || zlib) {
+        return None;
+    }
+    let usable = unpadded.len() - unpadded.len() % 4;
+    let whole = if unpadded.len() % 4 == 1 {
+        &unpadded[..usable]
+    } else {
+        unpadded
+    };
+    let compressed = engine.decode(whole).ok()?;
+    // One byte past the budget, so that running out of it shows.
+    let limit = MAX_INFLATED.min(budget.remaining.saturating_add(1)) as u64;
+    let mut inflated = Vec::new();
+    let reader: Box<dyn std::io::Read> = if gzip {
+        Box::new(flate2::read::GzDecoder::new(compressed.as_slice()))
+    } else {
+        // A zlib header's check bits: the first two bytes, big-endian, are a
+        // multiple of 31.
+        if compressed.len() < 2 || u16::from_be_bytes([compressed[0], compressed[1]]) % 31 != 0 {
+            return None;
+        }
+        Box::new(flate2::read::ZlibDecoder::new(compressed.as_slice()))
+    };
+    // An error (a stream cut short) leaves what was inflated before it.
+    let _ = reader.take(limit).read_to_end(&mut inflated);
+    (is_texty(&inflated) && budget.take(inflated.len())).then_some(inflated)
 }
 
 /// Whether the bytes decoded from `units` (each decoding to `N * 3 / 4`
@@ -899,8 +1043,11 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
-/// `data` with `\xHH`, `\uHHHH` (ASCII range) and `\/` unescaped, if it has
-/// any of them.
+/// `data` with its escapes undone, if it has any: `\xHH`, `\uHHHH` (ASCII
+/// range), `\/` and octal `\NNN` (or `\NN`) string escapes; HTML character references
+/// (`&#103;`, `&#x67;`); full-width forms of ASCII (`ｇｈｐ`) folded; and
+/// zero-width characters (U+200B–U+200D, U+2060, U+FEFF) dropped, so a
+/// token spelled with any of them reads as itself.
 pub fn unescape(data: &[u8]) -> Option<Vec<u8>> {
     let first = memchr_escape(data)?;
     let mut out = Vec::with_capacity(data.len());
@@ -908,39 +1055,13 @@ pub fn unescape(data: &[u8]) -> Option<Vec<u8>> {
     let mut i = first;
     let mut changed = false;
     while i < data.len() {
-        if data[i] == b'\\' {
-            match data.get(i + 1) {
-                Some(b'/') => {
-                    out.push(b'/');
-                    i += 2;
-                    changed = true;
-                    continue;
-                }
-                Some(b'x' | b'X') => {
-                    if let (Some(h), Some(l)) = (
-                        data.get(i + 2).and_then(|c| hex_value(*c)),
-                        data.get(i + 3).and_then(|c| hex_value(*c)),
-                    ) {
-                        out.push(h << 4 | l);
-                        i += 4;
-                        changed = true;
-                        continue;
-                    }
-                }
-                Some(b'u') => {
-                    let digits = data.get(i + 2..i + 6);
-                    if let Some(digits) = digits
-                        && digits[..2] == *b"00"
-                        && let (Some(h), Some(l)) = (hex_value(digits[2]), hex_value(digits[3]))
-                    {
-                        out.push(h << 4 | l);
-                        i += 6;
-                        changed = true;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
+        if matches!(data[i], b'\\' | b'&' | 0xE2 | 0xEF)
+            && let Some((byte, used)) = escape_at(&data[i..])
+        {
+            out.extend(byte);
+            i += used;
+            changed = true;
+            continue;
         }
         out.push(data[i]);
         i += 1;
@@ -948,28 +1069,114 @@ pub fn unescape(data: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-fn memchr_escape(data: &[u8]) -> Option<usize> {
-    // A vectorized search for both bytes at once (Teddy), not a loop over
-    // every backslash: JSON bodies are full of `\n`.
-    static SEARCHER: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
-        std::sync::LazyLock::new(|| {
-            aho_corasick::packed::Searcher::new([b"\\/", b"\\x", b"\\X", b"\\u"])
-        });
-    match SEARCHER.as_ref() {
-        Some(searcher) => searcher.find(data).map(|m| m.start()),
-        None => {
-            let mut from = 0;
-            while let Some(offset) = data[from..].iter().position(|&b| b == b'\\') {
-                let at = from + offset;
-                if matches!(data.get(at + 1), Some(b'/' | b'x' | b'X' | b'u')) {
-                    return Some(at);
-                }
-                from = at + 1;
-            }
-            None
+/// The escape at the start of `rest`, if one is there: the byte it stands
+/// for (None: it stands for nothing) and how many bytes it takes.
+fn escape_at(rest: &[u8]) -> Option<(Option<u8>, usize)> {
+    // An escape inside a string that was itself escaped (`\\x67` in JSON
+    // for `\x67`) stands for the same byte: its backslash is doubled.
+    let extra = rest
+        .iter()
+        .take(MAX_DOUBLED_BACKSLASHES)
+        .take_while(|&&b| b == b'\\')
+        .count()
+        .saturating_sub(1);
+    if extra > 0 {
+        let (byte, used) = escape_at(&rest[extra..])?;
+        return Some((byte, used + extra));
+    }
+    let hex = |at: usize| rest.get(at).and_then(|c| hex_value(*c));
+    match *rest {
+        [b'\\', b'/', ..] => Some((Some(b'/'), 2)),
+        [b'\\', b'x' | b'X', ..] => Some((Some(hex(2)? << 4 | hex(3)?), 4)),
+        [b'\\', b'u', ..] => {
+            let code = (2..6).try_fold(0u32, |code, at| Some(code << 4 | u32::from(hex(at)?)))?;
+            Some((wide_char(code)?, 6))
         }
+        // Octal, two or three digits (one would be a control character).
+        [b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] => {
+            Some((Some((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0')), 4))
+        }
+        [b'\\', a @ b'0'..=b'7', b @ b'0'..=b'7', ..] => {
+            Some((Some((a - b'0') << 3 | (b - b'0')), 3))
+        }
+        [b'&', b'#', ..] => {
+            let (radix, digits_from) = match rest.get(2) {
+                Some(b'x' | b'X') => (16, 3),
+                _ => (10, 2),
+            };
+            let digits = rest[digits_from..]
+                .iter()
+                .take(8)
+                .take_while(|c| c.is_ascii_hexdigit() && (radix == 16 || c.is_ascii_digit()))
+                .count();
+            if digits == 0 {
+                return None;
+            }
+            let text = std::str::from_utf8(&rest[digits_from..digits_from + digits]).ok()?;
+            let value = u32::from_str_radix(text, radix).ok()?;
+            let byte = u8::try_from(value).ok().filter(u8::is_ascii)?;
+            let end = digits_from + digits;
+            let used = if rest.get(end) == Some(&b';') {
+                end + 1
+            } else {
+                end
+            };
+            Some((Some(byte), used))
+        }
+        // Full-width forms and zero-width characters, in UTF-8.
+        [a @ 0xE2 | a @ 0xEF, b @ 0x80..=0xBF, c @ 0x80..=0xBF, ..] => {
+            let code = u32::from(a & 0x0F) << 12 | u32::from(b & 0x3F) << 6 | u32::from(c & 0x3F);
+            Some((wide_char(code).filter(|_| code >= 0x80)?, 3))
+        }
+        _ => None,
     }
 }
+
+/// What the character `code` stands for in a token, if it is ASCII, the
+/// full-width form of an ASCII character (U+FF01..=U+FF5E: `!`..=`~`), or
+/// zero-width (U+200B..=U+200D, U+2060, U+FEFF: None, dropped).
+fn wide_char(code: u32) -> Option<Option<u8>> {
+    match code {
+        0..=0x7F => Some(Some(code as u8)),
+        0xFF01..=0xFF5E => Some(Some((code - 0xFF01) as u8 + b'!')),
+        0x200B..=0x200D | 0x2060 | 0xFEFF => Some(None),
+        _ => None,
+    }
+}
+
+fn memchr_escape(data: &[u8]) -> Option<usize> {
+    // A vectorized search for all the escapes' starts at once (Teddy), not
+    // a loop over every backslash: JSON bodies are full of `\n`.
+    static SEARCHER: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+        std::sync::LazyLock::new(|| {
+            let mut patterns: Vec<Vec<u8>> = ESCAPES
+                .iter()
+                .flat_map(|escape| [escape.to_ascii_lowercase(), escape.to_ascii_uppercase()])
+                .collect();
+            patterns.sort();
+            patterns.dedup();
+            aho_corasick::packed::Searcher::new(patterns)
+        });
+    let searcher = SEARCHER.as_ref()?;
+    let mut from = 0;
+    // The searcher is a prefilter: an escape's start may not be one.
+    while let Some(found) = searcher.find(&data[from..]) {
+        let mut at = from + found.start();
+        // Back over the backslashes that double this one.
+        let floor = at.saturating_sub(MAX_DOUBLED_BACKSLASHES - 1);
+        while at > floor && data[at] == b'\\' && data[at - 1] == b'\\' {
+            at -= 1;
+        }
+        if escape_at(&data[at..]).is_some() {
+            return Some(at);
+        }
+        from = from + found.start() + 1;
+    }
+    None
+}
+
+/// Backslashes an escape may carry (escaped once, twice, three times).
+const MAX_DOUBLED_BACKSLASHES: usize = 8;
 
 /// `67-68-70-…`: hex pairs joined by hyphens, a run of its own.
 fn is_dashed_hex(run: &[u8]) -> bool {
@@ -1338,6 +1545,111 @@ mod tests {
             assert!(found(&data), "{data}");
         }
         assert!(found(&B64.encode(TEXT).replace('/', "\\/")));
+    }
+
+    /// `text` as a JSON string literal's contents (backslashes doubled).
+    fn json_escaped(text: &str) -> String {
+        text.replace('\\', "\\\\")
+    }
+
+    #[test]
+    fn escapes_of_every_kind_are_undone_also_inside_json_strings() {
+        let bytes = TEXT.as_bytes();
+        let each = |f: &dyn Fn(u8) -> String| bytes.iter().map(|&b| f(b)).collect::<String>();
+        let spellings = [
+            each(&|b| format!("\\{b:o}")),
+            each(&|b| format!("\\{b:03o}")),
+            each(&|b| format!("&#{b};")),
+            each(&|b| format!("&#x{b:X};")),
+            each(&|b| format!("&#{b}")),
+            each(&|b| format!("\\x{b:02x}")),
+            // JSON's own escapes of full-width forms (`ensure_ascii`).
+            each(&|b| format!("\\u{:04x}", u32::from(b) + 0xFEE0)),
+            TEXT.chars()
+                .flat_map(|c| [c.to_string(), "\\u200b".into()])
+                .collect(),
+            // Full-width forms; zero-width characters between the letters.
+            TEXT.chars()
+                .map(|c| char::from_u32(c as u32 + 0xFEE0).unwrap())
+                .collect(),
+            TEXT.chars().flat_map(|c| [c, '\u{200b}']).collect(),
+            TEXT.chars().flat_map(|c| [c, '\u{feff}']).collect(),
+            // A few letters only, enough to break the keyword.
+            TEXT.replacen("ghp", "g&#104;p", 1),
+            TEXT.replacen("ghp", "\\147hp", 1),
+        ];
+        for spelling in spellings {
+            assert!(found(&spelling), "{spelling}");
+            assert!(found(&json_escaped(&spelling)), "in JSON: {spelling}");
+            assert!(
+                found(&json_escaped(&json_escaped(&spelling))),
+                "in JSON twice: {spelling}"
+            );
+        }
+        // Look-alikes that are not escapes are left alone.
+        for data in [
+            "\\9999 &#; &#xZZ; \\8 \\",
+            "\\\\\\\\\\\\\\\\\\n",
+            "\u{2019}quotes\u{201c} and \u{2014} dashes",
+        ] {
+            assert_eq!(unescape(data.as_bytes()), None, "{data}");
+        }
+    }
+
+    #[test]
+    fn quoted_printable_utf16_and_compressed_text_are_unwrapped() {
+        use std::io::Write as _;
+        let bytes = TEXT.as_bytes();
+        let quoted: String = bytes.iter().map(|b| format!("={b:02X}")).collect();
+        let utf16: Vec<u8> = bytes.iter().flat_map(|&b| [b, 0]).collect();
+        let utf16_be: Vec<u8> = bytes.iter().flat_map(|&b| [0, b]).collect();
+        let compress = |mut encoder: Box<dyn std::io::Write>| {
+            encoder
+                .write_all(format!("export TOKEN={TEXT}\n").as_bytes())
+                .unwrap();
+        };
+        let mut gzip = Vec::new();
+        compress(Box::new(flate2::write::GzEncoder::new(
+            &mut gzip,
+            flate2::Compression::default(),
+        )));
+        let mut zlib = Vec::new();
+        compress(Box::new(flate2::write::ZlibEncoder::new(
+            &mut zlib,
+            flate2::Compression::best(),
+        )));
+        for data in [
+            quoted.clone(),
+            format!("body={quoted}"),
+            B64.encode(&utf16),
+            B64.encode(&utf16_be),
+            B64.encode(&gzip),
+            URL_SAFE_NO_PAD.encode(&gzip),
+            B64.encode(&zlib),
+            B64.encode(B64.encode(&gzip)),
+        ] {
+            assert!(found(&data), "{data}");
+        }
+        // Cut short, a gzip stream still gives what it inflated so far.
+        let cut = B64.encode(&gzip[..gzip.len() - 8]);
+        assert!(found(&cut), "{cut}");
+    }
+
+    #[test]
+    fn inflating_is_bounded_by_the_budget() {
+        use std::io::Write as _;
+        let mut gzip = Vec::new();
+        {
+            let mut encoder = flate2::write::GzEncoder::new(&mut gzip, flate2::Compression::best());
+            encoder.write_all(&vec![b'a'; 4 * MAX_INFLATED]).unwrap();
+        }
+        let data = B64.encode(&gzip);
+        let mut budget = Budget::new(1000);
+        assert!(decode_layers(data.as_bytes(), &mut budget).is_empty());
+        assert!(budget.exhausted());
+        let mut budget = Budget::per_request();
+        let layers = decode_layers(data.as_bytes(), &mut budget);
+        assert_eq!(layers.iter().map(Vec::len).max(), Some(MAX_INFLATED));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! ([`rules`], with vendor checksums in [`checksum`]), financial and crypto
 //! identifiers, credential assignments, and operator patterns in request
 //! URLs, host names, headers and bodies; wrapped secrets are unwrapped
-//! first ([`layers`]: base64, hex, base32, percent, escapes, several layers
-//! deep, within a per-request budget), and URL parts and sub-domain labels
+//! first ([`layers`]: base64, hex, base32, percent, quoted-printable,
+//! escapes and look-alike characters, UTF-16, gzip, several layers deep,
+//! within a per-request budget), and URL parts and sub-domain labels
 //! that carry encoded or random data are caught by their shape
 //! ([`entropy`]). gzip and deflate request bodies are decoded and scanned
 //! too, see [`crate::body`]. Findings carry a rule NAME only, never the
