@@ -527,6 +527,57 @@ pub const BUILTIN_RULES: &[Rule] = &[
         r"(?-u)\bpplx-[A-Za-z0-9]{40,}",
     ),
     rule(
+        "openrouter-api-key",
+        Critical,
+        &["sk-or-v1-"],
+        r"(?-u)\bsk-or-v1-[0-9a-f]{64}\b",
+    ),
+    rule(
+        "netlify-token",
+        High,
+        &["nfp_"],
+        r"(?-u)\bnfp_[A-Za-z0-9]{36,}",
+    ),
+    rule(
+        "dropbox-token",
+        High,
+        &["sl."],
+        r"(?-u)\bsl\.(?:u\.)?[A-Za-z0-9_\-]{130,}",
+    ),
+    rule(
+        "google-oauth-refresh-token",
+        Critical,
+        &["1//0"],
+        r"(?-u)\b1//0[0-9A-Za-z_\-]{40,}",
+    ),
+    rule(
+        "microsoft-teams-webhook",
+        High,
+        &["webhook.office.com", "outlook.office.com/webhook"],
+        r"(?-u)(?:[a-z0-9\-]+\.webhook\.office\.com/webhookb2|outlook\.office\.com/webhook)/[0-9a-f\-]{36}@[0-9a-f\-]{36}/IncomingWebhook/[0-9a-f]{32}/[0-9a-f\-]{36}",
+    ),
+    rule(
+        "docker-config-auth",
+        Critical,
+        &["\"auths\""],
+        r#"(?-u)"auths"\s*:\s*\{\s*"[^"]{1,255}"\s*:\s*\{[^}]{0,512}"auth"\s*:\s*"[A-Za-z0-9+/]{12,}={0,2}""#,
+    ),
+    checked(
+        "netrc-credentials",
+        High,
+        &["machine "],
+        r"(?i-u)\bmachine\s+\S+\s+(?:login\s+\S+\s+)?password\s+(\S{6,200})",
+        Check::AssignedValue,
+    ),
+    rule(
+        "password-hash",
+        High,
+        &[
+            "$1$", "$5$", "$6$", "$apr1$", "$2a$", "$2b$", "$2y$", "$y$", "$argon2",
+        ],
+        r"(?-u)(?:\$(?:1|5|6|apr1)\$(?:rounds=[0-9]+\$)?[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{22,86}|\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$y\$[./A-Za-z0-9]+\$[./A-Za-z0-9]{1,86}\$[./A-Za-z0-9]{43}|\$argon2(?:id|i|d)\$v=[0-9]+\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]{8,}\$[A-Za-z0-9+/]{16,})",
+    ),
+    rule(
         "replicate-api-token",
         Critical,
         &["r8_"],
@@ -604,8 +655,9 @@ pub const BUILTIN_RULES: &[Rule] = &[
             "private-key",
             "credential",
             "credentials",
+            "pat",
         ],
-        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?)["']?\s*(?:[:=]|=>|:=|>)\s*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#,
+        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?|(?:\b|_)pat)["']?\s*(?:[:=]|=>|:=|>)\s*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#,
         parts: Parts::All,
         check: Check::AssignedValue,
         shape: None,
@@ -1419,6 +1471,65 @@ mod tests {
                 s(&["pplx-x"]),
             ),
             (
+                "openrouter-api-key",
+                vec![tok("sk-or-v1-", HEX, 64)],
+                s(&["sk-or-v1-short", "task-or-v1-0000"]),
+            ),
+            (
+                "netlify-token",
+                vec![tok("nfp_", ALNUM, 40)],
+                s(&["nfp_short"]),
+            ),
+            (
+                "dropbox-token",
+                vec![tok("sl.", ALNUM, 140), tok("sl.u.", ALNUM, 200)],
+                s(&["see sl.1 and sl.2", "sl.short-token"]),
+            ),
+            (
+                "google-oauth-refresh-token",
+                vec![tok("1//0", ALNUM, 100)],
+                s(&["x = 1//0 + 2", "1//0gShort"]),
+            ),
+            (
+                "microsoft-teams-webhook",
+                vec![format!(
+                    "https://contoso.webhook.office.com/webhookb2/{id}@{id}/IncomingWebhook/{hex}/{id}",
+                    id = "0a1b2c3d-0a1b-0a1b-0a1b-0a1b2c3d4e5f",
+                    hex = tok("", HEX, 32)
+                )],
+                s(&["https://contoso.webhook.office.com/webhookb2/docs"]),
+            ),
+            (
+                "docker-config-auth",
+                vec![r#"{"auths":{"registry.example.com":{"auth":"ZGVwbG95OkZha2UtUGFzc3cwcmQtNDI="}}}"#.to_owned()],
+                s(&[
+                    r#"{"auths":{"registry.example.com":{}}}"#,
+                    r#"{"auths":{"r.example.com":{"credsStore":"desktop"}}}"#,
+                ]),
+            ),
+            (
+                "netrc-credentials",
+                s(&[
+                    "machine api.example.com login deploy password Fak3-Passw0rd-42",
+                    "machine github.com password ghp_notreal0123456789",
+                ]),
+                s(&[
+                    "machine learning password reset flow",
+                    "machine api.example.com login deploy password $NETRC_PASSWORD",
+                ]),
+            ),
+            (
+                "password-hash",
+                s(&[
+                    "root:$6$FAKEsalt$Xb7Qm2Lp9Vz4Kc8Nw1Rt6Yh3Jf5Gd0Sa2Xb7Qm2Lp9Vz4Kc8Nw1Rt6Yh3Jf5Gd0Sa2Xb7Qm2Lp9Vz4Kc8Nw1:19000:0:99999:7:::",
+                    "admin:$apr1$FAKEsalt$Xb7Qm2Lp9Vz4Kc8Nw1Rt6/",
+                    "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW",
+                    "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$X3DX6M94c7o.9agCG9G317fhZg9SqC.5i5rd.RhAtQ7",
+                    "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG",
+                ]),
+                s(&["echo $1$2 and $6$HOME", "sed 's/$2b$/x/'"]),
+            ),
+            (
                 "replicate-api-token",
                 vec![tok("r8_", ALNUM, 37)],
                 s(&["r8_x"]),
@@ -1481,6 +1592,7 @@ mod tests {
                     "DB_PASSWORD=hunter22",
                     "token=abcdef123456",
                     r#"{"apiToken": "k9Fz2LqW8x"}"#,
+                    "AZURE_DEVOPS_PAT=abcdefghijklmnopqrstuvwxyz234567abcdefghijklmnopqrst",
                 ]),
                 s(&[
                     "password: ${PASSWORD}",
@@ -1488,6 +1600,9 @@ mod tests {
                     "max_tokens: 1024",
                     "secret: my-feature-flag",
                     "bypass: Zx81kLmq2PzQ",
+                    "path: /usr/local/bin/tool",
+                    "compat=1.2.3.4.5.6",
+                    "spat: Zx81kLmq2PzQ",
                 ]),
             ),
             (
