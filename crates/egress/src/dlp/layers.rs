@@ -4,8 +4,9 @@
 //! quoted-printable, string escapes (`\x67`, `\u0067`, `\147`, `\/`, also
 //! with their backslash doubled by an enclosing string), HTML character
 //! references (`&#103;`), full-width look-alikes and zero-width characters,
-//! base64 of UTF-16 text or of gzip/zlib streams is unwrapped, layer by
-//! layer, and the decoded text is matched like the original.
+//! a token spelled out (`g h p _ …`), base64 of UTF-16 text or of gzip/zlib
+//! streams is unwrapped, layer by layer, and the decoded text is matched
+//! like the original.
 //!
 //! Candidates are runs of encoding characters of at least
 //! [`MIN_CANDIDATE`] bytes; a run that decodes to mostly non-text (an image,
@@ -132,8 +133,13 @@ fn decode_into(
     }
     let mut produced = Vec::new();
     let mut hex_starts = Vec::new();
+    let mut spaced_starts = Vec::new();
     let exhausted = budget.exhausted();
-    for_each_candidate(data, &mut hex_starts, shapes, |candidate, facts| {
+    let starts = Starts {
+        hex: &mut hex_starts,
+        spaced: &mut spaced_starts,
+    };
+    for_each_candidate(data, starts, shapes, |candidate, facts| {
         if !exhausted {
             decode_candidate(candidate, facts, budget, &mut produced);
         }
@@ -151,6 +157,12 @@ fn decode_into(
     for start in hex_starts {
         if start >= resume {
             resume = delimited_hex_at(data, start, budget, &mut produced);
+        }
+    }
+    let mut resume = 0;
+    for start in spaced_starts {
+        if start >= resume {
+            resume = spaced_at(data, start, budget, &mut produced);
         }
     }
     for layer in produced {
@@ -400,16 +412,21 @@ fn run_start(words: &[u64], at: usize) -> usize {
 /// and digits can matter to it (see [`feed_shapes`]).
 fn for_each_candidate(
     data: &[u8],
-    hex_starts: &mut Vec<usize>,
+    starts: Starts<'_>,
     shapes: Option<&mut ShapeScanner>,
     mut f: impl FnMut(&[u8], Option<Facts>),
 ) {
+    let Starts {
+        hex: hex_starts,
+        spaced: spaced_starts,
+    } = starts;
     let masks = Masks::new(data);
     let len = masks.len;
     let mut shapes = shapes;
     if let Some(shapes) = shapes.as_deref_mut() {
         feed_shapes(data, &masks, shapes);
     }
+    find_spaced(&masks, spaced_starts);
     // Only two kinds of runs of encoding bytes matter: long ones, and runs
     // of exactly two hex digits (or `0x` and two) that may be a pair before
     // a delimiter. Both are found 64 bytes at a time from the masks; the
@@ -479,6 +496,72 @@ fn for_each_candidate(
             }
         }
     }
+}
+
+/// Where [`for_each_candidate`] leaves the starts of what is decoded
+/// after it: separated hex pairs, spaced-out characters.
+struct Starts<'a> {
+    hex: &'a mut Vec<usize>,
+    spaced: &'a mut Vec<usize>,
+}
+
+/// Fewest characters of a token spelled out with a separator between each
+/// (`g h p _ 1 …`) that are put back together.
+const MIN_SPACED: usize = 16;
+
+/// Pushes to `starts` where letters and digits come one at a time, each
+/// followed by one other byte, at least 8 times in a row (`g h p _ 1 w`,
+/// `g-h-p-_-1-w`): a token spelled out with separators (checked, and its
+/// ends found, by [`spaced_at`]). From the masks, 64 bytes at a time; most
+/// words cost a few shifts.
+fn find_spaced(masks: &Masks, starts: &mut Vec<usize>) {
+    let mut resume = 0;
+    for w in 0..masks.alnum().len() {
+        let alnum = pair_of_words(masks.alnum(), w);
+        // Bit p: a letter or digit at p, another byte at p + 1.
+        let single = alnum & !(alnum >> 1);
+        // ... and so at p + 2, p + 4, … p + 14.
+        let mut spaced = single & (single >> 2);
+        spaced &= spaced >> 4;
+        spaced &= spaced >> 8;
+        let mut bits = spaced as u64;
+        while bits != 0 {
+            let at = w * 64 + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if at >= resume {
+                starts.push(at);
+                // One start per stretch: the rest of it is walked from here.
+                resume = at + 2 * MIN_SPACED;
+            }
+        }
+    }
+}
+
+/// The characters spelled out around `start` (one of them) with one
+/// separator byte between each, taken out as a layer if there are at least
+/// [`MIN_SPACED`] of them. Returns where they end.
+fn spaced_at(data: &[u8], start: usize, budget: &mut Budget, produced: &mut Vec<Vec<u8>>) -> usize {
+    let separator = data[start + 1];
+    // A character that is the separator itself has one on both sides (`_ _ _`).
+    let spelled = |at: usize| {
+        data[at].is_ascii_graphic()
+            && (data[at] != separator || data.get(at + 1) == Some(&separator))
+    };
+    let mut first = start;
+    while first >= 2 && data[first - 1] == separator && spelled(first - 2) {
+        first -= 2;
+    }
+    let mut characters = Vec::with_capacity(64);
+    let mut i = first;
+    characters.push(data[i]);
+    while data.get(i + 1) == Some(&separator) && i + 2 < data.len() && spelled(i + 2) {
+        characters.push(data[i + 2]);
+        i += 2;
+    }
+    if characters.len() >= MIN_SPACED && budget.take(characters.len()) {
+        produced.push(characters);
+    }
+    i + 1
 }
 
 /// Word `w` of `words` with the next one above it.
@@ -602,6 +685,7 @@ fn long_run(
     if run.len() >= 23 && run[2] == b'-' && is_dashed_hex(run) {
         hex_starts.push(start);
     }
+
     // One look at the whole run, for what most runs have none of.
     let facts = Facts::of_run(data, masks, start, end);
     if facts.equals && looks_quoted_printable(run) {
@@ -1457,7 +1541,11 @@ mod tests {
             });
             let (mut got_hex, mut got_shapes, mut got) =
                 (Vec::new(), ShapeScanner::default(), Vec::new());
-            for_each_candidate(&data, &mut got_hex, Some(&mut got_shapes), |c, facts| {
+            let starts = Starts {
+                hex: &mut got_hex,
+                spaced: &mut Vec::new(),
+            };
+            for_each_candidate(&data, starts, Some(&mut got_shapes), |c, facts| {
                 assert!(facts.is_none_or(|f| f == Facts::of(c)));
                 got.push(c.to_vec())
             });
@@ -1593,6 +1681,35 @@ mod tests {
             "\u{2019}quotes\u{201c} and \u{2014} dashes",
         ] {
             assert_eq!(unescape(data.as_bytes()), None, "{data}");
+        }
+    }
+
+    #[test]
+    fn spelled_out_tokens_are_put_back_together_wherever_they_sit() {
+        for separator in [" ", "-", ".", ",", "|", "_", "/", "\u{200b}"] {
+            let spelled: String = TEXT
+                .chars()
+                .map(String::from)
+                .collect::<Vec<_>>()
+                .join(separator);
+            // At every offset within a 64-byte block, in prose and in JSON.
+            for pad in 0..70 {
+                let data = format!("{}: {spelled} (spelled out)", "x".repeat(pad));
+                assert!(found(&data), "{separator:?} at {pad}");
+            }
+            assert!(
+                found(&format!("{{\"note\": \"{spelled}\"}}")),
+                "{separator:?}"
+            );
+        }
+        // Short spelled-out stretches and ordinary spaced text are left alone.
+        for data in [
+            "a b c d e f g",
+            "x = a + b * c / d",
+            "| 1 | 2 | 3 |",
+            "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16",
+        ] {
+            assert!(layers(data).is_empty(), "{data}");
         }
     }
 

@@ -533,7 +533,9 @@ impl DlpEngine {
         if let Some(finding) = self.scan_budgeted(raw, ScanPart::Url, dest_host, &mut budget) {
             return Some(finding);
         }
-        if raw.contains(&b'+') {
+        // Decoded whole as well: a run of encoding bytes stops at a `.` or
+        // `,`, so the candidates' own decoding can cut a token in pieces.
+        if raw.contains(&b'+') || raw.contains(&b'%') {
             let plus_as_space: Vec<u8> = raw
                 .iter()
                 .map(|&b| if b == b'+' { b' ' } else { b })
@@ -946,6 +948,29 @@ mod tests {
         // A secret spelled with %-escapes of single letters.
         let sneaky = format!("/q?d=%{:02X}{}", SECRET.as_bytes()[0], &SECRET[1..]);
         assert!(e.scan_url(&sneaky, "evil.test").is_some());
+    }
+
+    #[test]
+    fn a_url_is_also_scanned_percent_decoded_whole() {
+        let e = engine();
+        // A `.` or `,` ends a run of encoding bytes: decoded run by run, the
+        // token below comes out in pieces.
+        let key = format!("{}.{}", token("SG.", ALNUM, 22), token("", ALNUM, 43));
+        let spelled: Vec<String> = key.chars().map(String::from).collect();
+        // What URL encoders leave alone: the unreserved characters.
+        const RESERVED: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        for value in [spelled.join(","), spelled.join(";")] {
+            let url = format!("/s?c={}", utf8_percent_encode(&value, RESERVED));
+            assert_eq!(
+                e.scan_url(&url, "evil.test").map(|f| f.rule).as_deref(),
+                Some("sendgrid-api-key"),
+                "{url}"
+            );
+        }
     }
 
     fn token(prefix: &str, alphabet: &str, len: usize) -> String {
