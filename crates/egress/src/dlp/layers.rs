@@ -456,7 +456,10 @@ fn for_each_candidate(
             & !(hex >> 1)
             & (hex >> 2)
             & (hex >> 3);
-        let mut bits = (long as u64) | (starts & (two | four) as u64);
+        // Bit p: an `=` (or another encoding byte that is not a letter or
+        // digit) ending a run with two hex digits (`key=67:68:…`).
+        let glued = run & !pair_of_words(masks.alnum(), w) & (hex >> 1) & (hex >> 2) & !(run >> 3);
+        let mut bits = (long as u64) | (starts & (two | four) as u64) | glued as u64;
         while bits != 0 {
             let at = w * 64 + bits.trailing_zeros() as usize;
             bits &= bits - 1;
@@ -472,6 +475,9 @@ fn for_each_candidate(
                 _ => 0,
             };
             let run = &data[start..i];
+            if ends_in_assigned_pair(data, start, i) {
+                hex_starts.push(i - 2);
+            }
             if run.len() < MIN_CANDIDATE {
                 let pair = match run.len() {
                     2 => Some(run),
@@ -480,9 +486,7 @@ fn for_each_candidate(
                 };
                 if let Some(pair) = pair
                     && pair.iter().all(|&b| CLASSES[b as usize] & HEX != 0)
-                    && data
-                        .get(i)
-                        .is_some_and(|&b| matches!(b, b':' | b' ' | b','))
+                    && data.get(i).is_some_and(|&b| is_pair_delimiter(b))
                 {
                     hex_starts.push(i - 2);
                 }
@@ -562,6 +566,21 @@ fn spaced_at(data: &[u8], start: usize, budget: &mut Budget, produced: &mut Vec<
         produced.push(characters);
     }
     i + 1
+}
+
+/// Whether the run `data[start..end]` ends in `=` and a hex pair that a
+/// delimiter follows: the first of separated hex pairs given as a value
+/// (`d=67:68:70`).
+fn ends_in_assigned_pair(data: &[u8], start: usize, end: usize) -> bool {
+    end - start >= 3
+        && data[end - 3] == b'='
+        && data[end - 2..end].iter().all(u8::is_ascii_hexdigit)
+        && data.get(end).is_some_and(|&b| is_pair_delimiter(b))
+}
+
+/// What may follow a hex pair in separated pairs, before the next one.
+fn is_pair_delimiter(b: u8) -> bool {
+    matches!(b, b':' | b' ' | b',')
 }
 
 /// Word `w` of `words` with the next one above it.
@@ -1367,6 +1386,15 @@ mod tests {
                 shapes.alnum_run(data, from, i);
             }
             let run = &data[start..i];
+            if run.len() >= 3
+                && run[run.len() - 3] == b'='
+                && run[run.len() - 2..].iter().all(u8::is_ascii_hexdigit)
+                && data
+                    .get(i)
+                    .is_some_and(|&b| matches!(b, b':' | b' ' | b','))
+            {
+                hex_starts.push(i - 2);
+            }
             if run.len() < MIN_CANDIDATE {
                 let pair = match run.len() {
                     2 => Some(run),
@@ -1512,6 +1540,8 @@ mod tests {
             b"0123456789abcdef0123",
             b"x=",
             b"ZZ",
+            b"=6a",
+            b"key=4F",
             // IBAN groups, mixed runs, `0x` pairs, Base58 of each length
             // class (valid characters or not, with or without lower case).
             b"GB82",
@@ -1633,6 +1663,13 @@ mod tests {
             assert!(found(&data), "{data}");
         }
         assert!(found(&B64.encode(TEXT).replace('/', "\\/")));
+        // Given as a value: the first pair is glued to `key=`.
+        for separator in [":", " ", ","] {
+            for key in ["d", "data", "a_much_longer_key_name"] {
+                let data = format!("{key}={}", colons.join(separator));
+                assert!(found(&data), "{data}");
+            }
+        }
     }
 
     /// `text` as a JSON string literal's contents (backslashes doubled).
