@@ -1187,6 +1187,15 @@ fn escape_at(rest: &[u8]) -> Option<(Option<u8>, usize)> {
         let (byte, used) = escape_at(&rest[extra..])?;
         return Some((byte, used + extra));
     }
+    // Only an escape of a printable character counts: nothing else can be
+    // part of a token, and ANSI colours (`\033[`) or NULs would make a
+    // whole chunk into a layer for nothing.
+    escape_of_any_byte(rest)
+        .filter(|(byte, _)| byte.is_none_or(|b| b == b' ' || b.is_ascii_graphic()))
+}
+
+/// [`escape_at`], whatever byte the escape stands for.
+fn escape_of_any_byte(rest: &[u8]) -> Option<(Option<u8>, usize)> {
     let hex = |at: usize| rest.get(at).and_then(|c| hex_value(*c));
     match *rest {
         [b'\\', b'/', ..] => Some((Some(b'/'), 2)),
@@ -1711,9 +1720,11 @@ mod tests {
                 "in JSON twice: {spelling}"
             );
         }
-        // Look-alikes that are not escapes are left alone.
+        // Look-alikes that are not escapes, and escapes of what cannot be in
+        // a token (control characters), are left alone.
         for data in [
             "\\9999 &#; &#xZZ; \\8 \\",
+            "printf(\"\\033[1;31m\\x00\\u0007&#0;\\01\"); path = \"C:\\\\01_src\"",
             "\\\\\\\\\\\\\\\\\\n",
             "\u{2019}quotes\u{201c} and \u{2014} dashes",
         ] {
