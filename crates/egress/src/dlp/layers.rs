@@ -134,10 +134,12 @@ fn decode_into(
     let mut produced = Vec::new();
     let mut hex_starts = Vec::new();
     let mut spaced_starts = Vec::new();
+    let mut wrapped_starts = Vec::new();
     let exhausted = budget.exhausted();
     let starts = Starts {
         hex: &mut hex_starts,
         spaced: &mut spaced_starts,
+        wrapped: &mut wrapped_starts,
     };
     for_each_candidate(data, starts, shapes, |candidate, facts| {
         if !exhausted {
@@ -163,6 +165,12 @@ fn decode_into(
     for start in spaced_starts {
         if start >= resume {
             resume = spaced_at(data, start, budget, &mut produced);
+        }
+    }
+    let mut resume = 0;
+    for start in wrapped_starts {
+        if start >= resume {
+            resume = wrapped_at(data, start, budget, &mut produced);
         }
     }
     for layer in produced {
@@ -419,6 +427,7 @@ fn for_each_candidate(
     let Starts {
         hex: hex_starts,
         spaced: spaced_starts,
+        wrapped: wrapped_starts,
     } = starts;
     let masks = Masks::new(data);
     let len = masks.len;
@@ -492,6 +501,11 @@ fn for_each_candidate(
                 }
                 continue;
             }
+            // A line break right after: maybe the first line of wrapped
+            // base64 or hex (`base64`, `openssl`, `xxd -p`, PEM, MIME).
+            if matches!(data.get(i), Some(b'\n' | b'\r' | b'\\')) {
+                wrapped_starts.push(start);
+            }
             long_run(data, &masks, start, i, hex_starts, &mut f);
             if let Some(shapes) = shapes.as_deref_mut()
                 && run.len() >= SHORTEST_BASE58
@@ -503,10 +517,11 @@ fn for_each_candidate(
 }
 
 /// Where [`for_each_candidate`] leaves the starts of what is decoded
-/// after it: separated hex pairs, spaced-out characters.
+/// after it: separated hex pairs, spaced-out characters, wrapped lines.
 struct Starts<'a> {
     hex: &'a mut Vec<usize>,
     spaced: &'a mut Vec<usize>,
+    wrapped: &'a mut Vec<usize>,
 }
 
 /// Fewest characters of a token spelled out with a separator between each
@@ -519,7 +534,6 @@ const MIN_SPACED: usize = 16;
 /// ends found, by [`spaced_at`]). From the masks, 64 bytes at a time; most
 /// words cost a few shifts.
 fn find_spaced(masks: &Masks, starts: &mut Vec<usize>) {
-    let mut resume = 0;
     for w in 0..masks.alnum().len() {
         let alnum = pair_of_words(masks.alnum(), w);
         // Bit p: a letter or digit at p, another byte at p + 1.
@@ -530,13 +544,8 @@ fn find_spaced(masks: &Masks, starts: &mut Vec<usize>) {
         spaced &= spaced >> 8;
         let mut bits = spaced as u64;
         while bits != 0 {
-            let at = w * 64 + bits.trailing_zeros() as usize;
+            starts.push(w * 64 + bits.trailing_zeros() as usize);
             bits &= bits - 1;
-            if at >= resume {
-                starts.push(at);
-                // One start per stretch: the rest of it is walked from here.
-                resume = at + 2 * MIN_SPACED;
-            }
         }
     }
 }
@@ -562,10 +571,58 @@ fn spaced_at(data: &[u8], start: usize, budget: &mut Budget, produced: &mut Vec<
         characters.push(data[i + 2]);
         i += 2;
     }
-    if characters.len() >= MIN_SPACED && budget.take(characters.len()) {
+    // Digits alone are a list of numbers (scores, a board, a tensor), not a
+    // token: put together they would look like a card number.
+    if characters.len() >= MIN_SPACED
+        && characters.iter().any(u8::is_ascii_alphabetic)
+        && budget.take(characters.len())
+    {
         produced.push(characters);
     }
     i + 1
+}
+
+/// The lines of wrapped base64 or hex from `start` (each as long as the
+/// first, the last one shorter or as long, each followed by a line break:
+/// `\n`, `\r\n`, or those escaped in a string), joined as one layer, so that
+/// what crosses a line break is decoded whole. Returns where they end.
+fn wrapped_at(
+    data: &[u8],
+    start: usize,
+    budget: &mut Budget,
+    produced: &mut Vec<Vec<u8>>,
+) -> usize {
+    let is_encoding = |b: &u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(b);
+    let mut joined = Vec::new();
+    let mut width = None;
+    let mut lines = 0;
+    let mut i = start;
+    loop {
+        let end = i + data[i..].iter().take_while(|b| is_encoding(b)).count();
+        let len = end - i;
+        if width.is_some_and(|width| len > width) || len == 0 {
+            break;
+        }
+        joined.extend_from_slice(&data[i..end]);
+        lines += 1;
+        i = end;
+        let line_break = match data[end..] {
+            [b'\r', b'\n', ..] | [b'\\', b'n', ..] => 2,
+            [b'\n', ..] => 1,
+            [b'\\', b'r', b'\\', b'n', ..] => 4,
+            _ => 0,
+        };
+        // A line shorter than the first is the last one.
+        if line_break == 0 || width.is_some_and(|width| len < width) {
+            break;
+        }
+        width.get_or_insert(len);
+        i = end + line_break;
+    }
+    if lines >= 2 && budget.take(joined.len()) {
+        produced.push(joined);
+    }
+    i.max(start + 1)
 }
 
 /// Whether the run `data[start..end]` ends in `=` and a hex pair that a
@@ -958,6 +1015,16 @@ fn decode_candidate(
             aligned
         };
         if !is_texty(&head[..decoded_len]) {
+            if offset == 0
+                && is_base64_tar(aligned, engine)
+                && let Ok(archive) = engine.decode(whole)
+            {
+                let text = printable_strings(&archive);
+                if budget.take(text.len()) {
+                    produced.push(text);
+                }
+                return;
+            }
             // UTF-16 text (PowerShell's `-EncodedCommand`): every other byte 0.
             if let Some(parity) = utf16_parity(&head[..decoded_len])
                 && let Ok(decoded) = engine.decode(whole)
@@ -1063,7 +1130,37 @@ fn compressed_text(
     };
     // An error (a stream cut short) leaves what was inflated before it.
     let _ = reader.take(limit).read_to_end(&mut inflated);
-    (is_texty(&inflated) && budget.take(inflated.len())).then_some(inflated)
+    // An archive (`tar czf - … | base64`) is mostly NULs: its text is kept.
+    let text = if is_texty(&inflated) {
+        inflated
+    } else {
+        printable_strings(&inflated)
+    };
+    (!text.is_empty() && budget.take(text.len())).then_some(text)
+}
+
+/// The runs of at least 8 printable characters in `bytes`, a line each (what
+/// `strings` prints): the files' text in an archive.
+fn printable_strings(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let printable = |b: &u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    for run in bytes.split(|b| !printable(b)) {
+        if run.len() >= 8 {
+            out.extend_from_slice(run);
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Where a tar archive has its magic (`ustar` at byte 257): base64 of a
+/// `tar` is decoded for the text of its files even though it is mostly NULs.
+fn is_base64_tar(aligned: &[u8], engine: &GeneralPurpose) -> bool {
+    // Characters 340..352 are bytes 255..264.
+    let mut head = [0u8; 9];
+    aligned.len() >= 352
+        && engine.decode_slice(&aligned[340..352], &mut head).is_ok()
+        && head[2..7] == *b"ustar"
 }
 
 /// Whether the bytes decoded from `units` (each decoding to `N * 3 / 4`
@@ -1583,6 +1680,7 @@ mod tests {
             let starts = Starts {
                 hex: &mut got_hex,
                 spaced: &mut Vec::new(),
+                wrapped: &mut Vec::new(),
             };
             for_each_candidate(&data, starts, Some(&mut got_shapes), |c, facts| {
                 assert!(facts.is_none_or(|f| f == Facts::of(c)));
@@ -1750,14 +1848,49 @@ mod tests {
                 "{separator:?}"
             );
         }
-        // Short spelled-out stretches and ordinary spaced text are left alone.
+        // After something else with another separator (`k=`, `1)`).
+        for prefix in ["k=", "1)", "x:", "(a)"] {
+            let data = format!(
+                "{prefix}{}",
+                TEXT.chars().map(String::from).collect::<Vec<_>>().join(" ")
+            );
+            assert!(found(&data), "{data}");
+        }
+        // Short spelled-out stretches, ordinary spaced text and lists of
+        // digits are left alone.
         for data in [
+            "{\"ratings\":[4,5,3,2,0,1,5,1,1,2,8,3,0,3,6,6]}",
+            "4 0 1 2 8 8 8 8 8 8 8 8 1 8 8 1",
             "a b c d e f g",
             "x = a + b * c / d",
             "| 1 | 2 | 3 |",
             "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16",
         ] {
             assert!(layers(data).is_empty(), "{data}");
+        }
+    }
+
+    #[test]
+    fn wrapped_lines_are_joined_where_a_token_crosses_them() {
+        let text =
+            format!("Here is the data you wanted from the workspace: {TEXT}\nend of data, bye");
+        let wrap = |encoded: &str, width: usize, line_break: &str| {
+            encoded
+                .as_bytes()
+                .chunks(width)
+                .map(|line| String::from_utf8_lossy(line).into_owned())
+                .collect::<Vec<_>>()
+                .join(line_break)
+        };
+        let b64 = B64.encode(&text);
+        let hex = hex::encode(&text);
+        for line_break in ["\n", "\r\n", "\\n", "\\r\\n"] {
+            for (encoded, width) in [(&b64, 76), (&b64, 64), (&b64, 20), (&hex, 60), (&hex, 32)] {
+                let wrapped = wrap(encoded, width, line_break);
+                for data in [wrapped.clone(), format!("{{\"note\":\"{wrapped}\"}}\n")] {
+                    assert!(found(&data), "{data}");
+                }
+            }
         }
     }
 
@@ -1793,6 +1926,23 @@ mod tests {
             B64.encode(&zlib),
             B64.encode(B64.encode(&gzip)),
         ] {
+            assert!(found(&data), "{data}");
+        }
+        // An archive of a file, plain and compressed (`tar czf - .env | base64`).
+        let mut archive = vec![0u8; 512];
+        archive[..4].copy_from_slice(b".env");
+        archive[124..135].copy_from_slice(b"00000000052");
+        archive[156] = b'0';
+        archive[257..263].copy_from_slice(b"ustar\0");
+        archive.extend_from_slice(format!("export TOKEN={TEXT}\n").as_bytes());
+        archive.resize(512 * 4, 0);
+        let mut tar_gz = Vec::new();
+        {
+            let mut encoder =
+                flate2::write::GzEncoder::new(&mut tar_gz, flate2::Compression::default());
+            encoder.write_all(&archive).unwrap();
+        }
+        for data in [B64.encode(&archive), B64.encode(&tar_gz)] {
             assert!(found(&data), "{data}");
         }
         // Cut short, a gzip stream still gives what it inflated so far.
