@@ -528,48 +528,67 @@ struct Starts<'a> {
 /// (`g h p _ 1 …`) that are put back together.
 const MIN_SPACED: usize = 16;
 
-/// Pushes to `starts` where letters and digits come one at a time, each
-/// followed by one other byte, at least 8 times in a row (`g h p _ 1 w`,
-/// `g-h-p-_-1-w`): a token spelled out with separators (checked, and its
-/// ends found, by [`spaced_at`]). From the masks, 64 bytes at a time; most
-/// words cost a few shifts.
+/// Pushes to `starts` the lone letters and digits (no letter or digit on
+/// either side) of each 64 bytes that hold at least [`MIN_LONE_PER_WORD`] of
+/// them: where a token may be spelled out with separators (`g h p _ 1`,
+/// `g, h, p`, `["g","h","p"]`), checked, and its ends found, by
+/// [`spaced_at`]. From the masks, a few operations per 64 bytes.
 fn find_spaced(masks: &Masks, starts: &mut Vec<usize>) {
-    for w in 0..masks.alnum().len() {
-        let alnum = pair_of_words(masks.alnum(), w);
-        // Bit p: a letter or digit at p, another byte at p + 1.
-        let single = alnum & !(alnum >> 1);
-        // ... and so at p + 2, p + 4, … p + 14.
-        let mut spaced = single & (single >> 2);
-        spaced &= spaced >> 4;
-        spaced &= spaced >> 8;
-        let mut bits = spaced as u64;
-        while bits != 0 {
-            starts.push(w * 64 + bits.trailing_zeros() as usize);
-            bits &= bits - 1;
+    let alnum = masks.alnum();
+    for w in 0..alnum.len() {
+        let before = w.checked_sub(1).map_or(0, |v| alnum[v] >> 63);
+        let after = alnum.get(w + 1).map_or(0, |next| next << 63);
+        let lone = alnum[w] & !(alnum[w] >> 1 | after) & !(alnum[w] << 1 | before);
+        if lone.count_ones() >= MIN_LONE_PER_WORD {
+            let mut bits = lone;
+            while bits != 0 {
+                starts.push(w * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
         }
     }
 }
 
-/// The characters spelled out around `start` (one of them) with one
-/// separator byte between each, taken out as a layer if there are at least
-/// [`MIN_SPACED`] of them. Returns where they end.
+/// Lone letters and digits in 64 bytes from which on a spelled-out token is
+/// looked for: ordinary text has a few (`a`, `I`, `2`), a token spelled out
+/// over 64 bytes at least 12.
+const MIN_LONE_PER_WORD: u32 = 8;
+
+/// Longest separator between the characters of a spelled-out token.
+const MAX_SEPARATOR: usize = 4;
+
+/// The characters spelled out around `start` (a lone letter or digit) with
+/// the same separator of 1 to [`MAX_SEPARATOR`] bytes between each, taken
+/// out as a layer if there are at least [`MIN_SPACED`] of them. The
+/// separator is what lies between `start` and the next letter or digit.
+/// Returns where the characters end.
 fn spaced_at(data: &[u8], start: usize, budget: &mut Budget, produced: &mut Vec<Vec<u8>>) -> usize {
-    let separator = data[start + 1];
-    // A character that is the separator itself has one on both sides (`_ _ _`).
+    let gap = data[start + 1..]
+        .iter()
+        .take(MAX_SEPARATOR + 1)
+        .take_while(|b| !b.is_ascii_alphanumeric())
+        .count();
+    if gap == 0 || gap > MAX_SEPARATOR || start + 1 + gap >= data.len() {
+        return start + 1;
+    }
+    let separator = &data[start + 1..start + 1 + gap];
+    let step = gap + 1;
+    let separated = |at: usize| data.get(at..at + gap) == Some(separator);
+    // A character that is the separator itself (`_ _ _`) has one after it.
     let spelled = |at: usize| {
-        data[at].is_ascii_graphic()
-            && (data[at] != separator || data.get(at + 1) == Some(&separator))
+        data.get(at)
+            .is_some_and(|&c| c.is_ascii_graphic() && (c != separator[0] || separated(at + 1)))
     };
     let mut first = start;
-    while first >= 2 && data[first - 1] == separator && spelled(first - 2) {
-        first -= 2;
+    while first >= step && separated(first - gap) && spelled(first - step) {
+        first -= step;
     }
     let mut characters = Vec::with_capacity(64);
     let mut i = first;
     characters.push(data[i]);
-    while data.get(i + 1) == Some(&separator) && i + 2 < data.len() && spelled(i + 2) {
-        characters.push(data[i + 2]);
-        i += 2;
+    while separated(i + 1) && spelled(i + step) {
+        characters.push(data[i + step]);
+        i += step;
     }
     // Digits alone are a list of numbers (scores, a board, a tensor), not a
     // token: put together they would look like a card number.
@@ -1832,7 +1851,9 @@ mod tests {
 
     #[test]
     fn spelled_out_tokens_are_put_back_together_wherever_they_sit() {
-        for separator in [" ", "-", ".", ",", "|", "_", "/", "\u{200b}"] {
+        for separator in [
+            " ", "-", ".", ",", "|", "_", "/", "\u{200b}", ", ", " - ", "  ", "\",\"", "', '",
+        ] {
             let spelled: String = TEXT
                 .chars()
                 .map(String::from)
