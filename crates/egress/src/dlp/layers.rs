@@ -612,18 +612,19 @@ fn wrapped_at(
     produced: &mut Vec<Vec<u8>>,
 ) -> usize {
     let is_encoding = |b: &u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(b);
-    let mut joined = Vec::new();
+    // The lines' ends: (start, end) of each; the text is copied only for a
+    // block that is one.
+    let mut lines: Vec<(usize, usize)> = Vec::new();
     let mut width = None;
-    let mut lines = 0;
     let mut i = start;
-    loop {
+    let block = loop {
         let end = i + data[i..].iter().take_while(|b| is_encoding(b)).count();
         let len = end - i;
         if width.is_some_and(|width| len > width) || len == 0 {
-            break;
+            // The block ended with the line break before this.
+            break true;
         }
-        joined.extend_from_slice(&data[i..end]);
-        lines += 1;
+        lines.push((i, end));
         i = end;
         let line_break = match data[end..] {
             [b'\r', b'\n', ..] | [b'\\', b'n', ..] => 2,
@@ -631,15 +632,29 @@ fn wrapped_at(
             [b'\\', b'r', b'\\', b'n', ..] => 4,
             _ => 0,
         };
+        if line_break == 0 {
+            // The last line ends the text, its string or its word; not so a
+            // line of prose (`commit 5b8a…\nAuthor: …`).
+            break data
+                .get(end)
+                .is_none_or(|&b| b.is_ascii_whitespace() || b"\"'`<>,;)]}&".contains(&b));
+        }
         // A line shorter than the first is the last one.
-        if line_break == 0 || width.is_some_and(|width| len < width) {
-            break;
+        if width.is_some_and(|width| len < width) {
+            break true;
         }
         width.get_or_insert(len);
         i = end + line_break;
-    }
-    if lines >= 2 && budget.take(joined.len()) {
-        produced.push(joined);
+    };
+    if block && lines.len() >= 2 {
+        let joined: Vec<u8> = lines
+            .iter()
+            .flat_map(|&(from, to)| &data[from..to])
+            .copied()
+            .collect();
+        if budget.take(joined.len()) {
+            produced.push(joined);
+        }
     }
     i.max(start + 1)
 }
@@ -1997,6 +2012,12 @@ mod tests {
                 .is_empty()
         );
         assert!(layers("just some ordinary words in a sentence").is_empty());
+        // A hash at the end of a line is not the first line of wrapped hex.
+        for line_break in ["\n", "\\n"] {
+            let log =
+                format!("commit 5b8a3a7765dfe001261dde915589e782f8c94d1e{line_break}Author: Dev");
+            assert!(layers(&log).is_empty(), "{log}");
+        }
     }
 
     #[test]
