@@ -135,11 +135,13 @@ fn decode_into(
     let mut hex_starts = Vec::new();
     let mut spaced_starts = Vec::new();
     let mut wrapped_starts = Vec::new();
+    let mut code_starts = Vec::new();
     let exhausted = budget.exhausted();
     let starts = Starts {
         hex: &mut hex_starts,
         spaced: &mut spaced_starts,
         wrapped: &mut wrapped_starts,
+        codes: &mut code_starts,
     };
     for_each_candidate(data, starts, shapes, |candidate, facts| {
         if !exhausted {
@@ -171,6 +173,12 @@ fn decode_into(
     for start in wrapped_starts {
         if start >= resume {
             resume = wrapped_at(data, start, budget, &mut produced);
+        }
+    }
+    let mut resume = 0;
+    for start in code_starts {
+        if start >= resume {
+            resume = char_codes_at(data, start, budget, &mut produced);
         }
     }
     for layer in produced {
@@ -428,6 +436,7 @@ fn for_each_candidate(
         hex: hex_starts,
         spaced: spaced_starts,
         wrapped: wrapped_starts,
+        codes: code_starts,
     } = starts;
     let masks = Masks::new(data);
     let len = masks.len;
@@ -435,7 +444,7 @@ fn for_each_candidate(
     if let Some(shapes) = shapes.as_deref_mut() {
         feed_shapes(data, &masks, shapes);
     }
-    find_spaced(&masks, spaced_starts);
+    find_spaced(&masks, spaced_starts, code_starts);
     // Only two kinds of runs of encoding bytes matter: long ones, and runs
     // of exactly two hex digits (or `0x` and two) that may be a pair before
     // a delimiter. Both are found 64 bytes at a time from the masks; the
@@ -517,11 +526,13 @@ fn for_each_candidate(
 }
 
 /// Where [`for_each_candidate`] leaves the starts of what is decoded
-/// after it: separated hex pairs, spaced-out characters, wrapped lines.
+/// after it: separated hex pairs, spaced-out characters, wrapped lines,
+/// character codes.
 struct Starts<'a> {
     hex: &'a mut Vec<usize>,
     spaced: &'a mut Vec<usize>,
     wrapped: &'a mut Vec<usize>,
+    codes: &'a mut Vec<usize>,
 }
 
 /// Fewest characters of a token spelled out with a separator between each
@@ -533,20 +544,103 @@ const MIN_SPACED: usize = 16;
 /// them: where a token may be spelled out with separators (`g h p _ 1`,
 /// `g, h, p`, `["g","h","p"]`), checked, and its ends found, by
 /// [`spaced_at`]. From the masks, a few operations per 64 bytes.
-fn find_spaced(masks: &Masks, starts: &mut Vec<usize>) {
+///
+/// Likewise pushes to `code_starts` the runs of two or three hex-class
+/// characters of each 64 bytes that hold at least [`MIN_LONE_PER_WORD`] of
+/// them: where characters may be given by their codes (`[103,104,112]`,
+/// `String.fromCharCode(103, 104)`), checked by [`char_codes_at`].
+fn find_spaced(masks: &Masks, starts: &mut Vec<usize>, code_starts: &mut Vec<usize>) {
     let alnum = masks.alnum();
+    let hex = masks.hex();
     for w in 0..alnum.len() {
         let before = w.checked_sub(1).map_or(0, |v| alnum[v] >> 63);
-        let after = alnum.get(w + 1).map_or(0, |next| next << 63);
+        let next = alnum.get(w + 1).copied().unwrap_or(0);
+        let after = next << 63;
         let lone = alnum[w] & !(alnum[w] >> 1 | after) & !(alnum[w] << 1 | before);
-        if lone.count_ones() >= MIN_LONE_PER_WORD {
-            let mut bits = lone;
-            while bits != 0 {
-                starts.push(w * 64 + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
+        for_each_bit_if_many(lone, w, starts);
+        // Codes need many hex-class characters (digits), which prose and
+        // code seldom have in 64 bytes: most words stop here.
+        if (alnum[w] & hex[w]).count_ones() < 3 * MIN_LONE_PER_WORD {
+            continue;
+        }
+        // Bit p: a run of 2 or 3 hex digits starts at p.
+        let a = u128::from(alnum[w]) | u128::from(next) << 64;
+        let h = pair_of_words(hex, w);
+        let run_starts = a & !(a << 1 | u128::from(before));
+        let two = (a >> 1) & !(a >> 2) & h & (h >> 1);
+        let three = (a >> 1) & (a >> 2) & !(a >> 3) & h & (h >> 1) & (h >> 2);
+        for_each_bit_if_many((run_starts & (two | three)) as u64, w, code_starts);
+    }
+}
+
+/// Pushes each set bit of `bits` (word `w`) to `starts` if there are at
+/// least [`MIN_LONE_PER_WORD`] of them.
+fn for_each_bit_if_many(mut bits: u64, w: usize, starts: &mut Vec<usize>) {
+    if bits.count_ones() >= MIN_LONE_PER_WORD {
+        while bits != 0 {
+            starts.push(w * 64 + bits.trailing_zeros() as usize);
+            bits &= bits - 1;
         }
     }
+}
+
+/// Longest separator between character codes (`, `, `);chr(`).
+const MAX_CODE_SEPARATOR: usize = 8;
+
+/// The characters given by their decimal codes from `start` (the first
+/// digit of one), each code followed by the same separator of 1 to
+/// [`MAX_CODE_SEPARATOR`] bytes, taken out as a layer if there are at least
+/// [`MIN_SPACED`] printable ones with a letter among them. Returns where
+/// they end.
+fn char_codes_at(
+    data: &[u8],
+    start: usize,
+    budget: &mut Budget,
+    produced: &mut Vec<Vec<u8>>,
+) -> usize {
+    let number_at = |at: usize| {
+        let at = at.min(data.len());
+        let digits = data[at..]
+            .iter()
+            .take(4)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let value = data[at..at + digits]
+            .iter()
+            .fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
+        (digits, value)
+    };
+    let printable = |value: u32| (32..127).contains(&value);
+    let (digits, value) = number_at(start);
+    if !(2..=3).contains(&digits) || !printable(value) {
+        return start + 1;
+    }
+    let mut i = start + digits;
+    let gap = data[i..]
+        .iter()
+        .take(MAX_CODE_SEPARATOR + 1)
+        .take_while(|b| !b.is_ascii_digit())
+        .count();
+    if gap == 0 || gap > MAX_CODE_SEPARATOR {
+        return i;
+    }
+    let separator = &data[i..i + gap];
+    let mut characters = vec![value as u8];
+    while data.get(i..i + gap) == Some(separator) {
+        let (digits, value) = number_at(i + gap);
+        if !(2..=3).contains(&digits) || !printable(value) {
+            break;
+        }
+        characters.push(value as u8);
+        i += gap + digits;
+    }
+    if characters.len() >= MIN_SPACED
+        && characters.iter().any(u8::is_ascii_alphabetic)
+        && budget.take(characters.len())
+    {
+        produced.push(characters);
+    }
+    i
 }
 
 /// Lone letters and digits in 64 bytes from which on a spelled-out token is
@@ -1715,6 +1809,7 @@ mod tests {
                 hex: &mut got_hex,
                 spaced: &mut Vec::new(),
                 wrapped: &mut Vec::new(),
+                codes: &mut Vec::new(),
             };
             for_each_candidate(&data, starts, Some(&mut got_shapes), |c, facts| {
                 assert!(facts.is_none_or(|f| f == Facts::of(c)));
@@ -1901,6 +1996,27 @@ mod tests {
             "x = a + b * c / d",
             "| 1 | 2 | 3 |",
             "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16",
+        ] {
+            assert!(layers(data).is_empty(), "{data}");
+        }
+    }
+
+    #[test]
+    fn characters_given_by_their_codes_are_put_back_together() {
+        let codes: Vec<String> = TEXT.bytes().map(|b| b.to_string()).collect();
+        for data in [
+            format!("{{\"c\":[{}]}}", codes.join(",")),
+            format!("String.fromCharCode({})", codes.join(", ")),
+            format!("chr({})", codes.join(")+chr(")),
+            format!("x {}", codes.join(" ")),
+            format!("bytes([{}]).decode()", codes.join(", ")),
+        ] {
+            assert!(found(&data), "{data}");
+        }
+        // Numbers that are not character codes, or no letters among them.
+        for data in [
+            "[100, 200, 300, 400, 500, 600, 700, 800, 900, 100, 200, 300, 400, 500, 600, 700]",
+            "[130, 140, 150, 160, 170, 180, 190, 200, 210, 220, 230, 240, 250, 130, 140, 150]",
         ] {
             assert!(layers(data).is_empty(), "{data}");
         }
