@@ -464,16 +464,10 @@ fn for_each_candidate(
         let before = w.checked_sub(1).map_or(0, |v| masks.run()[v] >> 63);
         let starts = masks.run()[w] & !(masks.run()[w] << 1 | before);
         // Bit p: a run of exactly 2 from p, both hex digits; or of exactly
-        // 4, hex, not hex, then two hex digits (`0x41`).
+        // 4, hex, any, then two hex digits (`0x41`, or `6768` from `xxd`).
         let two = (run >> 1) & !(run >> 2) & hex & (hex >> 1);
-        let four = (run >> 1)
-            & (run >> 2)
-            & (run >> 3)
-            & !(run >> 4)
-            & hex
-            & !(hex >> 1)
-            & (hex >> 2)
-            & (hex >> 3);
+        let four =
+            (run >> 1) & (run >> 2) & (run >> 3) & !(run >> 4) & hex & (hex >> 2) & (hex >> 3);
         // Bit p: an `=` (or another encoding byte that is not a letter or
         // digit) ending a run with two hex digits (`key=67:68:…`).
         let glued = run & !pair_of_words(masks.alnum(), w) & (hex >> 1) & (hex >> 2) & !(run >> 3);
@@ -500,13 +494,15 @@ fn for_each_candidate(
                 let pair = match run.len() {
                     2 => Some(run),
                     4 if run[..2].eq_ignore_ascii_case(b"0x") => Some(&run[2..]),
+                    // Two pairs in a group (`xxd`).
+                    4 => Some(run),
                     _ => None,
                 };
                 if let Some(pair) = pair
                     && pair.iter().all(|&b| CLASSES[b as usize] & HEX != 0)
                     && data.get(i).is_some_and(|&b| is_pair_delimiter(b))
                 {
-                    hex_starts.push(i - 2);
+                    hex_starts.push(i - pair.len());
                 }
                 continue;
             }
@@ -1537,10 +1533,19 @@ fn delimited_hex_at(
 ) -> usize {
     // Counted first: most starts are a lone pair, not worth an allocation.
     let mut pairs = 0;
-    let end = hex_pairs_at(data, start, |_| pairs += 1);
+    let mut end = hex_pairs_at(data, start, |_| pairs += 1);
     if pairs >= 8 {
         let mut bytes = Vec::with_capacity(pairs);
-        hex_pairs_at(data, start, |byte| bytes.push(byte));
+        let mut line = start;
+        // A dump (`xxd`, `hexdump -C`, `od`) goes on from line to line.
+        loop {
+            let before = bytes.len();
+            end = hex_pairs_at(data, line, |byte| bytes.push(byte));
+            match next_dump_line(data, end) {
+                Some(next) if bytes.len() - before >= 8 => line = next,
+                _ => break,
+            }
+        }
         if is_texty(&bytes) && budget.take(bytes.len()) {
             produced.push(bytes);
         }
@@ -1548,19 +1553,62 @@ fn delimited_hex_at(
     end.max(start + 1)
 }
 
+/// Where the hex of the next line of a dump starts, if `end` (where one
+/// line's pairs stop) is followed by the rest of a dump line: at most
+/// 18 bytes of its text column, a line break (maybe escaped in a string),
+/// an offset (`00000010:`, `00000010 `) or spaces, then a hex pair.
+fn next_dump_line(data: &[u8], end: usize) -> Option<usize> {
+    let rest = data.get(end..)?;
+    let (line_end, line_break) =
+        rest.iter()
+            .take(20)
+            .enumerate()
+            .find_map(|(k, _)| match rest[k..] {
+                [b'\r', b'\n', ..] | [b'\\', b'n', ..] => Some((k, 2)),
+                [b'\n', ..] => Some((k, 1)),
+                [b'\\', b'r', b'\\', b'n', ..] => Some((k, 4)),
+                _ => None,
+            })?;
+    let mut at = end + line_end + line_break;
+    let offset = data[at..]
+        .iter()
+        .take(9)
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    if (6..=8).contains(&offset) && matches!(data.get(at + offset), Some(b':' | b' ')) {
+        at += offset + 1;
+    }
+    at += data[at..]
+        .iter()
+        .take(4)
+        .take_while(|&&b| b == b' ')
+        .count();
+    hex_value(*data.get(at)?)?;
+    hex_value(*data.get(at + 1)?)?;
+    Some(at)
+}
+
 /// Calls `f` with each byte of the separated hex pairs from `start`;
 /// returns where they end.
 fn hex_pairs_at(data: &[u8], start: usize, mut f: impl FnMut(u8)) -> usize {
+    let byte_at =
+        |at: usize| Some(hex_value(*data.get(at)?)? << 4 | hex_value(*data.get(at + 1)?)?);
     let mut j = start;
-    while let (Some(h), Some(l)) = (
-        data.get(j).and_then(|c| hex_value(*c)),
-        data.get(j + 1).and_then(|c| hex_value(*c)),
-    ) {
+    while let Some(byte) = byte_at(j) {
         if data.get(j + 2).is_some_and(u8::is_ascii_alphanumeric) {
-            break;
+            // Two pairs in a group (`xxd`'s `6768 705f`), or a longer run.
+            match byte_at(j + 2) {
+                Some(next) if !data.get(j + 4).is_some_and(u8::is_ascii_alphanumeric) => {
+                    f(byte);
+                    f(next);
+                    j += 4;
+                }
+                _ => break,
+            }
+        } else {
+            f(byte);
+            j += 2;
         }
-        f(h << 4 | l);
-        j += 2;
         // Delimiter: up to two of `: ,-`, then an optional `0x` or `\x`.
         let mut k = j;
         while k < data.len() && k < j + 2 && is_delimiter(data[k]) {
@@ -1633,6 +1681,7 @@ mod tests {
                 let pair = match run.len() {
                     2 => Some(run),
                     4 if run[..2].eq_ignore_ascii_case(b"0x") => Some(&run[2..]),
+                    4 => Some(run),
                     _ => None,
                 };
                 if let Some(pair) = pair
@@ -1641,7 +1690,7 @@ mod tests {
                         .get(i)
                         .is_some_and(|&b| matches!(b, b':' | b' ' | b','))
                 {
-                    hex_starts.push(i - 2);
+                    hex_starts.push(i - pair.len());
                 }
                 continue;
             }
@@ -2019,6 +2068,33 @@ mod tests {
             "[130, 140, 150, 160, 170, 180, 190, 200, 210, 220, 230, 240, 250, 130, 140, 150]",
         ] {
             assert!(layers(data).is_empty(), "{data}");
+        }
+    }
+
+    #[test]
+    fn hex_dumps_are_read_across_their_lines() {
+        let text = format!("export TOKEN={TEXT}\n");
+        let bytes = text.as_bytes();
+        let mut xxd = String::new();
+        let mut hexdump = String::new();
+        let mut od = String::new();
+        for (line, chunk) in bytes.chunks(16).enumerate() {
+            let pairs: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            let quads: Vec<String> = pairs.chunks(2).map(|q| q.concat()).collect();
+            let shown: String = chunk
+                .iter()
+                .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+                .collect();
+            xxd += &format!("{:08x}: {:<39}  {shown}\n", line * 16, quads.join(" "));
+            // Two spaces after the eighth pair.
+            let halves: Vec<String> = pairs.chunks(8).map(|h| h.join(" ")).collect();
+            hexdump += &format!("{:08x}  {:<49} |{shown}|\n", line * 16, halves.join("  "));
+            od += &format!(" {}\n", pairs.join(" "));
+        }
+        for dump in [&xxd, &hexdump, &od] {
+            assert!(found(dump), "{dump}");
+            let in_json = format!("{{\"out\":\"{}\"}}", dump.replace('\n', "\\n"));
+            assert!(found(&in_json), "{in_json}");
         }
     }
 
