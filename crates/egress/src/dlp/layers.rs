@@ -157,34 +157,30 @@ fn decode_into(
     {
         produced.push(unescaped);
     }
-    let mut resume = 0;
-    for start in hex_starts {
-        if start >= resume {
-            resume = delimited_hex_at(data, start, budget, &mut produced);
-        }
-    }
-    let mut resume = 0;
-    for start in spaced_starts {
-        if start >= resume {
-            resume = spaced_at(data, start, budget, &mut produced);
-        }
-    }
-    let mut resume = 0;
-    for start in wrapped_starts {
-        if start >= resume {
-            resume = wrapped_at(data, start, budget, &mut produced);
-        }
-    }
-    let mut resume = 0;
-    for start in code_starts {
-        if start >= resume {
-            resume = char_codes_at(data, start, budget, &mut produced);
+    // Each walker reads from a start to where its spelling ends; a start
+    // inside what one walk read is not walked again.
+    let walkers: [(Vec<usize>, Walker); 4] = [
+        (hex_starts, delimited_hex_at),
+        (spaced_starts, spaced_at),
+        (wrapped_starts, wrapped_at),
+        (code_starts, char_codes_at),
+    ];
+    for (starts, walk) in walkers {
+        let mut resume = 0;
+        for start in starts {
+            if start >= resume {
+                resume = walk(data, start, budget, &mut produced);
+            }
         }
     }
     for layer in produced {
         decode_into_owned(layer, depth, budget, out);
     }
 }
+
+/// Reads a spelling from a start found by [`for_each_candidate`], adds what
+/// it decodes to to the layers, and returns where the spelling ends.
+type Walker = fn(&[u8], usize, &mut Budget, &mut Vec<Vec<u8>>) -> usize;
 
 fn decode_into_owned(layer: Vec<u8>, depth: usize, budget: &mut Budget, out: &mut Vec<Vec<u8>>) {
     let index = out.len();
