@@ -11,7 +11,9 @@
 //! (default 2) seconds each, the order flipped every round, so a burst of
 //! other load on the machine hits both alike; the table gives the pooled rates
 //! and the range of the rounds' ratios. The proxies run as the sidecar runs
-//! them, on their own shard threads. The targets of issue 13 are
+//! them, on their own shard threads, with DLP on sharing a large chunk's scan
+//! with the helper thread when it is free (`egress::assist`); the client and
+//! the upstream run on the same machine, so they compete with both. The targets of issue 13 are
 //! printed with the table: small-request throughput within 15 % of DLP off,
 //! 1 MiB bodies at least 50 % of it. Nothing leaves loopback; no name is
 //! resolved (the bench host is a static host of the policy).

@@ -40,6 +40,11 @@ pub const UNSCANNABLE_BODY_RULE: &str = "dlp-unscannable-body";
 /// Errors crossing body boundaries.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Chunks at least this long are scanned in two halves side by side
+/// ([`BodyScanner::push_split`]): each half is long enough that the
+/// hand-over to the helper thread costs little next to its scan.
+pub const SPLIT_CHUNK: usize = 32 << 10;
+
 /// The error a body yields when a scan stops it.
 #[derive(Debug, thiserror::Error)]
 #[error("request body blocked: {what}")]
@@ -294,10 +299,17 @@ impl Body for ScannedBody {
                     };
                     let slot = &this.finding;
                     if let Some((scanner, policy)) = this.scan.as_mut()
-                        && let Some(finding) =
+                        && let Some(finding) = if frame.len() >= SPLIT_CHUNK && policy.dlp.enabled()
+                        {
+                            let (policy, slot) = (policy.clone(), slot.clone());
+                            scanner.push_split(&frame, move |buffer, dest_host, budget| {
+                                scan_chunk(&policy, &slot, buffer, dest_host, budget)
+                            })
+                        } else {
                             scanner.push_with(&frame, |buffer, dest_host, budget| {
                                 scan_chunk(policy, slot, buffer, dest_host, budget)
                             })
+                        }
                     {
                         return Poll::Ready(Some(Err(this.stop(finding))));
                     }

@@ -55,6 +55,7 @@
 //! audited (rule `credential-scrubbed:VAR`). A response from a route host that
 //! cannot be scanned (another content coding) is refused with a 502, not passed.
 
+pub mod assist;
 pub mod audit;
 pub mod body;
 pub mod ca;

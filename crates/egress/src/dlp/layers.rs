@@ -57,6 +57,31 @@ impl Budget {
         self.exhausted
     }
 
+    /// Splits what is left between two scans run side by side, in
+    /// proportion to their lengths `a` and `b`: together they may decode no
+    /// more than this budget could; [`Budget::merge`] puts it back together.
+    pub fn split(&self, a: usize, b: usize) -> (Self, Self) {
+        let share_a = if a + b == 0 {
+            self.remaining / 2
+        } else {
+            // In u128: `remaining * a` overflows u64 for large budgets.
+            (self.remaining as u128 * a as u128 / (a + b) as u128) as usize
+        };
+        let part = |remaining| Self {
+            remaining,
+            exhausted: self.exhausted,
+        };
+        (part(share_a), part(self.remaining - share_a))
+    }
+
+    /// The budget left after two scans run on [`Budget::split`] halves.
+    pub fn merge(a: Self, b: Self) -> Self {
+        Self {
+            remaining: a.remaining + b.remaining,
+            exhausted: a.exhausted || b.exhausted,
+        }
+    }
+
     fn take(&mut self, bytes: usize) -> bool {
         if self.exhausted || bytes > self.remaining {
             self.exhausted = true;
@@ -250,6 +275,7 @@ impl Masks {
         &self.all[3 * self.words..]
     }
 
+    #[inline(never)]
     fn new(data: &[u8]) -> Self {
         let words = data.len().div_ceil(64);
         let mut all = vec![0u64; 4 * words];
@@ -422,6 +448,7 @@ fn run_start(words: &[u64], at: usize) -> usize {
 /// followed by a delimiter (`67:68`, `0x67, 0x68`, `67-68`), its start goes
 /// to `hex_starts`. `shapes`, if given, is fed what of the runs of letters
 /// and digits can matter to it (see [`feed_shapes`]).
+#[inline(never)]
 fn for_each_candidate(
     data: &[u8],
     starts: Starts<'_>,
@@ -541,6 +568,7 @@ const MIN_SPACED: usize = 16;
 /// characters of each 64 bytes that hold at least [`MIN_LONE_PER_WORD`] of
 /// them: where characters may be given by their codes (`[103,104,112]`,
 /// `String.fromCharCode(103, 104)`), checked by [`char_codes_at`].
+#[inline(never)]
 fn find_spaced(masks: &Masks, starts: &mut Vec<usize>, code_starts: &mut Vec<usize>) {
     let alnum = masks.alnum();
     let hex = masks.hex();
@@ -779,6 +807,7 @@ fn bit(words: &[u64], at: usize) -> bool {
 /// the chains open before it, and the next run fed closes them at the same
 /// place, since a mixed run in between keeps it from being joined to them.
 /// Most words (lower-case, or a capital and lower-case) cost nothing each.
+#[inline(never)]
 fn feed_shapes(data: &[u8], masks: &Masks, shapes: &mut ShapeScanner) {
     let len = masks.len;
     let lower = |w: usize| masks.alnum()[w] & !masks.upper_or_digit()[w];
@@ -869,6 +898,7 @@ fn find_equals(bytes: &[u8]) -> Option<usize> {
 }
 
 /// A run of at least [`MIN_CANDIDATE`] encoding bytes, `data[start..end]`.
+#[inline(never)]
 fn long_run(
     data: &[u8],
     masks: &Masks,
@@ -1702,6 +1732,28 @@ mod tests {
             }
             emit_piece(&run[piece_start..], None, true, f);
         }
+    }
+
+    #[test]
+    fn a_split_budget_is_shared_in_proportion_and_no_larger_than_the_whole() {
+        let budget = Budget::new(1000);
+        let (mut a, mut b) = budget.split(30, 70);
+        assert!(a.take(300) && !a.take(1), "the first share is 300");
+        assert!(b.take(700) && !b.take(1), "the second share is 700");
+        let merged = Budget::merge(a, b);
+        assert!(merged.exhausted());
+        let (mut a, b) = Budget::new(10).split(1, 1);
+        assert!(a.take(5));
+        let mut merged = Budget::merge(a, b);
+        assert!(!merged.exhausted());
+        assert!(merged.take(5) && !merged.take(1), "what is left comes back");
+        let (a, b) = Budget::new(usize::MAX).split(usize::MAX / 2, usize::MAX / 2);
+        assert_eq!(a.remaining + b.remaining, usize::MAX);
+        let (a, b) = merged.split(3, 4);
+        assert!(
+            a.exhausted() && b.exhausted(),
+            "an exhausted budget stays so"
+        );
     }
 
     #[test]

@@ -704,6 +704,51 @@ impl BodyScanner {
         self.tail = buffer;
         finding
     }
+
+    /// [`BodyScanner::push_with`], with `chunk` scanned as two chunks (its
+    /// halves) side by side: the first on the helper thread if it is free
+    /// ([`crate::assist::join`]). What is scanned, and so what is found, is
+    /// what two [`BodyScanner::push_with`] calls with the halves scan (each
+    /// half with the overlap in front of it); the budget is split between
+    /// them in proportion. The first half's finding wins if both have one.
+    pub fn push_split<T, S>(&mut self, chunk: &[u8], scan: S) -> Option<T>
+    where
+        T: Send + 'static,
+        S: Fn(&[u8], &str, &mut Budget) -> Option<T> + Clone + Send + 'static,
+    {
+        let mid = chunk.len() / 2;
+        let mut first = std::mem::take(&mut self.tail);
+        first.extend_from_slice(&chunk[..mid]);
+        let overlap = &first[first.len().saturating_sub(self.window)..];
+        let mut second = Vec::with_capacity(overlap.len() + chunk.len() - mid);
+        second.extend_from_slice(overlap);
+        second.extend_from_slice(&chunk[mid..]);
+        let (mut budget_first, mut budget_second) = self.budget.split(first.len(), second.len());
+        let dest_host = self.dest_host.clone();
+        let scan_first = scan.clone();
+        let ((found_first, budget_first), found_second) = crate::assist::join(
+            move || {
+                let found = if first.is_empty() {
+                    None
+                } else {
+                    scan_first(&first, &dest_host, &mut budget_first)
+                };
+                (found, budget_first)
+            },
+            || {
+                if second.is_empty() {
+                    None
+                } else {
+                    scan(&second, &self.dest_host, &mut budget_second)
+                }
+            },
+        );
+        self.budget = Budget::merge(budget_first, budget_second);
+        let keep_from = second.len().saturating_sub(self.window);
+        second.drain(..keep_from);
+        self.tail = second;
+        found_first.or(found_second)
+    }
 }
 
 /// What a rule finding does under `mode`; None: rules are off there.
@@ -1185,6 +1230,61 @@ mod tests {
             .chunks(13)
             .find_map(|chunk| scanner.push(&e, chunk));
         assert_eq!(found.map(|f| f.rule).as_deref(), Some("github-pat"));
+    }
+
+    #[test]
+    fn a_chunk_scanned_in_halves_side_by_side_finds_what_its_halves_find_one_by_one() {
+        let e = std::sync::Arc::new(engine());
+        let scan = {
+            let e = e.clone();
+            move |buffer: &[u8], host: &str, budget: &mut Budget| {
+                e.scan_budgeted(buffer, ScanPart::Body, host, budget)
+                    .map(|f| f.rule)
+            }
+        };
+        let chunk_len = 64 << 10;
+        let mid = chunk_len / 2;
+        let secrets = [SECRET.to_owned(), token("ghp_", ALNUM, 36)];
+        // Around the seam of the halves, inside each half, and across the
+        // previous chunk's end.
+        let positions = [-10, 100, -20, -5, 0, 3, 900, 0];
+        for secret in &secrets {
+            for (k, offset) in positions.into_iter().enumerate() {
+                let mut body = "x ".repeat(5_000).into_bytes();
+                let first_chunk_end = body.len();
+                body.extend(std::iter::repeat_n(b' ', chunk_len));
+                // Relative to the chunk's start (the first two) or to its
+                // seam; the last one ends the chunk.
+                let at = match k {
+                    0 | 1 => first_chunk_end as i64 + offset,
+                    7 => (first_chunk_end + chunk_len - secret.len()) as i64,
+                    _ => (first_chunk_end + mid) as i64 + offset,
+                } as usize;
+                body[at..at + secret.len()].copy_from_slice(secret.as_bytes());
+                let (first, rest) = body.split_at(first_chunk_end);
+                let rest = &rest[..chunk_len];
+
+                let mut one_by_one = BodyScanner::new(&e, "evil.test");
+                let expected = [first, &rest[..mid], &rest[mid..]]
+                    .into_iter()
+                    .find_map(|c| one_by_one.push_with(c, scan.clone()));
+                let mut split = BodyScanner::new(&e, "evil.test");
+                let found = split
+                    .push_with(first, scan.clone())
+                    .or_else(|| split.push_split(rest, scan.clone()));
+                assert!(expected.is_some(), "{secret} at {at}: the halves miss it");
+                assert_eq!(found, expected, "{secret} at {at}");
+            }
+        }
+        // A clean chunk: nothing found, the same tail kept as one by one.
+        let body = "let total = items.iter().sum::<u64>();\n".repeat(3000);
+        let mut one_by_one = BodyScanner::new(&e, "evil.test");
+        let (a, b) = body.as_bytes().split_at(body.len() / 2);
+        assert_eq!(one_by_one.push_with(a, scan.clone()), None);
+        assert_eq!(one_by_one.push_with(b, scan.clone()), None);
+        let mut split = BodyScanner::new(&e, "evil.test");
+        assert_eq!(split.push_split(body.as_bytes(), scan.clone()), None);
+        assert_eq!(split.tail, one_by_one.tail);
     }
 
     /// xorshift bytes: a stand-in for image or archive data.

@@ -273,6 +273,67 @@ async fn secret_mid_body_aborts_the_streamed_upstream_request() {
     );
 }
 
+/// A body of `len` bytes of code-like text sent in 64 KiB writes (so the
+/// proxy reads it in chunks large enough to be scanned in halves side by
+/// side), with `secret` at `at` if given; the proxy's response.
+async fn send_large_body(setup: &Standard, len: usize, secret: Option<(&str, usize)>) -> String {
+    let port = setup.upstream.port();
+    let mut body = "let total = items.iter().map(|i| i.price).sum::<u64>();\n"
+        .repeat(len / 50 + 1)
+        .into_bytes();
+    body.truncate(len);
+    if let Some((secret, at)) = secret {
+        body[at..at + secret.len()].copy_from_slice(secret.as_bytes());
+    }
+    let head = format!(
+        "POST /large HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    send_in_writes(
+        setup.proxy.local_addr(),
+        &setup.dir.bottle_ca.cert_pem,
+        "other.test",
+        port,
+        head,
+        body.chunks(64 << 10).map(<[u8]>::to_vec).collect(),
+        std::time::Duration::ZERO,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_secret_anywhere_in_a_large_body_is_blocked_and_a_clean_one_arrives_whole() {
+    // Around where chunks and their halves meet, whatever sizes the reads
+    // come in: every spot must be caught before any of the secret leaves.
+    let half = 32 << 10;
+    for at in [
+        half - 17,
+        2 * half - 9,
+        3 * half - 1,
+        5 * half + 12_345,
+        11 * half - 30,
+    ] {
+        let setup = Standard::start().await;
+        let text = send_large_body(&setup, 512 << 10, Some((REAL_TOKEN, at))).await;
+        assert!(text.starts_with("HTTP/1.1 403"), "at {at}: {text}");
+        assert!(
+            text.contains("rule: bottle-secret:IT_UPSTREAM_TOKEN"),
+            "at {at}: {text}"
+        );
+        assert!(
+            !setup
+                .upstream
+                .received(&REAL_TOKEN.as_bytes()[..REAL_TOKEN.len() / 2 + 1]),
+            "at {at}: (most of) the secret reached the upstream"
+        );
+    }
+    let setup = Standard::start().await;
+    let text = send_large_body(&setup, 1 << 20, None).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let seen = setup.upstream.seen.lock().unwrap().body_bytes.clone();
+    assert_eq!(seen.len(), 1 << 20, "the clean body arrived cut");
+    assert!(seen.starts_with(b"let total = items"));
+}
+
 #[tokio::test]
 async fn ssrf_blocks_every_spelling_of_loopback_without_an_exemption() {
     let upstream_ca = TestCa::new("it upstream CA");
