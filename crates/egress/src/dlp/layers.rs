@@ -1,12 +1,14 @@
 //! Decoding before matching: a secret wrapped once or several times in
 //! base64 (standard or URL-safe), hex (plain, `0x`, or with delimiters such
 //! as `de:ad:be:ef`), base32, percent-encoding (double and triple too),
-//! quoted-printable, string escapes (`\x67`, `\u0067`, `\147`, `\/`, also
-//! with their backslash doubled by an enclosing string), HTML character
+//! quoted-printable, string escapes (`\x67`, `\u0067`, `\u{67}`,
+//! `\U00000067`, `%u0067`, `\147`, `\/`, also with their backslash doubled
+//! by an enclosing string), HTML character
 //! references (`&#103;`), full-width look-alikes and zero-width characters,
 //! a token spelled out (`g h p _ …`), base64 of UTF-16 text or of gzip/zlib
 //! streams is unwrapped, layer by layer, and the decoded text is matched
-//! like the original.
+//! like the original. A candidate that starts with a rule keyword rot13'd
+//! or ends with one backwards (`tuc_…`, `…_phg` for `ghp_…`) is turned back.
 //!
 //! Candidates are runs of encoding characters of at least
 //! [`MIN_CANDIDATE`] bytes; a run that decodes to mostly non-text (an image,
@@ -82,7 +84,7 @@ impl Budget {
         }
     }
 
-    fn take(&mut self, bytes: usize) -> bool {
+    pub(crate) fn take(&mut self, bytes: usize) -> bool {
         if self.exhausted || bytes > self.remaining {
             self.exhausted = true;
             return false;
@@ -122,10 +124,11 @@ pub fn decode_layers_with_shapes(
 
 /// What every escape [`unescape`] undoes starts with, in either case: a
 /// caller whose index saw none of them can skip that pass.
-pub const ESCAPES: [&[u8]; 19] = [
+pub const ESCAPES: [&[u8]; 20] = [
     b"\\/",
     b"\\x",
     b"\\u",
+    b"%u",
     b"\\0",
     b"\\1",
     b"\\2",
@@ -950,7 +953,7 @@ fn ends_in_assigned_pair(data: &[u8], start: usize, end: usize) -> bool {
 
 /// What may follow a hex pair in separated pairs, before the next one.
 fn is_pair_delimiter(b: u8) -> bool {
-    matches!(b, b':' | b' ' | b',')
+    matches!(b, b':' | b' ' | b',' | b';' | b'.' | b'|' | b'\t')
 }
 
 /// Word `w` of `words` with the next one above it.
@@ -1228,6 +1231,7 @@ fn decode_candidate(
     budget: &mut Budget,
     produced: &mut Vec<Vec<u8>>,
 ) {
+    turn_back(candidate, budget, produced);
     let facts = facts.unwrap_or_else(|| Facts::of(candidate));
     if facts.equals && looks_quoted_printable(candidate) {
         if let Some(decoded) = quoted_printable_decode(candidate)
@@ -1568,7 +1572,7 @@ pub fn unescape(data: &[u8]) -> Option<Vec<u8>> {
     let mut i = first;
     let mut changed = false;
     while i < data.len() {
-        if matches!(data[i], b'\\' | b'&' | 0xE2 | 0xEF)
+        if matches!(data[i], b'\\' | b'&' | b'%' | 0xE2 | 0xEF)
             && let Some((byte, used)) = escape_at(&data[i..])
         {
             out.extend(byte);
@@ -1610,9 +1614,29 @@ fn escape_of_any_byte(rest: &[u8]) -> Option<(Option<u8>, usize)> {
     match *rest {
         [b'\\', b'/', ..] => Some((Some(b'/'), 2)),
         [b'\\', b'x' | b'X', ..] => Some((Some(hex(2)? << 4 | hex(3)?), 4)),
-        [b'\\', b'u', ..] => {
+        // `\u{67}` (Rust, JavaScript, Swift): one to six hex digits in braces.
+        [b'\\', b'u', b'{', ..] => {
+            let digits = rest[3..]
+                .iter()
+                .take(7)
+                .take_while(|c| c.is_ascii_hexdigit())
+                .count();
+            if !(1..=6).contains(&digits) || rest.get(3 + digits) != Some(&b'}') {
+                return None;
+            }
+            let code =
+                (3..3 + digits).try_fold(0u32, |code, at| Some(code << 4 | u32::from(hex(at)?)))?;
+            Some((wide_char(code)?, 4 + digits))
+        }
+        // `\u0067`; `%u0067` (JavaScript's old `escape()`).
+        [b'\\' | b'%', b'u' | b'U', ..] if rest[0] == b'%' || rest[1] == b'u' => {
             let code = (2..6).try_fold(0u32, |code, at| Some(code << 4 | u32::from(hex(at)?)))?;
             Some((wide_char(code)?, 6))
+        }
+        // `\U00000067` (Python, C): eight hex digits.
+        [b'\\', b'U', ..] => {
+            let code = (2..10).try_fold(0u32, |code, at| Some(code << 4 | u32::from(hex(at)?)))?;
+            Some((wide_char(code)?, 10))
         }
         // Octal, two or three digits (one would be a control character).
         [b'\\', a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] => {
@@ -1709,6 +1733,100 @@ fn is_dashed_hex(run: &[u8]) -> bool {
             CLASSES[b as usize] & HEX != 0
         }
     })
+}
+
+/// A rule keyword turned to hide the token it starts: rot13'd (the token
+/// then starts with it) or written backwards (the token ends with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Turn {
+    Rot13,
+    Reversed,
+}
+
+/// The rules' keywords that can start a token (three bytes or more, token
+/// bytes only), rot13'd and backwards, by the three bytes a candidate
+/// starts (rot13) or ends (backwards) with if it holds one, lower-case;
+/// with a bit per 15-bit hash of those three bytes, so that most
+/// candidates are turned down by one bit test.
+struct Turned {
+    spellings: Vec<([u8; 3], Turn, Vec<u8>)>,
+    /// Bit `hash(key)` set if some spelling has that key, per [`Turn`].
+    bits: [[u64; 512]; 2],
+}
+
+/// 15 bits of three bytes (their low five each: letters apart).
+fn turned_hash(key: [u8; 3]) -> usize {
+    usize::from(key[0] & 31) << 10 | usize::from(key[1] & 31) << 5 | usize::from(key[2] & 31)
+}
+
+static TURNED: std::sync::LazyLock<Turned> = std::sync::LazyLock::new(|| {
+    let mut spellings = Vec::new();
+    for rule in super::rules::BUILTIN_RULES {
+        for keyword in rule.keywords.iter().map(|k| k.as_bytes()) {
+            if keyword.len() < 3
+                || !keyword
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"_-.+/=~".contains(&b))
+            {
+                continue;
+            }
+            let lower = keyword.to_ascii_lowercase();
+            let rot: Vec<u8> = lower.iter().map(|&b| super::forms::rot13(b)).collect();
+            let back: Vec<u8> = lower.iter().rev().copied().collect();
+            let rot_key = [rot[0], rot[1], rot[2]];
+            let n = back.len();
+            let back_key = [back[n - 3], back[n - 2], back[n - 1]];
+            spellings.push((rot_key, Turn::Rot13, rot));
+            spellings.push((back_key, Turn::Reversed, back));
+        }
+    }
+    spellings.sort();
+    spellings.dedup();
+    let mut bits = [[0u64; 512]; 2];
+    for (key, turn, _) in &spellings {
+        let h = turned_hash(*key);
+        bits[*turn as usize][h / 64] |= 1 << (h % 64);
+    }
+    Turned { spellings, bits }
+});
+
+/// If `candidate` starts with a rule keyword rot13'd or ends with one
+/// backwards (`tuc_…` or `…_phg` for `ghp_…`), adds it turned back to the
+/// layers.
+fn turn_back(candidate: &[u8], budget: &mut Budget, produced: &mut Vec<Vec<u8>>) {
+    let n = candidate.len();
+    if n < 3 {
+        return;
+    }
+    let turned = &*TURNED;
+    let first: [u8; 3] = std::array::from_fn(|i| candidate[i].to_ascii_lowercase());
+    let last: [u8; 3] = std::array::from_fn(|i| candidate[n - 3 + i].to_ascii_lowercase());
+    for (key, turn) in [(first, Turn::Rot13), (last, Turn::Reversed)] {
+        let h = turned_hash(key);
+        if turned.bits[turn as usize][h / 64] & 1 << (h % 64) == 0 {
+            continue;
+        }
+        let spellings = &turned.spellings;
+        let from = spellings.partition_point(|(k, t, _)| (*k, *t) < (key, turn));
+        let found = spellings[from..]
+            .iter()
+            .take_while(|(k, t, _)| (*k, *t) == (key, turn))
+            .any(|(_, _, spelling)| match turn {
+                Turn::Rot13 => candidate
+                    .get(..spelling.len())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(spelling)),
+                Turn::Reversed => {
+                    n >= spelling.len()
+                        && candidate[n - spelling.len()..].eq_ignore_ascii_case(spelling)
+                }
+            });
+        if found && budget.take(n) {
+            produced.push(match turn {
+                Turn::Rot13 => candidate.iter().map(|&b| super::forms::rot13(b)).collect(),
+                Turn::Reversed => candidate.iter().rev().copied().collect(),
+            });
+        }
+    }
 }
 
 /// Hex written as separated pairs (`67:68:70`, `67 68 70`, `0x67, 0x68`,
@@ -1818,7 +1936,7 @@ fn hex_pairs_at(data: &[u8], start: usize, mut f: impl FnMut(u8)) -> usize {
 }
 
 fn is_delimiter(b: u8) -> bool {
-    matches!(b, b':' | b' ' | b',' | b'-')
+    matches!(b, b'-') || is_pair_delimiter(b)
 }
 
 #[cfg(test)]
@@ -2163,6 +2281,11 @@ mod tests {
                 .join(", "),
             colons.iter().map(|c| format!("\\x{c}")).collect(),
             colons.iter().map(|c| format!("\\u00{c}")).collect(),
+            colons.join(";"),
+            colons.join("."),
+            colons.join("|"),
+            colons.join("\t"),
+            colons.join("; "),
         ] {
             assert!(found(&data), "{data}");
         }
@@ -2192,6 +2315,11 @@ mod tests {
             each(&|b| format!("&#x{b:X};")),
             each(&|b| format!("&#{b}")),
             each(&|b| format!("\\x{b:02x}")),
+            each(&|b| format!("\\u{{{b:x}}}")),
+            each(&|b| format!("\\u{{{b:06X}}}")),
+            each(&|b| format!("\\U{:08x}", b)),
+            each(&|b| format!("%u{:04X}", b)),
+            each(&|b| format!("%u{:04x}", b)),
             // JSON's own escapes of full-width forms (`ensure_ascii`).
             each(&|b| format!("\\u{:04x}", u32::from(b) + 0xFEE0)),
             TEXT.chars()
@@ -2218,7 +2346,7 @@ mod tests {
         // Look-alikes that are not escapes, and escapes of what cannot be in
         // a token (control characters), are left alone.
         for data in [
-            "\\9999 &#; &#xZZ; \\8 \\",
+            "\\9999 &#; &#xZZ; \\8 \\ \\u{} \\u{1234567} \\u{67 %u67 %uZZZZ \\U0067",
             "printf(\"\\033[1;31m\\x00\\u0007&#0;\\01\"); path = \"C:\\\\01_src\"",
             "\\\\\\\\\\\\\\\\\\n",
             "\u{2019}quotes\u{201c} and \u{2014} dashes",

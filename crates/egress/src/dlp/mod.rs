@@ -956,6 +956,51 @@ mod tests {
     }
 
     #[test]
+    fn vendor_tokens_turned_rot13_or_backwards_are_caught() {
+        let e = engine();
+        let rot = |t: &str| {
+            t.bytes()
+                .map(forms::rot13)
+                .map(char::from)
+                .collect::<String>()
+        };
+        let back = |t: &str| t.chars().rev().collect::<String>();
+        for token in [
+            token("ghp_", ALNUM, 36),
+            token("glpat-", ALNUM, 20),
+            format!("sk-ant-api03-{}", token("", ALNUM, 93)),
+            format!("xoxb-1234567890-{}", token("", ALNUM, 24)),
+            token("AKIA", "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16),
+            format!("hf_{}", token("", ALNUM, 34)),
+        ] {
+            for turned in [rot(&token), back(&token)] {
+                for body in [
+                    turned.clone(),
+                    format!("{{\"note\": \"{turned}\"}}"),
+                    format!("q={turned}&x=1"),
+                    format!("Authorization: Bearer {turned}"),
+                ] {
+                    assert!(
+                        body_finding(&e, body.as_bytes(), "evil.test").is_some(),
+                        "{body}"
+                    );
+                }
+            }
+        }
+        // Words and identifiers that start or end like a keyword turned.
+        for body in [
+            "us_east_1_availability_zone_b and tuc_is_not_a_prefix_anyone_uses",
+            "the_big_one_named_patxox and a_long_identifier_ending_in_phg",
+        ] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "evil.test"),
+                None,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
     fn form_lists_of_equal_length_strings_line_up() {
         // The response scrubber pairs a secret's forms with its placeholder's.
         let a = encoded_form_list(SECRET);
