@@ -636,7 +636,7 @@ fn for_each_candidate(
     if let Some(shapes) = shapes.as_deref_mut() {
         feed_shapes(data, &masks, shapes);
     }
-    find_spaced(&masks, spaced_starts, code_starts);
+    find_spaced(data, &masks, spaced_starts, code_starts);
     // Only two kinds of runs of encoding bytes matter: long ones, and runs
     // of exactly two hex digits (or `0x` and two) that may be a pair before
     // a delimiter. Both are found 64 bytes at a time from the masks; the
@@ -737,14 +737,30 @@ const MIN_SPACED: usize = 16;
 /// characters of each 64 bytes that hold at least [`MIN_LONE_PER_WORD`] of
 /// them: where characters may be given by their codes (`[103,104,112]`,
 /// `String.fromCharCode(103, 104)`), checked by [`char_codes_at`].
-fn find_spaced(masks: &Masks, starts: &mut Vec<usize>, code_starts: &mut Vec<usize>) {
+fn find_spaced(data: &[u8], masks: &Masks, starts: &mut Vec<usize>, code_starts: &mut Vec<usize>) {
     let alnum = masks.alnum();
     let hex = masks.hex();
     for w in 0..alnum.len() {
         let before = w.checked_sub(1).map_or(0, |v| alnum[v] >> 63);
         let next = alnum.get(w + 1).copied().unwrap_or(0);
         let after = next << 63;
-        let lone = alnum[w] & !(alnum[w] >> 1 | after) & !(alnum[w] << 1 | before);
+        let mut lone = alnum[w] & !(alnum[w] >> 1 | after) & !(alnum[w] << 1 | before);
+        // Characters one per line inside a string (`g\nh\np`): the letter
+        // of each escape glues a pair. Where 64 bytes hold many pairs, the
+        // letters right after a backslash are taken for separators.
+        let a = u128::from(alnum[w]) | u128::from(next) << 64;
+        let pairs = a & (a >> 1) & !(a >> 2) & !(a << 1 | u128::from(before));
+        if (pairs as u64).count_ones() >= MIN_LONE_PER_WORD {
+            let block = &data[w * 64..data.len().min(w * 64 + 64)];
+            let backslash = block
+                .iter()
+                .enumerate()
+                .fold(0u64, |m, (i, &b)| m | u64::from(b == b'\\') << i);
+            let escaped = backslash << 1 | u64::from(w > 0 && data[w * 64 - 1] == b'\\');
+            let letters = alnum[w] & !escaped;
+            let after = (next & !(backslash >> 63)) << 63;
+            lone = letters & !(letters >> 1 | after) & !(letters << 1 | before);
+        }
         for_each_bit_if_many(lone, w, starts);
         // Codes need many hex-class characters (digits), which prose and
         // code seldom have in 64 bytes: most words stop here.
@@ -845,11 +861,19 @@ const MAX_SEPARATOR: usize = 4;
 /// separator is what lies between `start` and the next letter or digit.
 /// Returns where the characters end.
 fn spaced_at(data: &[u8], start: usize, budget: &mut Budget, produced: &mut Vec<Vec<u8>>) -> usize {
-    let gap = data[start + 1..]
-        .iter()
-        .take(MAX_SEPARATOR + 1)
-        .take_while(|b| !b.is_ascii_alphanumeric())
-        .count();
+    // Bytes other than letters and digits, and line-break and tab escapes
+    // (`\n`, `\\n` in a string inside a string): their letter separates.
+    let mut gap = 0;
+    while gap <= MAX_SEPARATOR
+        && let Some(&b) = data.get(start + 1 + gap)
+    {
+        let escape_letter =
+            gap > 0 && data[start + gap] == b'\\' && matches!(b, b'n' | b'r' | b't');
+        if b.is_ascii_alphanumeric() && !escape_letter {
+            break;
+        }
+        gap += 1;
+    }
     if gap == 0 || gap > MAX_SEPARATOR || start + 1 + gap >= data.len() {
         return start + 1;
     }
@@ -2359,6 +2383,7 @@ mod tests {
     fn spelled_out_tokens_are_put_back_together_wherever_they_sit() {
         for separator in [
             " ", "-", ".", ",", "|", "_", "/", "\u{200b}", ", ", " - ", "  ", "\",\"", "', '",
+            "\\n", "\\r\\n", "\\\\n", "\\t",
         ] {
             let spelled: String = TEXT
                 .chars()
