@@ -5,7 +5,8 @@
 //! `\U00000067`, `%u0067`, `\147`, `\/`, also with their backslash doubled
 //! by an enclosing string), HTML character
 //! references (`&#103;`), full-width look-alikes and zero-width characters,
-//! a token spelled out (`g h p _ …`), base64 of UTF-16 text or of gzip/zlib
+//! a token spelled out (`g h p _ …`) or cut into string literals joined with
+//! `+` (`"ghp_ab" + "cd…"`), base64 of UTF-16 text or of gzip/zlib
 //! streams is unwrapped, layer by layer, and the decoded text is matched
 //! like the original. A candidate that starts with a rule keyword rot13'd
 //! or ends with one backwards (`tuc_…`, `…_phg` for `ghp_…`) is turned back.
@@ -164,12 +165,14 @@ fn decode_into(
     let mut spaced_starts = Vec::new();
     let mut wrapped_starts = Vec::new();
     let mut code_starts = Vec::new();
+    let mut join_starts = Vec::new();
     let exhausted = budget.exhausted();
     let starts = Starts {
         hex: &mut hex_starts,
         spaced: &mut spaced_starts,
         wrapped: &mut wrapped_starts,
         codes: &mut code_starts,
+        joins: &mut join_starts,
     };
     for_each_candidate(data, starts, shapes, |candidate, facts| {
         if !exhausted {
@@ -187,11 +190,12 @@ fn decode_into(
     }
     // Each walker reads from a start to where its spelling ends; a start
     // inside what one walk read is not walked again.
-    let walkers: [(Vec<usize>, Walker); 4] = [
+    let walkers: [(Vec<usize>, Walker); 5] = [
         (hex_starts, delimited_hex_at),
         (spaced_starts, spaced_at),
         (wrapped_starts, wrapped_at),
         (code_starts, char_codes_at),
+        (join_starts, joined_at),
     ];
     for (starts, walk) in walkers {
         let mut resume = 0;
@@ -629,6 +633,7 @@ fn for_each_candidate(
         spaced: spaced_starts,
         wrapped: wrapped_starts,
         codes: code_starts,
+        joins: join_starts,
     } = starts;
     let masks = Masks::new(data);
     let len = masks.len;
@@ -636,7 +641,7 @@ fn for_each_candidate(
     if let Some(shapes) = shapes.as_deref_mut() {
         feed_shapes(data, &masks, shapes);
     }
-    find_spaced(data, &masks, spaced_starts, code_starts);
+    find_spaced(data, &masks, spaced_starts, code_starts, join_starts);
     // Only two kinds of runs of encoding bytes matter: long ones, and runs
     // of exactly two hex digits (or `0x` and two) that may be a pair before
     // a delimiter. Both are found 64 bytes at a time from the masks; the
@@ -721,6 +726,8 @@ struct Starts<'a> {
     spaced: &'a mut Vec<usize>,
     wrapped: &'a mut Vec<usize>,
     codes: &'a mut Vec<usize>,
+    /// A `+` with no encoding byte on either side: maybe joining literals.
+    joins: &'a mut Vec<usize>,
 }
 
 /// Fewest characters of a token spelled out with a separator between each
@@ -736,11 +743,33 @@ const MIN_SPACED: usize = 16;
 /// Likewise pushes to `code_starts` the runs of two or three hex-class
 /// characters of each 64 bytes that hold at least [`MIN_LONE_PER_WORD`] of
 /// them: where characters may be given by their codes (`[103,104,112]`,
-/// `String.fromCharCode(103, 104)`), checked by [`char_codes_at`].
-fn find_spaced(data: &[u8], masks: &Masks, starts: &mut Vec<usize>, code_starts: &mut Vec<usize>) {
+/// `String.fromCharCode(103, 104)`), checked by [`char_codes_at`]; and to
+/// `join_starts` each lone `+` (see [`joined_at`]).
+fn find_spaced(
+    data: &[u8],
+    masks: &Masks,
+    starts: &mut Vec<usize>,
+    code_starts: &mut Vec<usize>,
+    join_starts: &mut Vec<usize>,
+) {
     let alnum = masks.alnum();
     let hex = masks.hex();
+    let run = masks.run();
     for w in 0..alnum.len() {
+        // A `+` with no encoding byte on either side (`"a" + "b"`,
+        // `'a'+'b'`): string literals may be joined there ([`joined_at`]);
+        // a byte's look per lone symbol (` = ` in code, ` - ` in prose).
+        let run_before = w.checked_sub(1).map_or(0, |v| run[v] >> 63);
+        let run_after = run.get(w + 1).map_or(0, |&n| n << 63);
+        let mut symbols =
+            run[w] & !alnum[w] & !(run[w] >> 1 | run_after) & !(run[w] << 1 | run_before);
+        while symbols != 0 {
+            let at = w * 64 + symbols.trailing_zeros() as usize;
+            symbols &= symbols - 1;
+            if data[at] == b'+' {
+                join_starts.push(at);
+            }
+        }
         let before = w.checked_sub(1).map_or(0, |v| alnum[v] >> 63);
         let next = alnum.get(w + 1).copied().unwrap_or(0);
         let after = next << 63;
@@ -775,6 +804,65 @@ fn find_spaced(data: &[u8], masks: &Masks, starts: &mut Vec<usize>, code_starts:
         let three = (a >> 1) & (a >> 2) & !(a >> 3) & h & (h >> 1) & (h >> 2);
         for_each_bit_if_many((run_starts & (two | three)) as u64, w, code_starts);
     }
+}
+
+/// Longest literal [`joined_at`] reads on either side of a `+`.
+const MAX_JOINED: usize = 512;
+
+/// String literals joined with `+` around the one at `plus` (`"ghp_ab" +
+/// "cd…"`, also with the quotes escaped inside a JSON string), taken out
+/// as one layer if they make at least [`MIN_CANDIDATE`] bytes. Returns where
+/// the last literal ends.
+fn joined_at(data: &[u8], plus: usize, budget: &mut Budget, produced: &mut Vec<Vec<u8>>) -> usize {
+    let is_quote = |b: u8| b == b'"' || b == b'\'';
+    // An escaped quote's backslashes are not part of the literal.
+    fn contents(text: &[u8]) -> &[u8] {
+        let end = text.iter().rposition(|&b| b != b'\\').map_or(0, |p| p + 1);
+        &text[..end]
+    }
+    let Some(close) = data[..plus].iter().rposition(|&b| b != b' ') else {
+        return plus + 1;
+    };
+    if !is_quote(data[close]) {
+        return plus + 1;
+    }
+    let floor = close.saturating_sub(MAX_JOINED);
+    let Some(open) = data[floor..close].iter().rposition(|&b| b == data[close]) else {
+        return plus + 1;
+    };
+    let mut joined = contents(&data[floor + open + 1..close]).to_vec();
+    let mut literals = 1;
+    let mut end = plus + 1;
+    let mut at = plus;
+    loop {
+        let mut k = at + 1;
+        while data.get(k).is_some_and(|&b| b == b' ' || b == b'\\') {
+            k += 1;
+        }
+        let Some(&quote) = data.get(k).filter(|&&b| is_quote(b)) else {
+            break;
+        };
+        let from = k + 1;
+        let window = &data[from.min(data.len())..(from + MAX_JOINED).min(data.len())];
+        let Some(length) = window.iter().position(|&b| b == quote) else {
+            break;
+        };
+        joined.extend_from_slice(contents(&window[..length]));
+        literals += 1;
+        end = from + length + 1;
+        let mut k = end;
+        while data.get(k) == Some(&b' ') {
+            k += 1;
+        }
+        if data.get(k) != Some(&b'+') {
+            break;
+        }
+        at = k;
+    }
+    if literals >= 2 && joined.len() >= MIN_CANDIDATE && budget.take(joined.len()) {
+        produced.push(joined);
+    }
+    end
 }
 
 /// Pushes each set bit of `bits` (word `w`) to `starts` if there are at
@@ -2220,6 +2308,7 @@ mod tests {
                 spaced: &mut Vec::new(),
                 wrapped: &mut Vec::new(),
                 codes: &mut Vec::new(),
+                joins: &mut Vec::new(),
             };
             for_each_candidate(&data, starts, Some(&mut got_shapes), |c, facts| {
                 assert!(facts.is_none_or(|f| f == Facts::of(c)));
@@ -2376,6 +2465,28 @@ mod tests {
             "\u{2019}quotes\u{201c} and \u{2014} dashes",
         ] {
             assert_eq!(unescape(data.as_bytes()), None, "{data}");
+        }
+    }
+
+    #[test]
+    fn string_literals_joined_with_plus_are_put_back_together() {
+        let (a, b) = TEXT.split_at(9);
+        let (b, c) = b.split_at(11);
+        for data in [
+            format!("const t = \"{a}\" + \"{b}\" + \"{c}\";"),
+            format!("t = '{a}'+'{b}'+'{c}'"),
+            format!("x=\"{a}\"+'{b}' + \"{c}\""),
+            // Code inside a JSON string: the quotes are escaped.
+            format!("{{\"code\": \"let t = \\\"{a}\\\" + \\\"{b}{c}\\\";\"}}"),
+        ] {
+            assert!(found(&data), "{data}");
+        }
+        for data in [
+            "let total = a + b + \"units\" + c;",
+            "x = \"a\" + 1",
+            "1 + 2 + 3 = 6",
+        ] {
+            assert!(layers(data).is_empty(), "{data}: {:?}", layers(data));
         }
     }
 
