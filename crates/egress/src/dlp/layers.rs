@@ -4,7 +4,8 @@
 //! quoted-printable, string escapes (`\x67`, `\u0067`, `\u{67}`,
 //! `\U00000067`, `%u0067`, `\147`, `\/`, also with their backslash doubled
 //! by an enclosing string), HTML character
-//! references (`&#103;`), full-width look-alikes and zero-width characters,
+//! references (`&#103;`), full-width look-alikes and invisible characters
+//! (zero-width, soft hyphen, direction marks and overrides),
 //! a token spelled out (`g h p _ …`) or cut into string literals joined with
 //! `+` (`"ghp_ab" + "cd…"`), base64 of UTF-16 text or of gzip/zlib
 //! streams is unwrapped, layer by layer, and the decoded text is matched
@@ -125,7 +126,7 @@ pub fn decode_layers_with_shapes(
 
 /// What every escape [`unescape`] undoes starts with, in either case: a
 /// caller whose index saw none of them can skip that pass.
-pub const ESCAPES: [&[u8]; 20] = [
+pub const ESCAPES: [&[u8]; 30] = [
     b"\\/",
     b"\\x",
     b"\\u",
@@ -145,8 +146,22 @@ pub const ESCAPES: [&[u8]; 20] = [
     b"\xE2\x80\x8B",
     b"\xE2\x80\x8C",
     b"\xE2\x80\x8D",
-    b"\xE2\x81\xA0",
     b"\xEF\xBB\xBF",
+    // Other invisible characters: soft hyphen, combining grapheme joiner,
+    // Mongolian vowel separator, direction marks, embeddings and
+    // overrides, word joiner, invisible operators and isolates (U+2060 to
+    // U+206F, by their common prefix).
+    b"\xC2\xAD",
+    b"\xCD\x8F",
+    b"\xE1\xA0\x8E",
+    b"\xE2\x80\x8E",
+    b"\xE2\x80\x8F",
+    b"\xE2\x80\xAA",
+    b"\xE2\x80\xAB",
+    b"\xE2\x80\xAC",
+    b"\xE2\x80\xAD",
+    b"\xE2\x80\xAE",
+    b"\xE2\x81",
 ];
 
 fn decode_into(
@@ -1684,8 +1699,10 @@ pub fn unescape(data: &[u8]) -> Option<Vec<u8>> {
     let mut i = first;
     let mut changed = false;
     while i < data.len() {
-        if matches!(data[i], b'\\' | b'&' | b'%' | 0xE2 | 0xEF)
-            && let Some((byte, used)) = escape_at(&data[i..])
+        if matches!(
+            data[i],
+            b'\\' | b'&' | b'%' | 0xC2 | 0xCD | 0xE1 | 0xE2 | 0xEF
+        ) && let Some((byte, used)) = escape_at(&data[i..])
         {
             out.extend(byte);
             i += used;
@@ -1781,8 +1798,17 @@ fn escape_of_any_byte(rest: &[u8]) -> Option<(Option<u8>, usize)> {
             };
             Some((Some(byte), used))
         }
-        // Full-width forms and zero-width characters, in UTF-8.
-        [a @ 0xE2 | a @ 0xEF, b @ 0x80..=0xBF, c @ 0x80..=0xBF, ..] => {
+        // Full-width forms and invisible characters, in UTF-8.
+        [a @ (0xC2 | 0xCD), b @ 0x80..=0xBF, ..] => {
+            let code = u32::from(a & 0x1F) << 6 | u32::from(b & 0x3F);
+            Some((wide_char(code).filter(|_| code >= 0x80)?, 2))
+        }
+        [
+            a @ (0xE1 | 0xE2 | 0xEF),
+            b @ 0x80..=0xBF,
+            c @ 0x80..=0xBF,
+            ..,
+        ] => {
             let code = u32::from(a & 0x0F) << 12 | u32::from(b & 0x3F) << 6 | u32::from(c & 0x3F);
             Some((wide_char(code).filter(|_| code >= 0x80)?, 3))
         }
@@ -1792,12 +1818,16 @@ fn escape_of_any_byte(rest: &[u8]) -> Option<(Option<u8>, usize)> {
 
 /// What the character `code` stands for in a token, if it is ASCII, the
 /// full-width form of an ASCII character (U+FF01..=U+FF5E: `!`..=`~`), or
-/// zero-width (U+200B..=U+200D, U+2060, U+FEFF: None, dropped).
+/// invisible (zero-width, soft hyphen, direction marks and overrides,
+/// invisible operators: None, dropped).
 fn wide_char(code: u32) -> Option<Option<u8>> {
     match code {
         0..=0x7F => Some(Some(code as u8)),
         0xFF01..=0xFF5E => Some(Some((code - 0xFF01) as u8 + b'!')),
-        0x200B..=0x200D | 0x2060 | 0xFEFF => Some(None),
+        0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF => {
+            Some(None)
+        }
+        0xAD | 0x34F | 0x180E => Some(None),
         _ => None,
     }
 }
@@ -2444,6 +2474,19 @@ mod tests {
                 .collect(),
             TEXT.chars().flat_map(|c| [c, '\u{200b}']).collect(),
             TEXT.chars().flat_map(|c| [c, '\u{feff}']).collect(),
+            TEXT.chars().flat_map(|c| [c, '\u{00ad}']).collect(),
+            TEXT.chars()
+                .flat_map(|c| [c, '\u{200e}', '\u{202c}'])
+                .collect(),
+            TEXT.chars().flat_map(|c| [c, '\u{2063}']).collect(),
+            TEXT.chars()
+                .flat_map(|c| [c, '\u{2066}', '\u{2069}'])
+                .collect(),
+            TEXT.chars().flat_map(|c| [c, '\u{034f}']).collect(),
+            TEXT.chars().flat_map(|c| [c, '\u{180e}']).collect(),
+            // One invisible character is enough to break a keyword.
+            TEXT.replacen("ghp", "gh\u{00ad}p", 1),
+            TEXT.replacen("ghp", "g\u{2062}hp", 1),
             // A few letters only, enough to break the keyword.
             TEXT.replacen("ghp", "g&#104;p", 1),
             TEXT.replacen("ghp", "\\147hp", 1),
@@ -2463,6 +2506,7 @@ mod tests {
             "printf(\"\\033[1;31m\\x00\\u0007&#0;\\01\"); path = \"C:\\\\01_src\"",
             "\\\\\\\\\\\\\\\\\\n",
             "\u{2019}quotes\u{201c} and \u{2014} dashes",
+            "caf\u{e9} \u{a9} 2026\u{a0}text \u{2070}\u{2079} \u{1820}",
         ] {
             assert_eq!(unescape(data.as_bytes()), None, "{data}");
         }
