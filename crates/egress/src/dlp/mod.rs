@@ -547,15 +547,32 @@ impl DlpEngine {
                 return Some(finding);
             }
         }
-        if !self.enabled {
-            return None;
-        }
-        let action = rule_action(self.mode_for(dest_host))?;
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
         };
         let path = path.split('#').next().unwrap_or("");
+        // A token (or its encoding) cut into pieces, one per path segment or
+        // per query value (`/x/6768705f/52387851/…`, `?p0=6768&p1=705f…`):
+        // the pieces joined, decoded and matched like the rest.
+        let values = query
+            .map(|q| q.split('#').next().unwrap_or(""))
+            .into_iter()
+            .flat_map(|q| q.split(['&', ';']))
+            .map(|pair| pair.split_once('=').map_or("", |(_, value)| value));
+        for pieces in [path.split('/').collect::<Vec<_>>(), values.collect()] {
+            for joined in joined_stretches(&pieces) {
+                if let Some(finding) =
+                    self.scan_budgeted(joined.as_bytes(), ScanPart::Url, dest_host, &mut budget)
+                {
+                    return Some(finding);
+                }
+            }
+        }
+        if !self.enabled {
+            return None;
+        }
+        let action = rule_action(self.mode_for(dest_host))?;
         let shape = |component: &[u8]| {
             // Nothing shorter than this can be flagged (`%XX` decodes to one byte).
             if component.len() < 20 {
@@ -597,6 +614,13 @@ impl DlpEngine {
     pub fn scan_host(&self, dest_host: &str) -> Option<Finding> {
         if let Some(finding) = self.scan(dest_host.as_bytes(), ScanPart::Url, dest_host) {
             return Some(finding);
+        }
+        // A token's encoding cut into labels (`6768705f.52387851.….x.test`).
+        let labels: Vec<&str> = dest_host.split('.').collect();
+        for joined in joined_stretches(&labels) {
+            if let Some(finding) = self.scan(joined.as_bytes(), ScanPart::Url, dest_host) {
+                return Some(finding);
+            }
         }
         if !self.enabled {
             return None;
@@ -642,6 +666,27 @@ fn percent_decode_repeatedly(component: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         }
     }
     current
+}
+
+/// Fewest pieces in a row that [`joined_stretches`] joins.
+const MIN_JOINED_PIECES: usize = 3;
+
+/// Each stretch of at least [`MIN_JOINED_PIECES`] consecutive pieces (path
+/// segments, query values, host labels) that could each be a piece of an
+/// encoding (four bytes or more, letters, digits and `+/=_-%` only),
+/// joined: ordinary URLs have words and numbers there, a few at most in a
+/// row, and joining them costs a short scan.
+fn joined_stretches(pieces: &[&str]) -> Vec<String> {
+    let chunk_like = |p: &&str| {
+        p.len() >= 4
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=_-%".contains(&b))
+    };
+    pieces
+        .split(|p| !chunk_like(p))
+        .filter(|stretch| stretch.len() >= MIN_JOINED_PIECES)
+        .map(<[&str]>::concat)
+        .collect()
 }
 
 /// Streaming body scan state for one request.
@@ -1478,6 +1523,52 @@ mod tests {
             e.scan_header("accept", b"application/json", "any.test"),
             None
         );
+    }
+
+    #[test]
+    fn a_token_cut_into_path_segments_query_values_or_labels_is_caught() {
+        let e = engine();
+        let hex: String = token("ghp_", ALNUM, 36)
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let pieces = |n: usize| {
+            hex.as_bytes()
+                .chunks(n)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let path = format!("/x/{}", pieces(8).join("/"));
+        let query = format!(
+            "/q?{}",
+            pieces(6)
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("p{i}={p}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        );
+        for url in [path, query] {
+            assert!(e.scan_url(&url, "collect.example.com").is_some(), "{url}");
+        }
+        let host = format!("{}.x.example.com", pieces(8).join("."));
+        assert!(e.scan_host(&host).is_some(), "{host}");
+        // Ordinary URLs and hosts whose pieces join into nothing.
+        for url in [
+            "/v1/messages?beta=true",
+            "/packages/3a/4b/5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d/requests-2.32.3-py3-none-any.whl",
+            "/api/v1/crates/serde/1.0.200/download",
+            "/search?q=rust&page=2&per_page=50&sort=updated",
+        ] {
+            assert_eq!(e.scan_url(url, "registry.example.com"), None, "{url}");
+        }
+        for host in [
+            "a1b2c3d4.cloudfront.net",
+            "r4---sn-ab5l6nzr.googlevideo.com",
+            "objects.githubusercontent.com",
+        ] {
+            assert_eq!(e.scan_host(host), None, "{host}");
+        }
     }
 
     #[test]
