@@ -277,7 +277,6 @@ async fn secret_mid_body_aborts_the_streamed_upstream_request() {
 /// proxy reads it in chunks large enough to be scanned in halves side by
 /// side), with `secret` at `at` if given; the proxy's response.
 async fn send_large_body(setup: &Standard, len: usize, secret: Option<(&str, usize)>) -> String {
-    let port = setup.upstream.port();
     let mut body = "let total = items.iter().map(|i| i.price).sum::<u64>();\n"
         .repeat(len / 50 + 1)
         .into_bytes();
@@ -285,19 +284,8 @@ async fn send_large_body(setup: &Standard, len: usize, secret: Option<(&str, usi
     if let Some((secret, at)) = secret {
         body[at..at + secret.len()].copy_from_slice(secret.as_bytes());
     }
-    let head = format!(
-        "POST /large HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    );
-    send_in_writes(
-        setup.proxy.local_addr(),
-        &setup.dir.bottle_ca.cert_pem,
-        "other.test",
-        port,
-        head,
-        body.chunks(64 << 10).map(<[u8]>::to_vec).collect(),
-        std::time::Duration::ZERO,
-    )
-    .await
+    let writes = body.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+    post_in_writes(setup, "/large", len, writes, std::time::Duration::ZERO).await
 }
 
 #[tokio::test]
@@ -510,11 +498,24 @@ async fn a_secret_split_across_two_writes_never_partly_leaves() {
 
 /// The head of a request and then, a while later, its body (one write each).
 async fn send_body_late(setup: &Standard, path: &str, body: &[u8]) -> String {
+    let writes = vec![Vec::new(), body.to_vec()];
+    let delay = std::time::Duration::from_millis(300);
+    post_in_writes(setup, path, body.len(), writes, delay).await
+}
+
+/// A POST of `len` body bytes to `other.test` through the proxy, its head
+/// and then `writes` with `delay` between them; the proxy's response.
+async fn post_in_writes(
+    setup: &Standard,
+    path: &str,
+    len: usize,
+    writes: Vec<Vec<u8>>,
+    delay: std::time::Duration,
+) -> String {
     let port = setup.upstream.port();
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
+        "POST {path} HTTP/1.1\r\nHost: other.test:{port}\r\nContent-Length: {len}\r\n\
+         Connection: close\r\n\r\n"
     );
     send_in_writes(
         setup.proxy.local_addr(),
@@ -522,8 +523,8 @@ async fn send_body_late(setup: &Standard, path: &str, body: &[u8]) -> String {
         "other.test",
         port,
         head,
-        vec![Vec::new(), body.to_vec()],
-        std::time::Duration::from_millis(300),
+        writes,
+        delay,
     )
     .await
 }
