@@ -15,7 +15,10 @@
 //! spins (yielding the CPU to anything else runnable) for a short while
 //! after each job before it parks: the chunks of one body come faster than
 //! that. A job the helper has not started when the caller is done with its
-//! own half is taken back and run by the caller.
+//! own half is taken back and run by the caller; one it started but has not
+//! finished after half as long again (the OS gave its CPU to another
+//! thread) is run by the caller too, and the helper's result is dropped: a
+//! caller never waits much longer than the whole job would take it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -26,11 +29,18 @@ use std::time::{Duration, Instant};
 /// How long the helper spins for the next job before it parks.
 const SPIN: Duration = Duration::from_micros(300);
 
-/// Job states: none posted, posted, started by the helper, finished.
+/// How long a caller done with its own part waits for the helper's at
+/// least, past which it does that part itself (see [`Helper::finish`]).
+const MIN_PATIENCE: Duration = Duration::from_micros(20);
+
+/// Job states: none posted, posted, started by the helper, finished, and
+/// given up on by the caller (who did the work itself) while the helper
+/// still runs it.
 const IDLE: u8 = 0;
 const POSTED: u8 = 1;
 const TAKEN: u8 = 2;
 const DONE: u8 = 3;
+const ABANDONED: u8 = 4;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -83,7 +93,16 @@ impl Helper {
                 if let Some(job) = job {
                     job();
                 }
-                self.state.store(DONE, Ordering::Release);
+                if self
+                    .state
+                    .compare_exchange(TAKEN, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // The caller gave up on this job and went on: nobody
+                    // waits for it, so the helper frees itself.
+                    self.state.store(IDLE, Ordering::Release);
+                    self.claimed.store(false, Ordering::Release);
+                }
             }
         }
     }
@@ -129,38 +148,52 @@ impl Helper {
         }
     }
 
-    /// After the caller's own half: takes the job back if the helper has
-    /// not started it (and runs it here), else waits for it to finish.
-    fn finish(&self) {
+    /// After the caller's own part, which took `own`: whether the helper
+    /// did the job (its result is there). Not if it had not started it (the
+    /// job is taken back), nor if it is still at it after half of `own`
+    /// more (at least [`MIN_PATIENCE`]): a helper that long is off its CPU
+    /// (the OS gave it to another thread), and waiting for it could cost
+    /// more than the whole job. The caller then does the job itself.
+    fn finish(&self, own: Duration) -> bool {
         if self
             .state
             .compare_exchange(POSTED, IDLE, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            let job = self.job.lock().ok().and_then(|mut slot| slot.take());
+            drop(self.job.lock().ok().and_then(|mut slot| slot.take()));
             self.claimed.store(false, Ordering::Release);
-            if let Some(job) = job {
-                job();
-            }
-            return;
+            return false;
         }
+        let patience = (own / 2).max(MIN_PATIENCE);
+        let started = Instant::now();
         let mut turns = 0u32;
         while self.state.load(Ordering::Acquire) != DONE {
             std::hint::spin_loop();
             turns += 1;
             if turns.is_multiple_of(64) {
+                if started.elapsed() > patience
+                    && self
+                        .state
+                        .compare_exchange(TAKEN, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    return false;
+                }
                 std::thread::yield_now();
             }
         }
         self.state.store(IDLE, Ordering::Release);
         self.claimed.store(false, Ordering::Release);
+        true
     }
 }
 
 /// Runs `help` and `here` and returns both results: `help` on the helper
 /// thread if it is free (while this thread runs `here`), else both on this
-/// thread. A panic in either is resumed here, after both are done.
-pub fn join<A, B>(help: impl FnOnce() -> A + Send + 'static, here: impl FnOnce() -> B) -> (A, B)
+/// thread. `help` may also run on both (if the helper falls behind, this
+/// thread runs it too and keeps its own result), so it must give the same
+/// result each time. A panic in either is resumed here, after both are done.
+pub fn join<A, B>(help: impl Fn() -> A + Send + Sync + 'static, here: impl FnOnce() -> B) -> (A, B)
 where
     A: Send + 'static,
 {
@@ -171,21 +204,26 @@ where
     }) else {
         return (help(), here());
     };
+    let help = Arc::new(help);
     let result: Arc<Mutex<Option<std::thread::Result<A>>>> = Arc::default();
-    let out = result.clone();
+    let (out, job) = (result.clone(), help.clone());
     helper.post(Box::new(move || {
-        let done = catch_unwind(AssertUnwindSafe(help));
+        let done = catch_unwind(AssertUnwindSafe(|| job()));
         if let Ok(mut out) = out.lock() {
             *out = Some(done);
         }
     }));
+    let started = Instant::now();
     let here = catch_unwind(AssertUnwindSafe(here));
-    helper.finish();
-    let help = result
-        .lock()
-        .ok()
-        .and_then(|mut r| r.take())
-        .expect("a claimed job runs before `finish` returns");
+    let help = if helper.finish(started.elapsed()) {
+        result
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .expect("the helper leaves its result before it says it is done")
+    } else {
+        catch_unwind(AssertUnwindSafe(|| help()))
+    };
     match (help, here) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(panic), _) | (_, Err(panic)) => resume_unwind(panic),
@@ -210,17 +248,19 @@ mod tests {
     #[test]
     fn the_helper_runs_jobs_on_another_thread_when_free() {
         let here = std::thread::current().id();
-        let elsewhere = (0..50)
-            .filter(|_| {
-                let (id, ()) = join(
-                    || std::thread::current().id(),
-                    || std::thread::sleep(Duration::from_millis(2)),
-                );
-                id != here
-            })
-            .count();
-        // The test threads share the helper; most joins of this one get it.
-        assert!(elsewhere > 0, "the helper never ran a job");
+        // Other tests share the helper (one holds it for 200 ms): within a
+        // second, one of this test's joins gets it.
+        let started = Instant::now();
+        let ran_elsewhere = std::iter::repeat_with(|| {
+            let (id, ()) = join(
+                || std::thread::current().id(),
+                || std::thread::sleep(Duration::from_millis(2)),
+            );
+            id != here
+        })
+        .take_while(|_| started.elapsed() < Duration::from_secs(1))
+        .any(|elsewhere| elsewhere);
+        assert!(ran_elsewhere, "the helper never ran a job");
     }
 
     #[test]
@@ -248,6 +288,36 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(runs.load(Ordering::Relaxed), 2000);
+    }
+
+    #[test]
+    fn a_helper_that_falls_behind_is_not_waited_for() {
+        // The helper's run of `help` takes 200 ms, this thread's part
+        // nothing: the caller runs `help` itself instead of waiting.
+        let helper_thread = Arc::new(Mutex::new(None));
+        let seen = helper_thread.clone();
+        let here_id = std::thread::current().id();
+        let started = Instant::now();
+        let (a, ()) = join(
+            move || {
+                if std::thread::current().id() != here_id {
+                    *seen.lock().unwrap() = Some(());
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                7
+            },
+            || std::thread::sleep(Duration::from_millis(1)),
+        );
+        assert_eq!(a, 7);
+        if helper_thread.lock().unwrap().is_some() {
+            assert!(
+                started.elapsed() < Duration::from_millis(150),
+                "waited for the helper"
+            );
+        }
+        // The helper frees itself once done and takes jobs again.
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(join(|| 2, || 3), (2, 3));
     }
 
     #[test]

@@ -759,7 +759,7 @@ impl BodyScanner {
     pub fn push_split<T, S>(&mut self, chunk: &[u8], scan: S) -> Option<T>
     where
         T: Send + 'static,
-        S: Fn(&[u8], &str, &mut Budget) -> Option<T> + Clone + Send + 'static,
+        S: Fn(&[u8], &str, &mut Budget) -> Option<T> + Clone + Send + Sync + 'static,
     {
         let mid = chunk.len() / 2;
         let mut first = std::mem::take(&mut self.tail);
@@ -768,17 +768,20 @@ impl BodyScanner {
         let mut second = Vec::with_capacity(overlap.len() + chunk.len() - mid);
         second.extend_from_slice(overlap);
         second.extend_from_slice(&chunk[mid..]);
-        let (mut budget_first, mut budget_second) = self.budget.split(first.len(), second.len());
+        let (budget_first, mut budget_second) = self.budget.split(first.len(), second.len());
         let dest_host = self.dest_host.clone();
         let scan_first = scan.clone();
         let ((found_first, budget_first), found_second) = crate::assist::join(
+            // Each run (the helper's, or this thread's if it falls behind)
+            // spends its own copy of the first half's budget.
             move || {
+                let mut budget = budget_first.clone();
                 let found = if first.is_empty() {
                     None
                 } else {
-                    scan_first(&first, &dest_host, &mut budget_first)
+                    scan_first(&first, &dest_host, &mut budget)
                 };
-                (found, budget_first)
+                (found, budget)
             },
             || {
                 if second.is_empty() {
