@@ -547,6 +547,9 @@ impl DlpEngine {
                 return Some(finding);
             }
         }
+        if !self.enabled {
+            return None;
+        }
         let (path, query) = match path_and_query.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (path_and_query, None),
@@ -568,9 +571,6 @@ impl DlpEngine {
                     return Some(finding);
                 }
             }
-        }
-        if !self.enabled {
-            return None;
         }
         let action = rule_action(self.mode_for(dest_host))?;
         let shape = |component: &[u8]| {
@@ -615,15 +615,15 @@ impl DlpEngine {
         if let Some(finding) = self.scan(dest_host.as_bytes(), ScanPart::Url, dest_host) {
             return Some(finding);
         }
+        if !self.enabled {
+            return None;
+        }
         // A token's encoding cut into labels (`6768705f.52387851.….x.test`).
         let labels: Vec<&str> = dest_host.split('.').collect();
         for joined in joined_stretches(&labels) {
             if let Some(finding) = self.scan(joined.as_bytes(), ScanPart::Url, dest_host) {
                 return Some(finding);
             }
-        }
-        if !self.enabled {
-            return None;
         }
         let action = rule_action(self.mode_for(dest_host))?;
         entropy::host_finding(dest_host).map(|rule| Finding {
