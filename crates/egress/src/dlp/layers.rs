@@ -86,7 +86,7 @@ impl Budget {
         }
     }
 
-    pub(crate) fn take(&mut self, bytes: usize) -> bool {
+    fn take(&mut self, bytes: usize) -> bool {
         if self.exhausted || bytes > self.remaining {
             self.exhausted = true;
             return false;
