@@ -334,6 +334,8 @@ fn main() {
         return;
     }
 
+    // `BENCH_ONLY=small` or `BENCH_ONLY="1 MiB"`: that body size alone.
+    let only = std::env::var("BENCH_ONLY").ok();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -373,6 +375,9 @@ fn main() {
             dirs.push(dir);
         }
         for (name, body) in [("small", &small_body), ("1 MiB", &large_body)] {
+            if only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
             for clients in [1usize, 8] {
                 for (_, proxy, connector) in &proxies {
                     // Warm-up: leaf certificate, upstream pools.
@@ -418,8 +423,13 @@ fn main() {
     let rate = |(n, secs): (u64, f64)| n as f64 / secs;
     for (name, target) in [("small", 0.85), ("1 MiB", 0.50)] {
         for clients in [1usize, 8] {
-            let off = rate(rows[&(name, clients, false)]);
-            let on = rate(rows[&(name, clients, true)]);
+            let (Some(&off), Some(&on)) = (
+                rows.get(&(name, clients, false)),
+                rows.get(&(name, clients, true)),
+            ) else {
+                continue;
+            };
+            let (off, on) = (rate(off), rate(on));
             let ratio = on / off;
             let each = &ratios[&(name, clients)];
             let low = each.iter().copied().fold(f64::INFINITY, f64::min);

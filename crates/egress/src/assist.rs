@@ -9,8 +9,10 @@
 //!
 //! There is one helper thread per process, started on first use (none on a
 //! machine with one CPU). A caller that finds it busy (another shard has
-//! it) runs both closures itself, so under load nothing waits for it and
-//! the shards keep the work they had. Waking a parked thread costs tens of
+//! it) does without: [`join`] runs both closures itself, and a caller that
+//! asks first ([`claim`]) can pick a way that suits one thread better (the
+//! body scanner then scans the chunk whole). Under load nothing waits for
+//! the helper and the shards keep the work they had. Waking a parked thread costs tens of
 //! microseconds on a virtual machine, as much as half a scan, so the helper
 //! spins (yielding the CPU to anything else runnable) for a short while
 //! after each job before it parks: the chunks of one body come faster than
@@ -188,6 +190,70 @@ impl Helper {
     }
 }
 
+/// The helper, held for one [`Claim::join`]: what a caller gets when the
+/// helper is free. A caller that gets none can do its work another way
+/// (a chunk is scanned whole rather than in halves that each read an
+/// overlap). Dropped unused, it frees the helper.
+pub struct Claim(&'static Helper);
+
+/// The helper if it is free (no other caller holds it and the machine has
+/// more than one CPU).
+pub fn claim() -> Option<Claim> {
+    helper()
+        .filter(|h| {
+            h.claimed
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+        .map(Claim)
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.claimed.store(false, Ordering::Release);
+    }
+}
+
+impl Claim {
+    /// [`join`] with the helper already held.
+    pub fn join<A, B>(
+        self,
+        help: impl Fn() -> A + Send + Sync + 'static,
+        here: impl FnOnce() -> B,
+    ) -> (A, B)
+    where
+        A: Send + 'static,
+    {
+        let helper = self.0;
+        // From here the job's states free the helper, not the claim.
+        std::mem::forget(self);
+        let help = Arc::new(help);
+        let result: Arc<Mutex<Option<std::thread::Result<A>>>> = Arc::default();
+        let (out, job) = (result.clone(), help.clone());
+        helper.post(Box::new(move || {
+            let done = catch_unwind(AssertUnwindSafe(|| job()));
+            if let Ok(mut out) = out.lock() {
+                *out = Some(done);
+            }
+        }));
+        let started = Instant::now();
+        let here = catch_unwind(AssertUnwindSafe(here));
+        let help = if helper.finish(started.elapsed()) {
+            result
+                .lock()
+                .ok()
+                .and_then(|mut r| r.take())
+                .expect("the helper leaves its result before it says it is done")
+        } else {
+            catch_unwind(AssertUnwindSafe(|| help()))
+        };
+        match (help, here) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(panic), _) | (_, Err(panic)) => resume_unwind(panic),
+        }
+    }
+}
+
 /// Runs `help` and `here` and returns both results: `help` on the helper
 /// thread if it is free (while this thread runs `here`), else both on this
 /// thread. `help` may also run on both (if the helper falls behind, this
@@ -197,36 +263,9 @@ pub fn join<A, B>(help: impl Fn() -> A + Send + Sync + 'static, here: impl FnOnc
 where
     A: Send + 'static,
 {
-    let Some(helper) = helper().filter(|h| {
-        h.claimed
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    }) else {
-        return (help(), here());
-    };
-    let help = Arc::new(help);
-    let result: Arc<Mutex<Option<std::thread::Result<A>>>> = Arc::default();
-    let (out, job) = (result.clone(), help.clone());
-    helper.post(Box::new(move || {
-        let done = catch_unwind(AssertUnwindSafe(|| job()));
-        if let Ok(mut out) = out.lock() {
-            *out = Some(done);
-        }
-    }));
-    let started = Instant::now();
-    let here = catch_unwind(AssertUnwindSafe(here));
-    let help = if helper.finish(started.elapsed()) {
-        result
-            .lock()
-            .ok()
-            .and_then(|mut r| r.take())
-            .expect("the helper leaves its result before it says it is done")
-    } else {
-        catch_unwind(AssertUnwindSafe(|| help()))
-    };
-    match (help, here) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(panic), _) | (_, Err(panic)) => resume_unwind(panic),
+    match claim() {
+        Some(claim) => claim.join(help, here),
+        None => (help(), here()),
     }
 }
 
@@ -318,6 +357,33 @@ mod tests {
         // The helper frees itself once done and takes jobs again.
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(join(|| 2, || 3), (2, 3));
+    }
+
+    #[test]
+    fn a_claim_holds_the_helper_until_it_is_used_or_dropped() {
+        // Other tests share the helper: wait (a while) to get it.
+        let started = Instant::now();
+        let held = loop {
+            if let Some(held) = claim() {
+                break held;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "never free");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(claim().is_none(), "claimed twice");
+        drop(held);
+        let started = Instant::now();
+        let held = loop {
+            if let Some(held) = claim() {
+                break held;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not freed by drop"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(held.join(|| 4, || 5), (4, 5));
     }
 
     #[test]

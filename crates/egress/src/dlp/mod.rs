@@ -751,12 +751,26 @@ impl BodyScanner {
     }
 
     /// [`BodyScanner::push_with`], with `chunk` scanned as two chunks (its
-    /// halves) side by side: the first on the helper thread if it is free
-    /// ([`crate::assist::join`]). What is scanned, and so what is found, is
-    /// what two [`BodyScanner::push_with`] calls with the halves scan (each
-    /// half with the overlap in front of it); the budget is split between
-    /// them in proportion. The first half's finding wins if both have one.
+    /// halves) side by side if the helper thread is free: the first half on
+    /// it ([`crate::assist::Claim::join`]). What is scanned, and so what is
+    /// found, is what two [`BodyScanner::push_with`] calls with the halves
+    /// scan (each half with the overlap in front of it); the budget is split
+    /// between them in proportion. The first half's finding wins if both
+    /// have one. If the helper is busy, the chunk is scanned whole, as
+    /// [`BodyScanner::push_with`] does: halves on one thread would only
+    /// read the overlap once more.
     pub fn push_split<T, S>(&mut self, chunk: &[u8], scan: S) -> Option<T>
+    where
+        T: Send + 'static,
+        S: Fn(&[u8], &str, &mut Budget) -> Option<T> + Clone + Send + Sync + 'static,
+    {
+        match crate::assist::claim() {
+            Some(claim) if !chunk.is_empty() => self.push_halves(chunk, scan, claim),
+            _ => self.push_with(chunk, scan),
+        }
+    }
+
+    fn push_halves<T, S>(&mut self, chunk: &[u8], scan: S, claim: crate::assist::Claim) -> Option<T>
     where
         T: Send + 'static,
         S: Fn(&[u8], &str, &mut Budget) -> Option<T> + Clone + Send + Sync + 'static,
@@ -771,7 +785,7 @@ impl BodyScanner {
         let (budget_first, mut budget_second) = self.budget.split(first.len(), second.len());
         let dest_host = self.dest_host.clone();
         let scan_first = scan.clone();
-        let ((found_first, budget_first), found_second) = crate::assist::join(
+        let ((found_first, budget_first), found_second) = claim.join(
             // Each run (the helper's, or this thread's if it falls behind)
             // spends its own copy of the first half's budget.
             move || {
@@ -1364,7 +1378,7 @@ mod tests {
                 let mut split = BodyScanner::new(&e, "evil.test");
                 let found = split
                     .push_with(first, scan.clone())
-                    .or_else(|| split.push_split(rest, scan.clone()));
+                    .or_else(|| split.push_halves(rest, scan.clone(), held_helper()));
                 assert!(expected.is_some(), "{secret} at {at}: the halves miss it");
                 assert_eq!(found, expected, "{secret} at {at}");
             }
@@ -1376,8 +1390,29 @@ mod tests {
         assert_eq!(one_by_one.push_with(a, scan.clone()), None);
         assert_eq!(one_by_one.push_with(b, scan.clone()), None);
         let mut split = BodyScanner::new(&e, "evil.test");
-        assert_eq!(split.push_split(body.as_bytes(), scan.clone()), None);
+        assert_eq!(
+            split.push_halves(body.as_bytes(), scan.clone(), held_helper()),
+            None
+        );
         assert_eq!(split.tail, one_by_one.tail);
+        // With the helper busy, the chunk is scanned whole: the same tail.
+        let busy = held_helper();
+        let mut whole = BodyScanner::new(&e, "evil.test");
+        assert_eq!(whole.push_split(body.as_bytes(), scan.clone()), None);
+        assert_eq!(whole.tail, one_by_one.tail);
+        drop(busy);
+    }
+
+    /// The helper thread, once free (other tests share it).
+    fn held_helper() -> crate::assist::Claim {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(claim) = crate::assist::claim() {
+                return claim;
+            }
+            assert!(started.elapsed().as_secs() < 10, "the helper is never free");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// xorshift bytes: a stand-in for image or archive data.
