@@ -50,6 +50,120 @@ pub fn is_signed_url_parameter(key: &[u8]) -> bool {
         .any(|p| key.eq_ignore_ascii_case(p.as_bytes()))
 }
 
+/// The request target with the values a host issued for its own signed
+/// URLs blanked out (to `-`), so that the credential rules do not take them
+/// for leaks: an object store's SigV4 credential scope (`X-Amz-Credential=
+/// AKIA…/20240101/us-east-1/s3/aws4_request`: an access key's id, never
+/// its secret) and the `jwt` of GitHub's release-asset downloads. Only a
+/// value of exactly that shape is blanked: nothing else fits in it.
+pub fn without_issued_values<'a>(
+    path_and_query: &'a str,
+    dest_host: &str,
+) -> std::borrow::Cow<'a, str> {
+    let Some((path, query)) = path_and_query.split_once('?') else {
+        return path_and_query.into();
+    };
+    let github =
+        dest_host == "githubusercontent.com" || dest_host.ends_with(".githubusercontent.com");
+    let issued = |key: &str, value: &str| {
+        let value = percent_decode(value.as_bytes());
+        if key.eq_ignore_ascii_case("x-amz-credential")
+            || key.eq_ignore_ascii_case("x-goog-credential")
+        {
+            is_credential_scope(&value)
+        } else {
+            github && key == "jwt" && is_jwt_shape(&value)
+        }
+    };
+    if !query
+        .split('&')
+        .any(|pair| pair.split_once('=').is_some_and(|(k, v)| issued(k, v)))
+    {
+        return path_and_query.into();
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if issued(key, value) => &pair[..key.len() + 1],
+            _ => pair,
+        })
+        .collect();
+    let blanked: Vec<String> = query
+        .iter()
+        .map(|pair| {
+            if pair.ends_with('=') {
+                format!("{pair}-")
+            } else {
+                (*pair).to_owned()
+            }
+        })
+        .collect();
+    format!("{path}?{}", blanked.join("&")).into()
+}
+
+/// `key-id/yyyymmdd/region/service/aws4_request` (or `goog4_request`), the
+/// key id an AWS access key id, a short name (R2, MinIO, other S3-compatible
+/// stores) or a Google service account's address.
+fn is_credential_scope(value: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = value.split(|&b| b == b'/').collect();
+    let [key, date, region, service, terminal] = parts.as_slice() else {
+        return false;
+    };
+    let name = |p: &[u8], max: usize| {
+        (2..=max).contains(&p.len())
+            && p.iter()
+                .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    let aws_key = key.len() == 20
+        && (key.starts_with(b"AKIA") || key.starts_with(b"ASIA"))
+        && key
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let short_key = (1..=16).contains(&key.len())
+        && key
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let google_key = key.ends_with(b".iam.gserviceaccount.com") && key.len() <= 100;
+    (aws_key || short_key || google_key)
+        && date.len() == 8
+        && date.iter().all(u8::is_ascii_digit)
+        && name(region, 25)
+        && name(service, 20)
+        && matches!(*terminal, b"aws4_request" | b"goog4_request")
+}
+
+/// Three base64url parts joined by dots, the first a JSON header (`eyJ`).
+fn is_jwt_shape(value: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = value.split(|&b| b == b'.').collect();
+    parts.len() == 3
+        && value.starts_with(b"eyJ")
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Shannon entropy in bits per byte.
 pub fn shannon_entropy(data: &[u8]) -> f64 {
     if data.is_empty() {

@@ -477,6 +477,19 @@ impl DlpEngine {
         let caps = anchor.captures(slice)?;
         let whole = caps.get(0)?.as_bytes();
         let value = caps.get(1).map(|m| m.as_bytes());
+        // An assigned call, generic or index (`= Token::new(`, `= bin2hex(`,
+        // `= std::array<`): code, not a literal.
+        if compiled.rule.check == rules::Check::AssignedValue
+            && let Some(m) = caps.get(1)
+            && match slice.get(m.end()..).unwrap_or_default() {
+                [b'(' | b'[', ..] => true,
+                // Not a closing tag (`<password>x</password>`).
+                [b'<', next, ..] => *next != b'/',
+                _ => false,
+            }
+        {
+            return None;
+        }
         if value.is_some_and(|v| self.is_placeholder_fragment(v)) {
             return None;
         }
@@ -514,7 +527,9 @@ impl DlpEngine {
     pub fn scan_header(&self, name: &str, value: &[u8], dest_host: &str) -> Option<Finding> {
         const NAMED: &[&str] = &["key", "token", "secret", "pass", "cred"];
         let lower = name.to_ascii_lowercase();
-        if NAMED.iter().any(|n| lower.contains(n)) {
+        // Anti-forgery tokens are the site's own, echoed back to it.
+        let anti_forgery = lower.contains("csrf") || lower.contains("xsrf");
+        if !anti_forgery && NAMED.iter().any(|n| lower.contains(n)) {
             let mut line = Vec::with_capacity(name.len() + 2 + value.len());
             line.extend_from_slice(name.as_bytes());
             line.extend_from_slice(b": ");
@@ -528,6 +543,8 @@ impl DlpEngine {
     /// space, and decoded layer by layer; then each path segment and query
     /// key and value, percent-decoded, by its shape ([`entropy`]).
     pub fn scan_url(&self, path_and_query: &str, dest_host: &str) -> Option<Finding> {
+        let issued_blanked = entropy::without_issued_values(path_and_query, dest_host);
+        let path_and_query = issued_blanked.as_ref();
         let mut budget = Budget::per_request();
         let raw = path_and_query.as_bytes();
         if let Some(finding) = self.scan_budgeted(raw, ScanPart::Url, dest_host, &mut budget) {
@@ -648,7 +665,11 @@ fn word_starts_at(data: &[u8], start: usize) -> bool {
     let Some(&before) = start.checked_sub(1).and_then(|i| data.get(i)) else {
         return true;
     };
-    !data.get(start).is_some_and(u8::is_ascii_alphabetic)
+    // The letter of a line break or tab escaped in a string (`\npassword`).
+    let escaped = matches!(before, b'n' | b'r' | b't')
+        && start.checked_sub(2).and_then(|i| data.get(i)) == Some(&b'\\');
+    escaped
+        || !data.get(start).is_some_and(u8::is_ascii_alphabetic)
         || !before.is_ascii_alphabetic()
         || (before.is_ascii_lowercase() && data.get(start).is_some_and(u8::is_ascii_uppercase))
 }
@@ -1226,6 +1247,134 @@ mod tests {
         assert_eq!(
             body_finding(&e, br#"{"password": "${DB_PASSWORD}"}"#, "any.test"),
             None
+        );
+    }
+
+    /// Files and commands an agent sends inside JSON strings: their quotes
+    /// escaped, their line breaks and tabs `\n` and `\t`.
+    #[test]
+    fn assignments_inside_json_strings_are_caught() {
+        let e = engine();
+        for (body, rule) in [
+            (
+                r#"{"file":"{\"password\": \"Wint3r-Sky-42!\"}"}"#,
+                "credential-assignment",
+            ),
+            (
+                r#"{"content":"DB_HOST=\"db\"\nDB_PASSWORD=\"Wint3r-Sky-42!\"\n"}"#,
+                "credential-assignment",
+            ),
+            (
+                r#"{"content":"host: db.internal\npassword: Wint3r-Sky-42!\n"}"#,
+                "credential-assignment",
+            ),
+            (
+                r#"{"content":"user=admin\tpassword=Wint3r-Sky-42!"}"#,
+                "credential-assignment",
+            ),
+            (
+                r#"{"query":"mutation { login(email: \"a@b\", password: \"Wint3r-Sky-42!\") {id}}"}"#,
+                "credential-assignment",
+            ),
+            (
+                r#"{"content":"machine api.acme.io\nlogin deploy\npassword Wint3r-Sky-42!\n"}"#,
+                "netrc-credentials",
+            ),
+            (
+                r#"{"content":"{\"auths\": {\"registry.acme.io\": {\"auth\": \"ZGVwbG95OkZha2UtUGFzc3cwcmQtNDI=\"}}}"}"#,
+                "docker-config-auth",
+            ),
+            (
+                r#"{"content":"{\"type\": \"service_account\", \"project_id\": \"x\"}"}"#,
+                "gcp-service-account",
+            ),
+        ] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "any.test").as_deref(),
+                Some(rule),
+                "{body}"
+            );
+        }
+    }
+
+    /// Code that assigns a call, a path or a template to a variable named
+    /// like a credential is not a credential.
+    #[test]
+    fn code_assigning_calls_and_paths_is_not_a_credential() {
+        let e = engine();
+        for body in [
+            r#"{"content":"let token = Uuid::new_v4();"}"#,
+            r#"{"content":"    token: String::new(),\n    password: Vec::new(),"}"#,
+            r#"{"content":"let secret = Hmac::<Sha256>::new_from_slice(k)?;"}"#,
+            r#"{"content":"let password = rpassword::read_password()?;"}"#,
+            r#"{"content":"auto secret = std::array<uint8_t, 32>{};"}"#,
+            r#"{"content":"'password' => Hash::make($r->password),"}"#,
+            r#"{"content":"$token = bin2hex(random_bytes(32));"}"#,
+            r#"{"content":"api_key = base64.b64encode(raw).decode()"}"#,
+            r#"{"content":"password=hashlib.sha256(pw).hexdigest()"}"#,
+            "inputs:\n  token:\n    description: GitHub token\n",
+            "Resources:\n  Secret: !GetAtt Rotation.Arn\n",
+            "existingSecret: api-token-v3",
+            r#"{"command":"docker build --secret id=npmrc,src=$HOME/.npmrc -t app ."}"#,
+            r#"{"env":"GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#,
+        ] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "any.test"),
+                None,
+                "{body}"
+            );
+        }
+        // The value itself is a literal: still caught.
+        assert_eq!(
+            body_finding(
+                &e,
+                b"<config><password>Winter@1599x</password></config>",
+                "a.test"
+            )
+            .as_deref(),
+            Some("credential-assignment")
+        );
+        assert_eq!(
+            e.scan_header(
+                "x-csrf-token",
+                b"Xk3jd8Qm2LpZ7vB1nR5tY9wE4uI6oP0aSdFgHjKlZx",
+                "a.test"
+            ),
+            None
+        );
+    }
+
+    /// Signed download URLs carry what their host issued: a SigV4
+    /// credential scope (an access key's id) and GitHub's `jwt`.
+    #[test]
+    fn signed_download_urls_are_not_leaks() {
+        let e = engine();
+        let sig = "0123456789abcdef".repeat(4);
+        for (host, url) in [
+            (
+                "objects.githubusercontent.com",
+                format!("/release-asset/1/abc?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIWNJYAX4CSVEH53A%2F20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z&X-Amz-Signature={sig}"),
+            ),
+            (
+                "cas-bridge.xethub.hf.co",
+                format!("/xet/abc?X-Amz-Credential=cas%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature={sig}"),
+            ),
+            (
+                "release-assets.githubusercontent.com",
+                "/asset/1/x?sp=r&sig=Qk3jd8Qm2LpZ7vB1nR5tY9wE4uI6oP0aSdFgHjKlZx0%3D&jwt=eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJnaXRodWIuY29tIiwiZXhwIjoxNzM1Njg5NjAwfQ.Xk3jd8Qm2LpZ7vB1nR5tY9wE4uI6oP0aSdFgHjKlZx0".to_owned(),
+            ),
+        ] {
+            assert_eq!(e.scan_url(&url, host), None, "{url}");
+        }
+        // Elsewhere, or with more in it, the same values are caught.
+        let jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJnaXRodWIuY29tIiwiZXhwIjoxNzM1Njg5NjAwfQ.Xk3jd8Qm2LpZ7vB1nR5tY9wE4uI6oP0aSdFgHjKlZx0";
+        assert!(e.scan_url(&format!("/x?jwt={jwt}"), "evil.test").is_some());
+        assert!(
+            e.scan_url(
+                "/x?X-Amz-Credential=AKIAIWNJYAX4CSVEH53A%2Fghp_FAKE%2Fus-east-1%2Fs3%2Faws4_request",
+                "s3.test"
+            )
+            .is_some()
         );
     }
 

@@ -178,7 +178,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         "gcp-service-account",
         High,
         &["service_account"],
-        r#"(?-u)"type"\s*:\s*"service_account""#,
+        r#"(?-u)"type\\*"\s*:\s*\\*"service_account\\*""#,
     ),
     rule(
         "azure-storage-account-key",
@@ -559,14 +559,14 @@ pub const BUILTIN_RULES: &[Rule] = &[
     rule(
         "docker-config-auth",
         Critical,
-        &["\"auths\""],
-        r#"(?-u)"auths"\s*:\s*\{\s*"[^"]{1,255}"\s*:\s*\{[^}]{0,512}"auth"\s*:\s*"[A-Za-z0-9+/]{12,}={0,2}""#,
+        &["auths\"", "auths\\"],
+        r#"(?-u)"auths\\*"\s*:\s*\{\s*\\*"[^"\\]{1,255}\\*"\s*:\s*\{[^}]{0,512}"auth\\*"\s*:\s*\\*"[A-Za-z0-9+/]{12,}={0,2}\\*""#,
     ),
     checked(
         "netrc-credentials",
         High,
         &["machine "],
-        r"(?i-u)\bmachine\s+\S+\s+(?:login\s+\S+\s+)?password\s+(\S{6,200})",
+        r"(?i-u)\bmachine(?:\s|\\[nrt])+[^\s\\]+(?:\s|\\[nrt])+(?:login(?:\s|\\[nrt])+[^\s\\]+(?:\s|\\[nrt])+)?password(?:\s|\\[nrt])+([^\s\\]{6,200})",
         Check::AssignedValue,
     ),
     rule(
@@ -657,11 +657,13 @@ pub const BUILTIN_RULES: &[Rule] = &[
             "credentials",
             "pat",
         ],
-        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?|(?:\b|_)pat)["']?\s*(?:[:=]|=>|:=|>)\s*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#,
+        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?|(?:\b|_)pat)\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#,
         parts: Parts::All,
         check: Check::AssignedValue,
         shape: None,
-        anchor: Some(r#"(?-u)\A["']?\s*(?:[:=]|=>|:=|>)\s*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#),
+        anchor: Some(
+            r#"(?-u)\A\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#,
+        ),
         anchor_gate: Some(assignment_may_follow),
     },
     checked(
@@ -759,6 +761,8 @@ pub const BUILTIN_RULES: &[Rule] = &[
 /// The start of the credential-assignment anchor, `["']?\s*` then `:`, `=`
 /// or `>`: `token` in `max_tokens` or `tokens =` is not an assignment.
 fn assignment_may_follow(after: &[u8]) -> bool {
+    // A quote may be escaped, inside a JSON string (`\"password\": …`).
+    let after = &after[after.iter().take_while(|&&b| b == b'\\').count()..];
     let rest = match after.first() {
         Some(b'"' | b'\'') => &after[1..],
         _ => after,
@@ -774,6 +778,9 @@ fn assignment_may_follow(after: &[u8]) -> bool {
 /// passes its check, and with what severity.
 pub fn check(rule: &Rule, whole: &[u8], group: Option<&[u8]>) -> Option<Severity> {
     let subject = group.unwrap_or(whole);
+    if is_filler(whole) || group.is_some_and(is_filler) {
+        return None;
+    }
     let ok = match rule.check {
         Check::None => true,
         Check::GithubCrc => {
@@ -796,6 +803,15 @@ pub fn check(rule: &Rule, whole: &[u8], group: Option<&[u8]>) -> Option<Severity
         }
     };
     ok.then_some(rule.severity)
+}
+
+/// Filler where a token's random part goes (`ghp_xxxx…`, `XXXX…`, `****…`):
+/// a template's placeholder (`.env.example`, docs), no one's secret. The
+/// vendors' own documented sample values (AWS's `…EXAMPLE` keys, test card
+/// numbers) still count: they are what a leak test is written with.
+fn is_filler(text: &[u8]) -> bool {
+    text.chunk_by(|a, b| a == b)
+        .any(|run| run.len() >= 16 && matches!(run[0], b'x' | b'X' | b'*' | b'0'))
 }
 
 /// A card number: 13 to 19 digits with consistent separators, a known brand
@@ -872,7 +888,23 @@ pub fn looks_like_secret_value(value: &[u8]) -> bool {
     if value.len() < 6 {
         return false;
     }
-    if matches!(value[0], b'$' | b'%' | b'{' | b'<' | b'@' | b'#' | b'\\') {
+    // References and templates (`$X`, `%X%`, `{{x}}`, `<x>`, `@x`), and YAML
+    // tags (`!GetAtt x`, `!vault |`).
+    if matches!(
+        value[0],
+        b'$' | b'%' | b'{' | b'<' | b'@' | b'#' | b'\\' | b'!'
+    ) {
+        return false;
+    }
+    // Code, not a literal: a path (`Uuid::new_v4`, `$r->password`), a key
+    // whose value is on the next line (`token:`), an environment
+    // variable's value (`src=$HOME/.npmrc`).
+    if value.windows(2).any(|w| w == b"::" || w == b"->")
+        || value.ends_with(b":")
+        || value
+            .windows(3)
+            .any(|w| w[0] == b'$' && w[1].is_ascii_uppercase() && w[2].is_ascii_uppercase())
+    {
         return false;
     }
     let lower = value.to_ascii_lowercase();
@@ -907,6 +939,17 @@ pub fn looks_like_secret_value(value: &[u8]) -> bool {
     }
     // Plain numbers and versions.
     if !has_upper && !has_lower {
+        return false;
+    }
+    // Lower-case words joined by hyphens or underscores with a short
+    // suffix (`api-token-v3`, `db_secret_2`): names of things.
+    let pieces: Vec<&[u8]> = value.split(|&b| b == b'-' || b == b'_').collect();
+    if pieces.len() >= 2
+        && pieces
+            .iter()
+            .all(|p| p.iter().all(u8::is_ascii_lowercase) || (p.len() <= 2 && !p.is_empty()))
+        && pieces.iter().any(|p| p.len() >= 3)
+    {
         return false;
     }
     let classes = [has_digit, has_upper, has_lower, has_symbol]
@@ -1364,9 +1407,13 @@ mod tests {
             (
                 "slack-webhook",
                 s(&[
+                    "https://hooks.slack.com/services/T04FAKE0TK/B05FAKE9QX/q8Zt3FAKEw0rkX2mFAKEk9Lp",
+                ]),
+                s(&[
+                    "https://hooks.slack.com/services/",
+                    // A template's filler.
                     "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
                 ]),
-                s(&["https://hooks.slack.com/services/"]),
             ),
             (
                 "sendgrid-api-key",
