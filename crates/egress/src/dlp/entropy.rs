@@ -40,6 +40,8 @@ const SIGNED_URL_PARAMETERS: &[&str] = &[
     "sig",
     "key-pair-id",
     "policy",
+    // Docker Hub's CDN: `verify=<expiry>-<signature>`.
+    "verify",
 ];
 
 /// Whether a query parameter named `key` is exempt from the shape checks
@@ -65,15 +67,19 @@ pub fn without_issued_values<'a>(
     };
     let github =
         dest_host == "githubusercontent.com" || dest_host.ends_with(".githubusercontent.com");
+    let is_scope = |key: &str, value: &str| {
+        (key.eq_ignore_ascii_case("x-amz-credential")
+            || key.eq_ignore_ascii_case("x-goog-credential"))
+            && is_credential_scope(&percent_decode(value.as_bytes()))
+    };
+    // A session token goes with the temporary key of the scope (`ASIA…`).
+    let scoped = query
+        .split('&')
+        .any(|pair| pair.split_once('=').is_some_and(|(k, v)| is_scope(k, v)));
     let issued = |key: &str, value: &str| {
-        let value = percent_decode(value.as_bytes());
-        if key.eq_ignore_ascii_case("x-amz-credential")
-            || key.eq_ignore_ascii_case("x-goog-credential")
-        {
-            is_credential_scope(&value)
-        } else {
-            github && key == "jwt" && is_jwt_shape(&value)
-        }
+        is_scope(key, value)
+            || (scoped && key.eq_ignore_ascii_case("x-amz-security-token"))
+            || (github && key == "jwt" && is_jwt_shape(&percent_decode(value.as_bytes())))
     };
     if !query
         .split('&')
@@ -191,7 +197,7 @@ pub fn url_component_finding(component: &[u8]) -> Option<&'static str> {
         return None;
     }
     for piece in component.split(|b| matches!(b, b'.' | b'~' | b',' | b':' | b';' | b'@' | b' ')) {
-        if piece.len() < MIN_TOKEN {
+        if piece.len() < MIN_TOKEN || is_issued_id(piece) {
             continue;
         }
         if decodes_to_text(piece) {
@@ -202,6 +208,54 @@ pub fn url_component_finding(component: &[u8]) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Identifiers that well-known services issue and clients send back in
+/// paths: Anthropic's object ids (`msg_01…`, `file_011…`, `msgbatch_01…`),
+/// GitHub's GraphQL node ids (`PRRC_kwDO…`) and the time-and-commit tail
+/// of Go's pseudo-versions (`…-20240318143956-a85f2c67cd81`).
+fn is_issued_id(piece: &[u8]) -> bool {
+    let text = |p: &[u8], ok: fn(&u8) -> bool| !p.is_empty() && p.iter().all(ok);
+    let anthropic = [
+        "msg_01",
+        "msgbatch_01",
+        "file_01",
+        "toolu_01",
+        "srvtoolu_01",
+        "req_01",
+    ]
+    .iter()
+    .any(|prefix| {
+        piece.strip_prefix(prefix.as_bytes()).is_some_and(|rest| {
+            (18..=32).contains(&rest.len()) && text(rest, u8::is_ascii_alphanumeric)
+        })
+    });
+    let github_node = piece.iter().position(|&b| b == b'_').is_some_and(|u| {
+        (1..=5).contains(&u)
+            && text(&piece[..u], u8::is_ascii_uppercase)
+            && piece[u + 1..].starts_with(b"kw")
+            && (8..=40).contains(&(piece.len() - u - 3))
+            && piece[u + 3..]
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    let go_pseudo = {
+        let parts: Vec<&[u8]> = piece.split(|&b| b == b'-').collect();
+        let tail = |time: &[u8], commit: &[u8]| {
+            time.len() == 14
+                && text(time, u8::is_ascii_digit)
+                && commit.len() == 12
+                && commit
+                    .iter()
+                    .all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        match parts.as_slice() {
+            [time, commit] => tail(time, commit),
+            [n, time, commit] => text(n, u8::is_ascii_digit) && tail(time, commit),
+            _ => false,
+        }
+    };
+    anthropic || github_node || go_pseudo
 }
 
 /// What a host name's sub-domain labels carry, if they look like

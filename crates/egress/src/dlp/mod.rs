@@ -436,7 +436,14 @@ impl DlpEngine {
             let severity = match (&compiled.anchor, compiled.rule.shape) {
                 (Some(anchor), _) => anchored_hits
                     .iter()
-                    .filter(|(i, start, _)| *i == index && word_starts_at(data, *start))
+                    .filter(|&&(i, start, end)| {
+                        // A long credential word may be glued to what it
+                        // qualifies (`PGPASSWORD`, `clientsecret`).
+                        i == index
+                            && (word_starts_at(data, start)
+                                || (end - start >= 6
+                                    && compiled.rule.check == rules::Check::AssignedValue))
+                    })
                     .find_map(|&(_, _, end)| self.anchored_match(compiled, anchor, data, end)),
                 (None, Some(shape)) => shaped
                     .get_or_insert_with(|| shapes::candidates(data))
@@ -477,12 +484,13 @@ impl DlpEngine {
         let caps = anchor.captures(slice)?;
         let whole = caps.get(0)?.as_bytes();
         let value = caps.get(1).map(|m| m.as_bytes());
-        // An assigned call, generic or index (`= Token::new(`, `= bin2hex(`,
-        // `= std::array<`): code, not a literal.
+        // An assigned call, generic, index or struct (`= Token::new(`,
+        // `= bin2hex(`, `= std::array<`, `:= oauth2.Token{`): code, not a
+        // literal.
         if compiled.rule.check == rules::Check::AssignedValue
             && let Some(m) = caps.get(1)
             && match slice.get(m.end()..).unwrap_or_default() {
-                [b'(' | b'[', ..] => true,
+                [b'(' | b'[' | b'{', ..] => true,
                 // Not a closing tag (`<password>x</password>`).
                 [b'<', next, ..] => *next != b'/',
                 _ => false,
@@ -525,7 +533,7 @@ impl DlpEngine {
     /// credential (`x-api-key`, `x-auth-token`, `x-secret`) is scanned as
     /// `name: value`, so the assignment rule sees the name.
     pub fn scan_header(&self, name: &str, value: &[u8], dest_host: &str) -> Option<Finding> {
-        const NAMED: &[&str] = &["key", "token", "secret", "pass", "cred"];
+        const NAMED: &[&str] = &["key", "token", "secret", "pass", "cred", "auth"];
         let lower = name.to_ascii_lowercase();
         // Anti-forgery tokens are the site's own, echoed back to it.
         let anti_forgery = lower.contains("csrf") || lower.contains("xsrf");

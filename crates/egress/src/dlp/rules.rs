@@ -67,6 +67,9 @@ pub enum Check {
     Bech32,
     /// Long and varied enough to be a generated token, not a word.
     RandomToken,
+    /// Both: an assigned value that is a generated token (for names that
+    /// name keys of every kind, `cache_key` as well as `ENCRYPTION_KEY`).
+    RandomAssignedValue,
 }
 
 /// One built-in rule.
@@ -225,8 +228,8 @@ pub const BUILTIN_RULES: &[Rule] = &[
     rule(
         "flyio-token",
         Critical,
-        &["fo1_"],
-        r"(?-u)\bfo1_[A-Za-z0-9_\-]{43}",
+        &["fo1_", "fm2_"],
+        r"(?-u)\b(?:fo1_[A-Za-z0-9_\-]{43}|fm2_[A-Za-z0-9+/=_\-]{100,})",
     ),
     rule(
         "vault-token",
@@ -261,8 +264,8 @@ pub const BUILTIN_RULES: &[Rule] = &[
     rule(
         "supabase-token",
         Critical,
-        &["sbp_"],
-        r"(?-u)\bsbp_[a-f0-9]{40}\b",
+        &["sbp_", "sb_secret_"],
+        r"(?-u)\b(?:sbp_[a-f0-9]{40}\b|sb_secret_[A-Za-z0-9_\-]{24,})",
     ),
     // Version control and package registries.
     checked(
@@ -480,8 +483,8 @@ pub const BUILTIN_RULES: &[Rule] = &[
     rule(
         "newrelic-api-key",
         High,
-        &["nrak-"],
-        r"(?-u)NRAK-[A-Z0-9]{27}",
+        &["nrak-", "nrjs-", "nrii-"],
+        r"(?-u)\b(?:NRAK-[A-Z0-9]{27}|NRJS-[a-f0-9]{19}|NRII-[A-Za-z0-9_\-]{32})\b",
     ),
     rule(
         "sentry-token",
@@ -586,8 +589,129 @@ pub const BUILTIN_RULES: &[Rule] = &[
     rule(
         "huggingface-token",
         Critical,
-        &["hf_"],
-        r"(?-u)\bhf_[A-Za-z0-9]{30,}\b",
+        &["hf_", "api_org_"],
+        r"(?-u)\b(?:hf|api_org)_[A-Za-z0-9]{30,}\b",
+    ),
+    // More vendors' formats (gitleaks' and trufflehog's rule sets name them).
+    rule(
+        "tailscale-key",
+        Critical,
+        &["tskey-"],
+        r"(?-u)\btskey-(?:auth|api|client|webhook|scim)-[A-Za-z0-9]{6,}-[A-Za-z0-9]{16,}",
+    ),
+    rule(
+        "grafana-token",
+        High,
+        &["glsa_", "glc_", "eyjrijoi"],
+        r"(?-u)\b(?:glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,400}={0,2}|eyJrIjoi[A-Za-z0-9]{70,400}={0,2})",
+    ),
+    rule(
+        "jfrog-token",
+        High,
+        &["akcp", "cmvmdgtuoja"],
+        r"(?-u)\b(?:AKCp[A-Za-z0-9]{69}|cmVmdGtuOjA[A-Za-z0-9]{59,})\b",
+    ),
+    rule(
+        "okta-api-token",
+        High,
+        &["ssws "],
+        r"(?i-u)\bssws\s+00[A-Za-z0-9_\-]{40}\b",
+    ),
+    rule(
+        "firebase-cloud-messaging-key",
+        High,
+        &["apa91b"],
+        r"(?-u)\bAAAA[A-Za-z0-9_\-]{7}:APA91b[A-Za-z0-9_\-]{134}",
+    ),
+    rule(
+        "hubspot-private-app-token",
+        High,
+        &["pat-na1-", "pat-eu1-"],
+        r"(?-u)\bpat-(?:na|eu)1-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b",
+    ),
+    rule(
+        "dynatrace-token",
+        High,
+        &["dt0c01."],
+        r"(?-u)\bdt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}\b",
+    ),
+    rule(
+        "contentful-token",
+        High,
+        &["cfpat-"],
+        r"(?-u)\bCFPAT-[A-Za-z0-9_\-]{43}",
+    ),
+    rule(
+        "pinecone-api-key",
+        High,
+        &["pcsk_"],
+        r"(?-u)\bpcsk_[A-Za-z0-9_]{50,}",
+    ),
+    rule(
+        "langsmith-api-key",
+        High,
+        &["lsv2_"],
+        r"(?-u)\blsv2_(?:pt|sk)_[a-f0-9]{32}_[a-f0-9]{10}\b",
+    ),
+    rule(
+        "openshift-token",
+        High,
+        &["sha256~"],
+        r"(?-u)\bsha256~[A-Za-z0-9_\-]{43}",
+    ),
+    rule(
+        "neon-api-key",
+        High,
+        &["napi_"],
+        r"(?-u)\bnapi_[a-z0-9]{64}\b",
+    ),
+    rule(
+        "ci-platform-token",
+        High,
+        &["ccipat_", "bkua_", "rnd_"],
+        r"(?-u)\b(?:CCIPAT_[A-Za-z0-9]{22}_[a-f0-9]{40}|bkua_[a-f0-9]{40}|rnd_[A-Za-z0-9]{32})\b",
+    ),
+    rule(
+        "brevo-api-key",
+        High,
+        &["xkeysib-", "xsmtpsib-"],
+        r"(?-u)\bx(?:keysib|smtpsib)-[a-f0-9]{64}-[A-Za-z0-9]{16}\b",
+    ),
+    rule(
+        "braintree-access-token",
+        Critical,
+        &["access_token$production$", "access_token$sandbox$"],
+        r"(?-u)access_token\$(?:production|sandbox)\$[a-z0-9]{16}\$[a-f0-9]{32}",
+    ),
+    rule(
+        "cloudflare-origin-ca-key",
+        High,
+        &["v1.0-"],
+        r"(?-u)\bv1\.0-[a-f0-9]{24}-[a-f0-9]{146}\b",
+    ),
+    rule(
+        "harness-pat",
+        High,
+        &["pat."],
+        r"(?-u)\b(?:pat|sat)\.[A-Za-z0-9_\-]{22}\.[a-f0-9]{24}\.[A-Za-z0-9]{20}\b",
+    ),
+    rule(
+        "payments-api-key",
+        Critical,
+        &["shippo_", "duffel_", "flwseck"],
+        r"(?-u)\b(?:shippo_(?:live|test)_[a-f0-9]{40}|duffel_(?:live|test)_[A-Za-z0-9_\-]{43}|FLWSECK(?:_TEST)?-[a-h0-9]{32}-X)",
+    ),
+    rule(
+        "developer-platform-token",
+        High,
+        &["pnu_", "rdme_", "sgp_", "clojars_"],
+        r"(?-u)\b(?:pnu_[A-Za-z0-9]{36}|rdme_[a-z0-9]{70}|sgp_(?:[a-f0-9]{16}_)?[a-f0-9]{40}|CLOJARS_[a-z0-9]{60})\b",
+    ),
+    rule(
+        "elevenlabs-api-key",
+        High,
+        &["sk_"],
+        r"(?-u)\bsk_[a-f0-9]{48}\b",
     ),
     // Keys and tokens of any issuer.
     rule(
@@ -656,15 +780,44 @@ pub const BUILTIN_RULES: &[Rule] = &[
             "credential",
             "credentials",
             "pat",
+            "_pw",
+            "passcode",
+            "authtoken",
+            "authkey",
+            "apitoken",
         ],
-        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?|(?:\b|_)pat)\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#,
+        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?|(?:\b|_)pat|_pw|passcode|authkey|apitoken)\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
         parts: Parts::All,
         check: Check::AssignedValue,
         shape: None,
         anchor: Some(
-            r#"(?-u)\A\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]]{6,200})"#,
+            r#"(?-u)\A\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
         ),
         anchor_gate: Some(assignment_may_follow),
+    },
+    Rule {
+        name: "key-assignment",
+        severity: Medium,
+        keywords: &["_key"],
+        regex: r#"(?i-u)_key\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
+        parts: Parts::All,
+        check: Check::RandomAssignedValue,
+        shape: None,
+        anchor: Some(
+            r#"(?-u)\A\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
+        ),
+        anchor_gate: Some(assignment_may_follow),
+    },
+    Rule {
+        name: "authorization-credentials",
+        severity: High,
+        keywords: &["auth"],
+        regex: r"(?i-u)^[a-z0-9-]*auth[a-z0-9-]*:\s*(?:[A-Za-z][A-Za-z0-9_\-]{0,20}\s+)?([A-Za-z0-9._~+/:$\-]{20,}={0,2})\s*$",
+        parts: Parts::Header,
+        check: Check::RandomAssignedValue,
+        shape: None,
+        anchor: None,
+        anchor_gate: None,
     },
     checked(
         "credential-flag",
@@ -798,8 +951,9 @@ pub fn check(rule: &Rule, whole: &[u8], group: Option<&[u8]>) -> Option<Severity
         }
         Check::ExtendedKey => checksum::extended_private_key_ok(subject),
         Check::Bech32 => checksum::bech32_ok(subject),
-        Check::RandomToken => {
-            subject.len() >= 20 && super::entropy::shannon_entropy(subject) >= 3.5
+        Check::RandomToken => is_random_token(subject),
+        Check::RandomAssignedValue => {
+            looks_like_secret_value(subject) && is_random_token(trim_value(subject))
         }
     };
     ok.then_some(rule.severity)
@@ -812,6 +966,11 @@ pub fn check(rule: &Rule, whole: &[u8], group: Option<&[u8]>) -> Option<Severity
 fn is_filler(text: &[u8]) -> bool {
     text.chunk_by(|a, b| a == b)
         .any(|run| run.len() >= 16 && matches!(run[0], b'x' | b'X' | b'*' | b'0'))
+}
+
+/// Long and varied enough to be generated.
+fn is_random_token(text: &[u8]) -> bool {
+    text.len() >= 20 && super::entropy::shannon_entropy(text) >= 3.5
 }
 
 /// A card number: 13 to 19 digits with consistent separators, a known brand
@@ -941,13 +1100,15 @@ pub fn looks_like_secret_value(value: &[u8]) -> bool {
     if !has_upper && !has_lower {
         return false;
     }
-    // Lower-case words joined by hyphens or underscores with a short
-    // suffix (`api-token-v3`, `db_secret_2`): names of things.
+    // Lower-case words joined by hyphens or underscores, with numbers or
+    // a short suffix (`api-token-v3`, `created_at_2024`): names of things.
     let pieces: Vec<&[u8]> = value.split(|&b| b == b'-' || b == b'_').collect();
     if pieces.len() >= 2
-        && pieces
-            .iter()
-            .all(|p| p.iter().all(u8::is_ascii_lowercase) || (p.len() <= 2 && !p.is_empty()))
+        && pieces.iter().all(|p| {
+            p.iter().all(u8::is_ascii_lowercase)
+                || p.iter().all(u8::is_ascii_digit)
+                || (p.len() <= 2 && !p.is_empty())
+        })
         && pieces.iter().any(|p| p.len() >= 3)
     {
         return false;
@@ -1250,7 +1411,7 @@ mod tests {
             ),
             (
                 "flyio-token",
-                vec![tok("fo1_", ALNUM, 43)],
+                vec![tok("fo1_", ALNUM, 43), tok("FlyV1 fm2_", ALNUM, 120)],
                 s(&["fo1_short"]),
             ),
             (
@@ -1280,7 +1441,7 @@ mod tests {
             ),
             (
                 "supabase-token",
-                vec![tok("sbp_", HEX, 40)],
+                vec![tok("sbp_", HEX, 40), tok("sb_secret_", ALNUM, 32)],
                 s(&["sbp_xyz"]),
             ),
             (
@@ -1476,7 +1637,11 @@ mod tests {
             ),
             (
                 "newrelic-api-key",
-                vec![tok("NRAK-", "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 27)],
+                vec![
+                    tok("NRAK-", "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 27),
+                    tok("NRJS-", HEX, 19),
+                    tok("NRII-", ALNUM, 32),
+                ],
                 s(&["NRAK-123"]),
             ),
             (
@@ -1583,8 +1748,125 @@ mod tests {
             ),
             (
                 "huggingface-token",
-                vec![tok("hf_", ALNUM, 34)],
+                vec![tok("hf_", ALNUM, 34), tok("api_org_", ALNUM, 34)],
                 s(&["hf_hub_download"]),
+            ),
+            (
+                "tailscale-key",
+                vec![format!("tskey-auth-{}-{}", tok("", ALNUM, 12), tok("", ALNUM, 30))],
+                s(&["tskey-auth-short"]),
+            ),
+            (
+                "grafana-token",
+                vec![
+                    format!("glsa_{}_{}", tok("", ALNUM, 32), tok("", HEX, 8)),
+                    tok("glc_", ALNUM, 60),
+                    tok("eyJrIjoi", ALNUM, 80),
+                ],
+                s(&["glsa_short", "glc_x"]),
+            ),
+            (
+                "jfrog-token",
+                vec![tok("AKCp", ALNUM, 69), tok("cmVmdGtuOjA", ALNUM, 60)],
+                s(&["AKCp123"]),
+            ),
+            (
+                "okta-api-token",
+                vec![tok("Authorization: SSWS 00", ALNUM, 40)],
+                s(&["SSWS 00short"]),
+            ),
+            (
+                "firebase-cloud-messaging-key",
+                vec![format!("key=AAAA{}:APA91b{}", tok("", ALNUM, 7), tok("", ALNUM, 134))],
+                s(&["AAAA1234567:APA91bshort"]),
+            ),
+            (
+                "hubspot-private-app-token",
+                s(&["pat-na1-6c1d9f2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f"]),
+                s(&["pat-na1-short"]),
+            ),
+            (
+                "dynatrace-token",
+                vec![format!("dt0c01.{}.{}", tok("", "FAKE0123456789ZYXW", 24), tok("", "FAKE0123456789ZYXW", 64))],
+                s(&["dt0c01.short"]),
+            ),
+            (
+                "contentful-token",
+                vec![tok("CFPAT-", ALNUM, 43)],
+                s(&["CFPAT-short"]),
+            ),
+            (
+                "pinecone-api-key",
+                vec![tok("pcsk_", ALNUM, 60)],
+                s(&["pcsk_short"]),
+            ),
+            (
+                "langsmith-api-key",
+                vec![format!("lsv2_pt_{}_{}", tok("", HEX, 32), tok("", HEX, 10))],
+                s(&["lsv2_pt_short"]),
+            ),
+            (
+                "openshift-token",
+                vec![tok("sha256~", ALNUM, 43)],
+                s(&["sha256~abc"]),
+            ),
+            (
+                "neon-api-key",
+                vec![tok("napi_", "fake0123456789zyxw", 64)],
+                s(&["napi_short"]),
+            ),
+            (
+                "ci-platform-token",
+                vec![
+                    format!("CCIPAT_{}_{}", tok("", ALNUM, 22), tok("", HEX, 40)),
+                    tok("bkua_", HEX, 40),
+                    tok("rnd_", ALNUM, 32),
+                ],
+                s(&["rnd_seed", "bkua_x"]),
+            ),
+            (
+                "brevo-api-key",
+                vec![format!("xkeysib-{}-{}", tok("", HEX, 64), tok("", ALNUM, 16))],
+                s(&["xkeysib-short"]),
+            ),
+            (
+                "braintree-access-token",
+                vec![format!("access_token$production${}${}", tok("", "fake0123456789", 16), tok("", HEX, 32))],
+                s(&["access_token$production$x"]),
+            ),
+            (
+                "cloudflare-origin-ca-key",
+                vec![format!("v1.0-{}-{}", tok("", HEX, 24), tok("", HEX, 146))],
+                s(&["v1.0-beta"]),
+            ),
+            (
+                "harness-pat",
+                vec![format!("pat.{}.{}.{}", tok("", ALNUM, 22), tok("", HEX, 24), tok("", ALNUM, 20))],
+                s(&["pat.method()"]),
+            ),
+            (
+                "payments-api-key",
+                vec![
+                    tok("shippo_live_", HEX, 40),
+                    tok("duffel_test_", ALNUM, 43),
+                    format!("FLWSECK_TEST-{}-X", tok("", "abcdefgh0123456789", 32)),
+                ],
+                s(&["shippo_live_x", "duffel_test_"]),
+            ),
+            (
+                "developer-platform-token",
+                vec![
+                    tok("pnu_", ALNUM, 36),
+                    tok("rdme_", "fake0123456789zyxw", 70),
+                    tok("sgp_", HEX, 40),
+                    tok("CLOJARS_", "fake0123456789zyxw", 60),
+                ],
+                s(&["pnu_x", "sgp_short"]),
+            ),
+            (
+                "elevenlabs-api-key",
+                vec![tok("sk_", HEX, 48)],
+                s(&["sk_live", "sk_0123"]),
             ),
             (
                 "private-key",
@@ -1651,6 +1933,28 @@ mod tests {
                     "compat=1.2.3.4.5.6",
                     "spat: Zx81kLmq2PzQ",
                 ]),
+            ),
+            (
+                "key-assignment",
+                s(&[
+                    "ENCRYPTION_KEY=Zx81kQp0LmN3vB7tR2sY9wE4uI6oP1aS",
+                    "RAILS_MASTER_KEY: 3f9c2a7d81e64b05c9d2f1a8e7b3c640",
+                    r#"{"signing_key": "base64:q8Zt3Lw0rkX2mVb7k9LpYd4Rf6Hs1Jn5Tc="}"#,
+                ]),
+                s(&[
+                    "cache_key = user_profile_1234",
+                    "primary_key: id",
+                    "sort_key = created_at_desc_2024_v1",
+                ]),
+            ),
+            (
+                "authorization-credentials",
+                s(&[
+                    "authorization: Token 3f9c2a7d81e64b05c9d2f1a8e7b3c6400a1b2c3d",
+                    "Authorization: Bot MTE5NDk2ODc3OTc2Nzk5NjE2Mg.GxYz12.q8Zt3Lw0rkX2mVb7k9LpYd4Rf6Hs1Jn5",
+                    "x-auth: Zx81kQp0LmN3vB7tR2sY9wE4uI6oP1aS",
+                ]),
+                s(&["authorization: Negotiate", "x-auth-mode: interactive-login-flow"]),
             ),
             (
                 "credential-flag",
