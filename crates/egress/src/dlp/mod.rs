@@ -1305,6 +1305,71 @@ mod tests {
         }
     }
 
+    /// Names that qualify a credential word by gluing to it, or that name
+    /// a key of any kind (then only a generated value counts).
+    #[test]
+    fn glued_and_key_names_are_caught() {
+        let e = engine();
+        for (body, rule) in [
+            (
+                "PGPASSWORD=Wint3r-Sky-42! psql -h db",
+                "credential-assignment",
+            ),
+            (
+                r#"{"clientsecret": "q8Zt3Lw0rkX2mVb7k9LpYd4R"}"#,
+                "credential-assignment",
+            ),
+            (
+                "NGROK_AUTHTOKEN=2aBcD3eFgH4iJkL5mNoP6qRsT7uVwX8yZ9",
+                "credential-assignment",
+            ),
+            ("ADMIN_PW=Wint3r-Sky-42!", "credential-assignment"),
+            (
+                "ENCRYPTION_KEY=Zx81kQp0LmN3vB7tR2sY9wE4uI6oP1aS",
+                "key-assignment",
+            ),
+        ] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "any.test").as_deref(),
+                Some(rule),
+                "{body}"
+            );
+        }
+        for body in ["bypass=Wint3r-Sky-42!", "cache_key = user_profile_1234"] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "any.test"),
+                None,
+                "{body}"
+            );
+        }
+    }
+
+    /// Any scheme in a header named for authentication carries a token.
+    #[test]
+    fn authorization_headers_of_any_scheme_are_checked() {
+        let e = engine();
+        for (name, value) in [
+            (
+                "authorization",
+                "Token 3f9c2a7d81e64b05c9d2f1a8e7b3c6400a1b2c3d",
+            ),
+            (
+                "Authorization",
+                "SSWS 00q8Zt3Lw0rkX2mVb7k9LpYd4Rf6Hs1Jn5TcWq2Ea",
+            ),
+            ("x-auth", "Zx81kQp0LmN3vB7tR2sY9wE4uI6oP1aS"),
+        ] {
+            assert!(
+                e.scan_header(name, value.as_bytes(), "any.test").is_some(),
+                "{name}: {value}"
+            );
+        }
+        assert_eq!(
+            e.scan_header("authorization", b"Negotiate", "any.test"),
+            None
+        );
+    }
+
     /// Code that assigns a call, a path or a template to a variable named
     /// like a credential is not a credential.
     #[test]

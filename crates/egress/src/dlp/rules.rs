@@ -181,7 +181,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         "gcp-service-account",
         High,
         &["service_account"],
-        r#"(?-u)"type\\*"\s*:\s*\\*"service_account\\*""#,
+        r#"(?-u)"type\\*"(?:\s|\\[nrt])*:(?:\s|\\[nrt])*\\*"service_account\\*""#,
     ),
     rule(
         "azure-storage-account-key",
@@ -563,7 +563,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         "docker-config-auth",
         Critical,
         &["auths\"", "auths\\"],
-        r#"(?-u)"auths\\*"\s*:\s*\{\s*\\*"[^"\\]{1,255}\\*"\s*:\s*\{[^}]{0,512}"auth\\*"\s*:\s*\\*"[A-Za-z0-9+/]{12,}={0,2}\\*""#,
+        r#"(?-u)"auths\\*"(?:\s|\\[nrt])*:(?:\s|\\[nrt])*\{(?:\s|\\[nrt])*\\*"[^"\\]{1,255}\\*"(?:\s|\\[nrt])*:(?:\s|\\[nrt])*\{[^}]{0,512}"auth\\*"(?:\s|\\[nrt])*:(?:\s|\\[nrt])*\\*"[A-Za-z0-9+/]{12,}={0,2}\\*""#,
     ),
     checked(
         "netrc-credentials",
