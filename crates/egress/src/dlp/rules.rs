@@ -721,6 +721,26 @@ pub const BUILTIN_RULES: &[Rule] = &[
         r"(?-u)(?:-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----|PuTTY-User-Key-File-[23]:)",
     ),
     rule(
+        "private-key-body",
+        Critical,
+        &[
+            "b3blbnnzac1rzxktdje",
+            "ibaakcaqea",
+            "ibaakcagea",
+            "ibaakbgqc",
+            "ibadanbgkqhkig9w0baqefaasc",
+            "mhccaqeei",
+            "mc4caqawbqydk2vwbcie",
+        ],
+        r"(?-u)(?:b3BlbnNzaC1rZXktdjE|MII[A-Za-z0-9+/]{3}IBAAK(?:CAQEA|CAgEA|BgQC)|MII[A-Za-z0-9+/]{3}IBADANBgkqhkiG9w0BAQEFAASC|MHcCAQEEI|MC4CAQAwBQYDK2VwBCIEI)(?:[A-Za-z0-9+/]|\\[nr]|\s){40,}",
+    ),
+    rule(
+        "jwk-private-key",
+        Critical,
+        &["\"kty\"", "kty\\"],
+        r#"(?-u)"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)\\*"[^}]{0,4000}?"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}|"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}\\*"[^}]{0,4000}?"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)"#,
+    ),
+    rule(
         "age-secret-key",
         Critical,
         &["age-secret-key-1"],
@@ -747,11 +767,11 @@ pub const BUILTIN_RULES: &[Rule] = &[
         name: "connection-string-password",
         severity: High,
         keywords: &["://"],
-        regex: r#"(?i-u)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|jdbc:[a-z]+|ftps?|sftp|smtps?|ldaps?|https?|ssh|git)://[^:/?#@\s"']{1,128}:([^@/?#\s"']{3,128})@"#,
+        regex: r#"(?i-u)\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|jdbc:[a-z]+|ftps?|sftp|smtps?|ldaps?|https?|ssh|git)://[^:/?#@\s"']{0,128}:([^@/?#\s"']{3,128})@"#,
         parts: Parts::All,
         check: Check::AssignedValue,
         shape: None,
-        anchor: Some(r#"(?-u)\A[^:/?#@\s"']{1,128}:([^@/?#\s"']{3,128})@"#),
+        anchor: Some(r#"(?-u)\A[^:/?#@\s"']{0,128}:([^@/?#\s"']{3,128})@"#),
         anchor_gate: None,
     },
     Rule {
@@ -820,6 +840,13 @@ pub const BUILTIN_RULES: &[Rule] = &[
         anchor_gate: None,
     },
     checked(
+        "cli-password",
+        High,
+        &["sshpass", "mysql"],
+        r#"(?-u)(?:\bsshpass\s+-p\s*["']?([^\s"']{6,200})|\bmysql(?:dump|admin)?\s(?:[^\n|;&]{0,200}?\s)?-p([^\s"'\\]{6,200}))"#,
+        Check::AssignedValue,
+    ),
+    checked(
         "credential-flag",
         Medium,
         &[
@@ -857,8 +884,9 @@ pub const BUILTIN_RULES: &[Rule] = &[
             "recovery phrase",
             "recovery_phrase",
             "seed words",
+            "wallet words",
         ],
-        r#"(?i-u)(?:mnemonic|seed[ _-]?phrase|recovery[ _-]?phrase|seed[ _-]?words)["']?\s*[:=]?\s*["']?((?:[a-z]{3,8}[ ,]+){11,23}[a-z]{3,8})"#,
+        r#"(?i-u)(?:mnemonic|seed[ _-]?phrase|recovery[ _-]?phrase|(?:seed|wallet)[ _-]?words)\\*["']?\s*[:=]?\s*(?:[\s"'\[0-9.)\\]|\\[nrt])*((?:[a-z]{3,8}(?:[\s,"'\[\]().0-9\\]|\\[nrt])+){11,23}[a-z]{3,8})"#,
         Check::None,
     ),
     // Financial and crypto.
@@ -1904,6 +1932,7 @@ mod tests {
             (
                 "connection-string-password",
                 s(&[
+                    "REDIS_URL=redis://:Fak3RedisPw-9x@cache:6379/0",
                     "postgres://admin:S3cr3tPass@db.internal:5432/app",
                     "https://user:Passw0rd1@example.com/",
                 ]),
@@ -1957,6 +1986,34 @@ mod tests {
                 s(&["authorization: Negotiate", "x-auth-mode: interactive-login-flow"]),
             ),
             (
+                "private-key-body",
+                s(&[
+                    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW",
+                    "MIIEpAIBAAKCAQEAq8Zt3Lw0rkX2mVb7k9LpYd4Rf6Hs1Jn5TcWq2EaFAKEfakeFAKE0123",
+                    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCq8Zt3Lw0rkX2mVb7k9LpYd4Rf6Hs1",
+                ]),
+                s(&[
+                    "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAq8Zt3Lw0rkX2mVb7k9LpYd4Rf6Hs",
+                    "b3BlbnNzaC1rZXktdjE",
+                ]),
+            ),
+            (
+                "jwk-private-key",
+                s(&[
+                    r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}"#,
+                    r#"{"d": "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI", "kty": "OKP"}"#,
+                ]),
+                s(&[r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#]),
+            ),
+            (
+                "cli-password",
+                s(&[
+                    "sshpass -p 'Wint3r-Sky-42!' ssh deploy@db",
+                    "mysql -h db -uroot -pWint3r-Sky-42 prod < dump.sql",
+                ]),
+                s(&["mysql -u root -p prod", "mysql -h db -P 3306 -p"]),
+            ),
+            (
                 "credential-flag",
                 s(&[
                     "mysql --password=Sup3rS3cret! db",
@@ -1974,6 +2031,8 @@ mod tests {
                 "crypto-seed-phrase",
                 s(&[
                     "mnemonic: abandon ability able about above absent absorb abstract absurd abuse access accident",
+                    "Secret Recovery Phrase:\n1. witch\n2. collapse\n3. practice\n4. feed\n5. shame\n6. open\n7. despair\n8. creek\n9. road\n10. again\n11. ice\n12. least",
+                    r#"{"mnemonic":["abandon","ability","able","about","above","absent","absorb","abstract","absurd","abuse","access","accident"]}"#,
                 ]),
                 s(&[
                     "mnemonic: a short phrase",
