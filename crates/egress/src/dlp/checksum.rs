@@ -169,14 +169,23 @@ pub fn base58check_payload(text: &[u8]) -> Option<Vec<u8>> {
 
 /// A legacy (P2PKH `1…`, P2SH `3…`) Bitcoin address with a valid checksum.
 pub fn bitcoin_base58_address_ok(text: &[u8]) -> bool {
-    base58check_payload(text).is_some_and(|p| p.len() == 21 && matches!(p[0], 0x00 | 0x05))
+    // Bitcoin (pay to key, to script, and their test-network forms),
+    // Litecoin (`L`, `M`), Dogecoin (`D`, `9`/`A`) and Tron (`T`).
+    base58check_payload(text).is_some_and(|p| {
+        p.len() == 21
+            && matches!(
+                p[0],
+                0x00 | 0x05 | 0x6f | 0xc4 | 0x30 | 0x32 | 0x1e | 0x16 | 0x41
+            )
+    })
 }
 
 /// A wallet-import-format private key (mainnet, compressed or not) with a
 /// valid checksum.
 pub fn wif_ok(text: &[u8]) -> bool {
-    base58check_payload(text)
-        .is_some_and(|p| p[0] == 0x80 && (p.len() == 33 || (p.len() == 34 && p[33] == 0x01)))
+    base58check_payload(text).is_some_and(|p| {
+        matches!(p[0], 0x80 | 0xef) && (p.len() == 33 || (p.len() == 34 && p[33] == 0x01))
+    })
 }
 
 /// An extended private key (`xprv`, `yprv`, `zprv`, `tprv`) with a valid checksum.

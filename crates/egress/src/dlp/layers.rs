@@ -1165,7 +1165,10 @@ fn feed_mixed_base58(
                 continue;
             }
             // What the Base58 rule can start with, before the longer looks.
-            if !matches!(data[start], b'1' | b'3' | b'5' | b'K' | b'L') {
+            if !matches!(
+                data[start],
+                b'1' | b'3' | b'5' | b'K' | b'L' | b'M' | b'D' | b'T' | b'm' | b'n' | b'2' | b'c'
+            ) {
                 continue;
             }
             let end = next_one(masks.alnum(), start, to, true);

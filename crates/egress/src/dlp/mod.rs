@@ -1344,6 +1344,37 @@ mod tests {
         }
     }
 
+    /// Addresses and keys of other chains and test networks, and card
+    /// brands beyond the four big ones, through the whole scan (shapes
+    /// first, then the rule).
+    #[test]
+    fn other_chains_and_card_brands_are_caught() {
+        let e = engine();
+        for (body, rule) in [
+            (r#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7M"}"#, "crypto-private-key-or-address"),
+            (r#"{"a":"D6yHKCL7i8EecVeXoPAXAFnysaqTYiWKy4"}"#, "crypto-private-key-or-address"),
+            (r#"{"a":"TBoPmzmCZSTKEfXZf4pg8eKWuErURgieqN"}"#, "crypto-private-key-or-address"),
+            (
+                r#"{"k":"cMcfH8sRgBgDMfpBNG6H3haaxLkaYXgqMRef8Nev6tWyBSNr6c3n"}"#,
+                "crypto-private-key-or-address",
+            ),
+            (r#"{"a":"ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9"}"#, "bitcoin-bech32-address"),
+            (r#"{"card":"6759 1234 5678 0006"}"#, "payment-card-number"),
+            (r#"{"card":"2200123456780000"}"#, "payment-card-number"),
+        ] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "any.test").as_deref(),
+                Some(rule),
+                "{body}"
+            );
+        }
+        // One character off: the checksum fails.
+        assert_eq!(
+            body_finding(&e, br#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7N"}"#, "any.test"),
+            None
+        );
+    }
+
     /// Any scheme in a header named for authentication carries a token.
     #[test]
     fn authorization_headers_of_any_scheme_are_checked() {

@@ -916,7 +916,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         name: "crypto-private-key-or-address",
         severity: High,
         keywords: &[],
-        regex: r"(?-u)\b([13][1-9A-HJ-NP-Za-km-z]{25,34}|[5KL][1-9A-HJ-NP-Za-km-z]{50,51})\b",
+        regex: r"(?-u)\b([13][1-9A-HJ-NP-Za-km-z]{25,34}|[LMDTmn2][1-9A-HJ-NP-Za-km-z]{33,34}|[5KLc][1-9A-HJ-NP-Za-km-z]{50,51})\b",
         parts: Parts::All,
         check: Check::Base58Check,
         shape: Some(Shape::Base58Run),
@@ -926,8 +926,8 @@ pub const BUILTIN_RULES: &[Rule] = &[
     checked(
         "bitcoin-bech32-address",
         High,
-        &["bc1"],
-        r"(?-u)\b(bc1[ac-hj-np-z02-9]{11,71})\b",
+        &["bc1", "ltc1", "tb1"],
+        r"(?-u)\b((?:bc|ltc|tb)1[ac-hj-np-z02-9]{11,71})\b",
         Check::Bech32,
     ),
     checked(
@@ -1024,8 +1024,16 @@ fn card_ok(text: &[u8]) -> bool {
     };
     let brand_ok = match digits[0] {
         b'4' => matches!(len, 13 | 16 | 19),
-        b'5' => (51..=55).contains(&prefix(2)) && len == 16,
-        b'2' => (2221..=2720).contains(&prefix(4)) && len == 16,
+        // Mastercard; Maestro.
+        b'5' => {
+            ((51..=55).contains(&prefix(2)) && len == 16)
+                || (matches!(prefix(4), 5018 | 5020 | 5038 | 5893) && (12..=19).contains(&len))
+        }
+        // Mastercard's 2-series; Mir.
+        b'2' => {
+            ((2221..=2720).contains(&prefix(4)) && len == 16)
+                || ((2200..=2204).contains(&prefix(4)) && (16..=19).contains(&len))
+        }
         b'3' => {
             (matches!(prefix(2), 34 | 37) && len == 15)
                 || (matches!(prefix(2), 36 | 38 | 39 | 30) && (14..=19).contains(&len))
@@ -1034,6 +1042,8 @@ fn card_ok(text: &[u8]) -> bool {
         b'6' => {
             (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3)))
                 && (16..=19).contains(&len)
+                // Maestro.
+                || (matches!(prefix(4), 6304 | 6759 | 6761 | 6762 | 6763) && (12..=19).contains(&len))
                 || (prefix(2) == 62 && (16..=19).contains(&len))
         }
         _ => false,
@@ -2045,6 +2055,9 @@ mod tests {
                     "card 4111 1111 1111 1111",
                     "cc=5500-0000-0000-0004",
                     "378282246310005",
+                    // Maestro, Mir.
+                    "6759 1234 5678 0006",
+                    "2200 1234 5678 0000",
                 ]),
                 s(&[
                     "4111111111111112",
@@ -2066,12 +2079,25 @@ mod tests {
                     "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa".to_owned(),
                     "5HueCGU8rMjxEXxiPuD5BDku4MkFqeZyd4dZ1jvhTVqvbTLvyTJ".to_owned(),
                     wif,
+                    // Litecoin, Dogecoin, Tron, Bitcoin's test network, a
+                    // test-network WIF.
+                    base58check_encode(&[&[0x30][..], &[0x42; 20]].concat()),
+                    base58check_encode(&[&[0x1e][..], &[0x42; 20]].concat()),
+                    base58check_encode(&[&[0x41][..], &[0x42; 20]].concat()),
+                    base58check_encode(&[&[0x6f][..], &[0x42; 20]].concat()),
+                    base58check_encode(&[&[0xef][..], &[0x22; 32], &[0x01]].concat()),
                 ],
-                s(&["1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb"]),
+                s(&[
+                    "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb",
+                    "LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7N",
+                ]),
             ),
             (
                 "bitcoin-bech32-address",
-                s(&["bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"]),
+                s(&[
+                    "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+                    "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx",
+                ]),
                 s(&["bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t5"]),
             ),
             (

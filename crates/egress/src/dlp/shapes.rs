@@ -188,11 +188,14 @@ pub const SHORTEST_BASE58: usize = 26;
 
 /// Whether a maximal run of letters and digits can be what the Base58 rule
 /// matches: its regex takes a whole run (`\b` either side), 26 to 35
-/// Base58 characters from `1` or `3`, or 51 or 52 from `5`, `K` or `L`.
+/// Base58 characters from `1` or `3`, 34 or 35 from another chain's or a
+/// test network's version character, or 51 or 52 from `5`, `K`, `L` or `c`.
 fn is_base58_candidate(run: &[u8]) -> bool {
     let length_fits = match run.first() {
         Some(b'1' | b'3') => (SHORTEST_BASE58..=35).contains(&run.len()),
-        Some(b'5' | b'K' | b'L') => (51..=52).contains(&run.len()),
+        Some(b'L') => run.len() == 34 || (51..=52).contains(&run.len()),
+        Some(b'M' | b'D' | b'T' | b'm' | b'n' | b'2') => (34..=35).contains(&run.len()),
+        Some(b'5' | b'K' | b'c') => (51..=52).contains(&run.len()),
         _ => false,
     };
     length_fits && !run.iter().any(|b| matches!(b, b'0' | b'O' | b'I' | b'l'))
