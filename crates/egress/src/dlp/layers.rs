@@ -181,6 +181,8 @@ fn decode_into(
     let mut wrapped_starts = Vec::new();
     let mut code_starts = Vec::new();
     let mut join_starts = Vec::new();
+    let mut group_starts = Vec::new();
+    let mut reshaped_starts = Vec::new();
     let exhausted = budget.exhausted();
     let starts = Starts {
         hex: &mut hex_starts,
@@ -188,6 +190,8 @@ fn decode_into(
         wrapped: &mut wrapped_starts,
         codes: &mut code_starts,
         joins: &mut join_starts,
+        groups: &mut group_starts,
+        reshaped: &mut reshaped_starts,
     };
     for_each_candidate(data, starts, shapes, |candidate, facts| {
         if !exhausted {
@@ -205,12 +209,14 @@ fn decode_into(
     }
     // Each walker reads from a start to where its spelling ends; a start
     // inside what one walk read is not walked again.
-    let walkers: [(Vec<usize>, Walker); 5] = [
+    let walkers: [(Vec<usize>, Walker); 7] = [
         (hex_starts, delimited_hex_at),
         (spaced_starts, spaced_at),
         (wrapped_starts, wrapped_at),
         (code_starts, char_codes_at),
         (join_starts, joined_at),
+        (group_starts, grouped_at),
+        (reshaped_starts, reshaped_at),
     ];
     for (starts, walk) in walkers {
         let mut resume = 0;
@@ -649,6 +655,8 @@ fn for_each_candidate(
         wrapped: wrapped_starts,
         codes: code_starts,
         joins: join_starts,
+        groups: group_starts,
+        reshaped: reshaped_starts,
     } = starts;
     let masks = Masks::new(data);
     let len = masks.len;
@@ -656,7 +664,14 @@ fn for_each_candidate(
     if let Some(shapes) = shapes.as_deref_mut() {
         feed_shapes(data, &masks, shapes);
     }
-    find_spaced(data, &masks, spaced_starts, code_starts, join_starts);
+    find_spaced(
+        data,
+        &masks,
+        spaced_starts,
+        code_starts,
+        join_starts,
+        group_starts,
+    );
     // Only two kinds of runs of encoding bytes matter: long ones, and runs
     // of exactly two hex digits (or `0x` and two) that may be a pair before
     // a delimiter. Both are found 64 bytes at a time from the masks; the
@@ -723,6 +738,11 @@ fn for_each_candidate(
             if matches!(data.get(i), Some(b'\n' | b'\r' | b'\\')) {
                 wrapped_starts.push(start);
             }
+            // Padding first: maybe base64 turned backwards. A dash in the
+            // first 10 bytes: maybe one every few characters.
+            if run[0] == b'=' || (run.len() >= 19 && run[..10].contains(&b'-')) {
+                reshaped_starts.push(start);
+            }
             long_run(data, &masks, start, i, hex_starts, &mut f);
             if let Some(shapes) = shapes.as_deref_mut()
                 && run.len() >= SHORTEST_BASE58
@@ -743,6 +763,12 @@ struct Starts<'a> {
     codes: &'a mut Vec<usize>,
     /// A `+` with no encoding byte on either side: maybe joining literals.
     joins: &'a mut Vec<usize>,
+    /// Three or more groups of 4 or 8 encoding bytes in a row, one byte
+    /// between each (`Z2hw X1Nw RkFL…`, `6768705f 53704641…`).
+    groups: &'a mut Vec<usize>,
+    /// Long runs to read another way round: reversed (a leading `=`), or
+    /// with a dash every few characters taken out.
+    reshaped: &'a mut Vec<usize>,
 }
 
 /// Fewest characters of a token spelled out with a separator between each
@@ -766,11 +792,32 @@ fn find_spaced(
     starts: &mut Vec<usize>,
     code_starts: &mut Vec<usize>,
     join_starts: &mut Vec<usize>,
+    group_starts: &mut Vec<usize>,
 ) {
     let alnum = masks.alnum();
     let hex = masks.hex();
     let run = masks.run();
     for w in 0..alnum.len() {
+        // Three runs of 4 encoding bytes with one byte (or three or four,
+        // `","`, `", "`) between each, or of 8 with one byte between: maybe base64, hex or
+        // bits printed in groups (`Z2hw X1Nw RkFL`, `xxd -g4`, `01100111
+        // 01101000`) or a token with a space every 4 characters, which
+        // [`grouped_at`] checks and joins.
+        {
+            let r = pair_of_words(run, w);
+            let before = w.checked_sub(1).map_or(0, |v| u128::from(run[v] >> 63));
+            let s = r & !(r << 1 | before);
+            let four = ((s >> 5) & (s >> 10) | (s >> 7) & (s >> 14) | (s >> 8) & (s >> 16))
+                & s
+                & (r >> 3)
+                & !(r >> 4);
+            let eight = s & (s >> 9) & (s >> 18) & (r >> 7) & !(r >> 8);
+            let mut found = (four | eight) as u64;
+            while found != 0 {
+                group_starts.push(w * 64 + found.trailing_zeros() as usize);
+                found &= found - 1;
+            }
+        }
         // A `+` with no encoding byte on either side (`"a" + "b"`,
         // `'a'+'b'`): string literals may be joined there ([`joined_at`]);
         // a byte's look per lone symbol (` = ` in code, ` - ` in prose).
@@ -819,6 +866,109 @@ fn find_spaced(
         let three = (a >> 1) & (a >> 2) & !(a >> 3) & h & (h >> 1) & (h >> 2);
         for_each_bit_if_many((run_starts & (two | three)) as u64, w, code_starts);
     }
+}
+
+/// Fewest groups [`grouped_at`] joins.
+const MIN_GROUPS: usize = 4;
+
+/// The groups of encoding bytes from `start` (found by [`find_spaced`]):
+/// 4 or 8 bytes each (the last maybe shorter), the same one to four bytes
+/// between each; at least [`MIN_GROUPS`] of them are joined into one layer.
+/// Returns where the last group ends.
+fn grouped_at(
+    data: &[u8],
+    start: usize,
+    budget: &mut Budget,
+    produced: &mut Vec<Vec<u8>>,
+) -> usize {
+    let is_encoding = |b: u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(&b);
+    let group_len = data[start..]
+        .iter()
+        .take_while(|&&b| is_encoding(b))
+        .count();
+    if group_len != 4 && group_len != 8 {
+        return start + group_len;
+    }
+    let gap = |from: usize| {
+        data[from.min(data.len())..]
+            .iter()
+            .take(4)
+            .take_while(|&&b| !is_encoding(b))
+            .count()
+    };
+    let separator_len = gap(start + group_len);
+    if !(1..=4).contains(&separator_len) {
+        return start + group_len;
+    }
+    let separator = &data[start + group_len..start + group_len + separator_len];
+    let mut joined = Vec::new();
+    let mut groups = 0;
+    let mut at = start;
+    let end = loop {
+        let len = data[at..].iter().take_while(|&&b| is_encoding(b)).count();
+        if len == 0 || len > group_len {
+            break at;
+        }
+        joined.extend_from_slice(&data[at..at + len]);
+        groups += 1;
+        let next = at + len;
+        if len < group_len || data.get(next..next + separator_len) != Some(separator) {
+            break next;
+        }
+        at = next + separator_len;
+    };
+    if groups >= MIN_GROUPS && joined.len() >= MIN_CANDIDATE && budget.take(joined.len()) {
+        produced.push(joined);
+    }
+    end
+}
+
+/// A long run read another way: reversed if it starts with base64's
+/// padding (`==wbxR2c…`: a string turned backwards), and without its
+/// dashes if they come at a regular step (`ghp_-zxFA-KExi-…`).
+fn reshaped_at(
+    data: &[u8],
+    start: usize,
+    budget: &mut Budget,
+    produced: &mut Vec<Vec<u8>>,
+) -> usize {
+    let is_encoding = |b: u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(&b);
+    let end = start
+        + data[start..]
+            .iter()
+            .take_while(|&&b| is_encoding(b))
+            .count();
+    let run = &data[start..end];
+    if run.first() == Some(&b'=') {
+        let reversed: Vec<u8> = run.iter().rev().copied().collect();
+        if reversed.len() >= MIN_CANDIDATE && budget.take(reversed.len()) {
+            produced.push(reversed);
+        }
+        return end;
+    }
+    // A dash after every group of 3 to 8 characters from the run's start
+    // (`ghp_-zxFA-KExi-…`), whatever dashes the token has of its own.
+    let step = (4..=9).find(|&step| {
+        let mut at = step - 1;
+        let mut dashes = 0;
+        while at < run.len() && run[at] == b'-' {
+            dashes += 1;
+            at += step;
+        }
+        dashes >= 3 && at >= run.len()
+    });
+    if let Some(step) = step {
+        let undashed: Vec<u8> = run
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i % step != step - 1)
+            .map(|(_, &b)| b)
+            .collect();
+        if undashed.len() >= MIN_CANDIDATE && budget.take(undashed.len()) {
+            produced.push(undashed);
+        }
+    }
+    end
 }
 
 /// Longest literal [`joined_at`] reads on either side of a `+`.
@@ -1363,6 +1513,21 @@ fn decode_candidate(
 ) {
     turn_back(candidate, budget, produced);
     let facts = facts.unwrap_or_else(|| Facts::of(candidate));
+    // Bits, eight to a byte (`01100111…`).
+    if facts.all_hex
+        && candidate.len() >= 64
+        && candidate.len().is_multiple_of(8)
+        && candidate.iter().all(|&b| b == b'0' || b == b'1')
+    {
+        let decoded: Vec<u8> = candidate
+            .chunks_exact(8)
+            .map(|bits| bits.iter().fold(0u8, |byte, &b| byte << 1 | (b - b'0')))
+            .collect();
+        if is_texty(&decoded) && budget.take(decoded.len()) {
+            produced.push(decoded);
+        }
+        return;
+    }
     if facts.equals && looks_quoted_printable(candidate) {
         if let Some(decoded) = quoted_printable_decode(candidate)
             && is_texty(&decoded)
@@ -2342,6 +2507,8 @@ mod tests {
                 wrapped: &mut Vec::new(),
                 codes: &mut Vec::new(),
                 joins: &mut Vec::new(),
+                groups: &mut Vec::new(),
+                reshaped: &mut Vec::new(),
             };
             for_each_candidate(&data, starts, Some(&mut got_shapes), |c, facts| {
                 assert!(facts.is_none_or(|f| f == Facts::of(c)));

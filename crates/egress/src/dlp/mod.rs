@@ -1351,14 +1351,26 @@ mod tests {
     fn other_chains_and_card_brands_are_caught() {
         let e = engine();
         for (body, rule) in [
-            (r#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7M"}"#, "crypto-private-key-or-address"),
-            (r#"{"a":"D6yHKCL7i8EecVeXoPAXAFnysaqTYiWKy4"}"#, "crypto-private-key-or-address"),
-            (r#"{"a":"TBoPmzmCZSTKEfXZf4pg8eKWuErURgieqN"}"#, "crypto-private-key-or-address"),
+            (
+                r#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7M"}"#,
+                "crypto-private-key-or-address",
+            ),
+            (
+                r#"{"a":"D6yHKCL7i8EecVeXoPAXAFnysaqTYiWKy4"}"#,
+                "crypto-private-key-or-address",
+            ),
+            (
+                r#"{"a":"TBoPmzmCZSTKEfXZf4pg8eKWuErURgieqN"}"#,
+                "crypto-private-key-or-address",
+            ),
             (
                 r#"{"k":"cMcfH8sRgBgDMfpBNG6H3haaxLkaYXgqMRef8Nev6tWyBSNr6c3n"}"#,
                 "crypto-private-key-or-address",
             ),
-            (r#"{"a":"ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9"}"#, "bitcoin-bech32-address"),
+            (
+                r#"{"a":"ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9"}"#,
+                "bitcoin-bech32-address",
+            ),
             (r#"{"card":"6759 1234 5678 0006"}"#, "payment-card-number"),
             (r#"{"card":"2200123456780000"}"#, "payment-card-number"),
         ] {
@@ -1370,9 +1382,59 @@ mod tests {
         }
         // One character off: the checksum fails.
         assert_eq!(
-            body_finding(&e, br#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7N"}"#, "any.test"),
+            body_finding(
+                &e,
+                br#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7N"}"#,
+                "any.test"
+            ),
             None
         );
+    }
+
+    /// A token printed in groups, backwards, as bits, or with a dash every
+    /// few characters.
+    #[test]
+    fn grouped_reversed_and_bit_spellings_are_caught() {
+        let e = engine();
+        let tok = token("ghp_", ALNUM, 36);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&tok);
+        let hex = hex::encode(&tok);
+        let bits: Vec<String> = tok.bytes().map(|b| format!("{b:08b}")).collect();
+        let groups = |text: &str, n: usize, sep: &str| {
+            text.as_bytes()
+                .chunks(n)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        for body in [
+            groups(&b64, 4, " "),
+            groups(&b64, 8, " "),
+            groups(&hex, 8, " "),
+            bits.join(" "),
+            bits.concat(),
+            groups(&tok, 4, "-"),
+            groups(&tok, 4, " "),
+            format!(r#"{{"parts":["{}"]}}"#, groups(&tok, 4, r#"",""#)),
+            format!(r#"{{"d":"{}"}}"#, b64.chars().rev().collect::<String>()),
+        ] {
+            assert!(
+                body_finding(&e, body.as_bytes(), "any.test").is_some(),
+                "{body}"
+            );
+        }
+        // Ordinary groups of four: nothing.
+        for body in [
+            "this test will pass when both side effects stay away from main",
+            "dead beef cafe f00d 1234 5678 90ab cdef",
+            "550e8400-e29b-41d4-a716-446655440000",
+        ] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "any.test"),
+                None,
+                "{body}"
+            );
+        }
     }
 
     /// Any scheme in a header named for authentication carries a token.

@@ -680,7 +680,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
     rule(
         "braintree-access-token",
         Critical,
-        &["access_token$production$", "access_token$sandbox$"],
+        &["access_token$"],
         r"(?-u)access_token\$(?:production|sandbox)\$[a-z0-9]{16}\$[a-f0-9]{32}",
     ),
     rule(
@@ -723,14 +723,13 @@ pub const BUILTIN_RULES: &[Rule] = &[
     rule(
         "private-key-body",
         Critical,
+        // Short heads keep the index small; the regex checks the rest.
         &[
-            "b3blbnnzac1rzxktdje",
-            "ibaakcaqea",
-            "ibaakcagea",
-            "ibaakbgqc",
-            "ibadanbgkqhkig9w0baqefaasc",
+            "b3blbnnzac1r",
+            "ibaak",
+            "ibadanbgkq",
             "mhccaqeei",
-            "mc4caqawbqydk2vwbcie",
+            "mc4caqawbq",
         ],
         r"(?-u)(?:b3BlbnNzaC1rZXktdjE|MII[A-Za-z0-9+/]{3}IBAAK(?:CAQEA|CAgEA|BgQC)|MII[A-Za-z0-9+/]{3}IBADANBgkqhkiG9w0BAQEFAASC|MHcCAQEEI|MC4CAQAwBQYDK2VwBCIEI)(?:[A-Za-z0-9+/]|\\[nr]|\s){40,}",
     ),
