@@ -664,14 +664,7 @@ fn for_each_candidate(
     if let Some(shapes) = shapes.as_deref_mut() {
         feed_shapes(data, &masks, shapes);
     }
-    find_spaced(
-        data,
-        &masks,
-        spaced_starts,
-        code_starts,
-        join_starts,
-        group_starts,
-    );
+    find_spaced(data, &masks, spaced_starts, code_starts, join_starts);
     // Only two kinds of runs of encoding bytes matter: long ones, and runs
     // of exactly two hex digits (or `0x` and two) that may be a pair before
     // a delimiter. Both are found 64 bytes at a time from the masks; the
@@ -689,7 +682,27 @@ fn for_each_candidate(
         long &= long >> 4;
         long &= long >> 8;
         let before = w.checked_sub(1).map_or(0, |v| masks.run()[v] >> 63);
-        let starts = masks.run()[w] & !(masks.run()[w] << 1 | before);
+        let run_starts = run & !(run << 1 | u128::from(before));
+        let starts = run_starts as u64;
+        // Bit p: three runs of 4 encoding bytes with one byte between each
+        // (or three or four: `","`, `", "`), or of 8 with one byte between:
+        // maybe base64, hex or bits printed in groups (`Z2hw X1Nw RkFL`,
+        // `xxd -g4`, `01100111 01101000`), a token with a space every 4
+        // characters or in a list of 4-character pieces, which
+        // [`grouped_at`] checks and joins.
+        let s = run_starts;
+        // (Four runs in a row for the longer separators: JSON's own
+        // `"key":"value","key"` has three.)
+        let fours = (s >> 5) & (s >> 10)
+            | (s >> 7) & (s >> 14) & (s >> 21)
+            | (s >> 8) & (s >> 16) & (s >> 24);
+        let mut groups = ((s & fours & (run >> 3) & !(run >> 4))
+            | (s & (s >> 9) & (s >> 18) & (run >> 7) & !(run >> 8)))
+            as u64;
+        while groups != 0 {
+            group_starts.push(w * 64 + groups.trailing_zeros() as usize);
+            groups &= groups - 1;
+        }
         // Bit p: a run of exactly 2 from p, both hex digits; or of exactly
         // 4, hex, any, then two hex digits (`0x41`, or `6768` from `xxd`).
         let two = (run >> 1) & !(run >> 2) & hex & (hex >> 1);
@@ -792,32 +805,11 @@ fn find_spaced(
     starts: &mut Vec<usize>,
     code_starts: &mut Vec<usize>,
     join_starts: &mut Vec<usize>,
-    group_starts: &mut Vec<usize>,
 ) {
     let alnum = masks.alnum();
     let hex = masks.hex();
     let run = masks.run();
     for w in 0..alnum.len() {
-        // Three runs of 4 encoding bytes with one byte (or three or four,
-        // `","`, `", "`) between each, or of 8 with one byte between: maybe base64, hex or
-        // bits printed in groups (`Z2hw X1Nw RkFL`, `xxd -g4`, `01100111
-        // 01101000`) or a token with a space every 4 characters, which
-        // [`grouped_at`] checks and joins.
-        {
-            let r = pair_of_words(run, w);
-            let before = w.checked_sub(1).map_or(0, |v| u128::from(run[v] >> 63));
-            let s = r & !(r << 1 | before);
-            let four = ((s >> 5) & (s >> 10) | (s >> 7) & (s >> 14) | (s >> 8) & (s >> 16))
-                & s
-                & (r >> 3)
-                & !(r >> 4);
-            let eight = s & (s >> 9) & (s >> 18) & (r >> 7) & !(r >> 8);
-            let mut found = (four | eight) as u64;
-            while found != 0 {
-                group_starts.push(w * 64 + found.trailing_zeros() as usize);
-                found &= found - 1;
-            }
-        }
         // A `+` with no encoding byte on either side (`"a" + "b"`,
         // `'a'+'b'`): string literals may be joined there ([`joined_at`]);
         // a byte's look per lone symbol (` = ` in code, ` - ` in prose).
@@ -881,46 +873,70 @@ fn grouped_at(
     budget: &mut Budget,
     produced: &mut Vec<Vec<u8>>,
 ) -> usize {
-    let is_encoding = |b: u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(&b);
-    let group_len = data[start..]
-        .iter()
-        .take_while(|&&b| is_encoding(b))
-        .count();
+    let group_len = encoding_len(data, start);
+    let first_end = start + group_len;
     if group_len != 4 && group_len != 8 {
-        return start + group_len;
+        return first_end;
     }
-    let gap = |from: usize| {
-        data[from.min(data.len())..]
-            .iter()
-            .take(4)
-            .take_while(|&&b| !is_encoding(b))
-            .count()
-    };
-    let separator_len = gap(start + group_len);
+    let separator_len = data[first_end..]
+        .iter()
+        .take(5)
+        .take_while(|&&b| !ENCODING[b as usize])
+        .count();
     if !(1..=4).contains(&separator_len) {
-        return start + group_len;
+        return first_end;
     }
-    let separator = &data[start + group_len..start + group_len + separator_len];
-    let mut joined = Vec::new();
-    let mut groups = 0;
-    let mut at = start;
-    let end = loop {
-        let len = data[at..].iter().take_while(|&&b| is_encoding(b)).count();
+    let separator = &data[first_end..first_end + separator_len];
+    // Where the groups end, before anything is copied: most starts are
+    // ordinary words and stop at the second or third.
+    let (mut groups, mut total, mut end) = (1, group_len, first_end);
+    while data.get(end..end + separator_len) == Some(separator) {
+        let at = end + separator_len;
+        let len = encoding_len(data, at);
         if len == 0 || len > group_len {
-            break at;
+            break;
         }
-        joined.extend_from_slice(&data[at..at + len]);
         groups += 1;
-        let next = at + len;
-        if len < group_len || data.get(next..next + separator_len) != Some(separator) {
-            break next;
+        total += len;
+        end = at + len;
+        if len < group_len {
+            break;
         }
-        at = next + separator_len;
-    };
-    if groups >= MIN_GROUPS && joined.len() >= MIN_CANDIDATE && budget.take(joined.len()) {
-        produced.push(joined);
     }
+    if groups < MIN_GROUPS || total < MIN_CANDIDATE || !budget.take(total) {
+        return end;
+    }
+    let mut joined = Vec::with_capacity(total);
+    let mut at = start;
+    for _ in 0..groups {
+        let len = encoding_len(data, at);
+        joined.extend_from_slice(&data[at..at + len]);
+        at += len + separator_len;
+    }
+    produced.push(joined);
     end
+}
+
+/// Encoding bytes: letters, digits and `+/=_-%` (as in the run masks).
+const ENCODING: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-' | b'%');
+        b += 1;
+    }
+    table
+};
+
+/// How many encoding bytes follow from `at`.
+fn encoding_len(data: &[u8], at: usize) -> usize {
+    data.get(at..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|&&b| ENCODING[b as usize])
+        .count()
 }
 
 /// A long run read another way: reversed if it starts with base64's
@@ -932,12 +948,7 @@ fn reshaped_at(
     budget: &mut Budget,
     produced: &mut Vec<Vec<u8>>,
 ) -> usize {
-    let is_encoding = |b: u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(&b);
-    let end = start
-        + data[start..]
-            .iter()
-            .take_while(|&&b| is_encoding(b))
-            .count();
+    let end = start + encoding_len(data, start);
     let run = &data[start..end];
     if run.first() == Some(&b'=') {
         let reversed: Vec<u8> = run.iter().rev().copied().collect();
