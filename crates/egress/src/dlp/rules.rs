@@ -737,7 +737,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         "jwk-private-key",
         Critical,
         &["\"kty\"", "kty\\"],
-        r#"(?-u)"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)\\*"[^}]{0,4000}?"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}|"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}\\*"[^}]{0,4000}?"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)"#,
+        r#"(?-u)"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)\\*"[^}]*?"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}|"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}\\*"[^}]*?"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)"#,
     ),
     rule(
         "age-secret-key",
