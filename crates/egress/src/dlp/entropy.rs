@@ -125,7 +125,8 @@ fn is_credential_scope(value: &[u8]) -> bool {
         && key
             .iter()
             .all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    let short_key = (1..=16).contains(&key.len())
+    // (GitHub's release assets sign as `releaseassetproduction`.)
+    let short_key = (1..=32).contains(&key.len())
         && key
             .iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit());
@@ -196,8 +197,9 @@ pub fn url_component_finding(component: &[u8]) -> Option<&'static str> {
     if component.len() < MIN_TOKEN || is_uuid(component) || is_integrity(component) {
         return None;
     }
+    let wheel = component.ends_with(b".whl");
     for piece in component.split(|b| matches!(b, b'.' | b'~' | b',' | b':' | b';' | b'@' | b' ')) {
-        if piece.len() < MIN_TOKEN || is_issued_id(piece) {
+        if piece.len() < MIN_TOKEN || is_issued_id(piece) || (wheel && is_wheel_tags(piece)) {
             continue;
         }
         if decodes_to_text(piece) {
@@ -208,6 +210,27 @@ pub fn url_component_finding(component: &[u8]) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// A piece of a wheel's file name holding its compatibility tags
+/// (`1-cp311-cp311-manylinux_2_17_x86_64`, PEP 425): names pip downloads.
+fn is_wheel_tags(piece: &[u8]) -> bool {
+    const TAGS: &[&[u8]] = &[
+        b"cp3",
+        b"py3",
+        b"py2",
+        b"abi3",
+        b"none",
+        b"any",
+        b"manylinux",
+        b"musllinux",
+        b"macosx",
+        b"win_",
+        b"win32",
+        b"linux_",
+        b"pp3",
+    ];
+    TAGS.iter().any(|t| piece.windows(t.len()).any(|w| w == *t))
 }
 
 /// Identifiers that well-known services issue and clients send back in

@@ -443,6 +443,7 @@ impl DlpEngine {
                             && (word_starts_at(data, start)
                                 || (end - start >= 6
                                     && compiled.rule.check == rules::Check::AssignedValue))
+                            && !rules::names_no_secret(compiled.rule, qualifier_before(data, start))
                     })
                     .find_map(|&(_, _, end)| self.anchored_match(compiled, anchor, data, end)),
                 (None, Some(shape)) => shaped
@@ -487,8 +488,10 @@ impl DlpEngine {
         // An assigned call, generic, index or struct (`= Token::new(`,
         // `= bin2hex(`, `= std::array<`, `:= oauth2.Token{`): code, not a
         // literal.
-        if compiled.rule.check == rules::Check::AssignedValue
-            && let Some(m) = caps.get(1)
+        if matches!(
+            compiled.rule.check,
+            rules::Check::AssignedValue | rules::Check::RandomAssignedValue
+        ) && let Some(m) = caps.get(1)
             && match slice.get(m.end()..).unwrap_or_default() {
                 [b'(' | b'[' | b'{', ..] => true,
                 // Not a closing tag (`<password>x</password>`).
@@ -537,7 +540,11 @@ impl DlpEngine {
         let lower = name.to_ascii_lowercase();
         // Anti-forgery tokens are the site's own, echoed back to it.
         let anti_forgery = lower.contains("csrf") || lower.contains("xsrf");
-        if !anti_forgery && NAMED.iter().any(|n| lower.contains(n)) {
+        // `x-auth-request-id`, `x-oauth-client-id`: about a credential, not one.
+        let about = ["-id", "-user", "-email", "-mode"]
+            .iter()
+            .any(|suffix| lower.ends_with(suffix));
+        if !anti_forgery && !about && NAMED.iter().any(|n| lower.contains(n)) {
             let mut line = Vec::with_capacity(name.len() + 2 + value.len());
             line.extend_from_slice(name.as_bytes());
             line.extend_from_slice(b": ");
@@ -680,6 +687,30 @@ fn word_starts_at(data: &[u8], start: usize) -> bool {
         || !data.get(start).is_some_and(u8::is_ascii_alphabetic)
         || !before.is_ascii_alphabetic()
         || (before.is_ascii_lowercase() && data.get(start).is_some_and(u8::is_ascii_uppercase))
+}
+
+/// The word that qualifies a keyword at `start` (`next` in `NextToken` or
+/// `next_token`, `cache` in `cache_key`), lower-cased letters and digits.
+fn qualifier_before(data: &[u8], start: usize) -> Vec<u8> {
+    let mut end = start;
+    // The keyword may start with its own separator (`_key`).
+    if data.get(start).is_some_and(|b| matches!(b, b'_' | b'-')) {
+        end = start;
+    } else if end > 0 && matches!(data[end - 1], b'_' | b'-' | b'.') {
+        end -= 1;
+    }
+    let from = data[..end]
+        .iter()
+        .rposition(|b| !b.is_ascii_alphanumeric())
+        .map_or(0, |p| p + 1);
+    // camelCase: only the last word (`nextPage` in `nextPageToken`: `page`).
+    let word = &data[from..end];
+    let last = word
+        .iter()
+        .rposition(|b| b.is_ascii_uppercase())
+        .filter(|&p| p > 0 && word[..p].iter().any(u8::is_ascii_lowercase))
+        .unwrap_or(0);
+    word[last..].to_ascii_lowercase()
 }
 
 /// Percent-decodes up to three times (double and triple encoding).
@@ -1507,6 +1538,64 @@ mod tests {
                 "a.test"
             ),
             None
+        );
+    }
+
+    /// What a review of today's rules found firing on ordinary traffic.
+    #[test]
+    fn names_ids_and_placeholders_are_not_credentials() {
+        let e = engine();
+        for body in [
+            r#"{"content":"DB_PASSWORD=\nDB_PORT=5432\nAWS_SECRET_ACCESS_KEY=\nAWS_DEFAULT_REGION=us-east-1"}"#,
+            r#"{"content":"signing_key = ed25519.Ed25519PrivateKey.generate()"}"#,
+            r#"{"idempotency_key": "3f1c2b7a-9d4e-4c1b-8a2f-6e5d4c3b2a19"}"#,
+            "cache_key=sha256:5b8a3a7765dfe001261dde915589e7825b8a3a7765dfe001261dde915589e782",
+            "NEXT_PUBLIC_STRIPE_PUBLISHABLE_KEY=pk_test_51HqLyjWDarjtT1zdp7dcFAKEfakeFAKE",
+            "mysql -u [username] -p[password] [database]",
+            "go test ./internal/store/mysql -parallel=8",
+            "Never share your recovery phrase with anyone. Support staff will never ask for these words, even over email.",
+            r#"{"guild_id": "503812402344834782", "channel_id": "675965444463478612"}"#,
+            r#"{"content":"echo \"$SSH_PRIVATE_KEY\" > ~/.ssh/id_ed25519"}"#,
+            r#"{"token": "***REDACTED***", "api_key": "sk-proj-...Q2xA"}"#,
+            r#"{"NextToken": "eyJOZXh0VG9rZW4iOiBudWxsfQ=="}"#,
+            "use crate::token::Claims;",
+            "'password' => 'required|string|min:12|confirmed',",
+            "NEXTAUTH_SECRET=generate-with-openssl-rand-base64-32",
+        ] {
+            assert_eq!(
+                body_finding(&e, body.as_bytes(), "any.test"),
+                None,
+                "{body}"
+            );
+        }
+        assert_eq!(
+            e.scan_header(
+                "x-sentry-auth",
+                b"Sentry sentry_version=7, sentry_key=5b8a3a7765dfe001261dde915589e782",
+                "o1.ingest.sentry.io"
+            ),
+            None
+        );
+        assert_eq!(
+            e.scan_header("x-auth-request-id", b"01HX9Z3K7Q8R2M4N6P8S0T2V4W", "a.test"),
+            None
+        );
+        for (host, url) in [
+            (
+                "files.pythonhosted.org",
+                "/packages/2e/43/5b8a3a7765dfe001261dde915589e7825b8a3a7765dfe001261dde915589/torch-2.4.1-cp311-cp311-manylinux1_x86_64.whl",
+            ),
+            (
+                "objects.githubusercontent.com",
+                "/asset/1/x?X-Amz-Credential=releaseassetproduction%2F20241004%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=5b8a3a7765dfe001261dde915589e7825b8a3a7765dfe001261dde915589e782",
+            ),
+        ] {
+            assert_eq!(e.scan_url(url, host), None, "{url}");
+        }
+        // The same names with a real value still count.
+        assert!(body_finding(&e, b"mysql -h db -uroot -pDragonx8243 prod", "any.test").is_some());
+        assert!(
+            body_finding(&e, b"DB_PASSWORD=Wint3r-Sky-42!\nDB_PORT=5432", "any.test").is_some()
         );
     }
 

@@ -737,7 +737,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         "jwk-private-key",
         Critical,
         &["\"kty\"", "kty\\"],
-        r#"(?-u)"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)\\*"[^}]*?"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}|"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}\\*"[^}]*?"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)"#,
+        r#"(?-u)"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)\\*"[^{}\[\]]*?"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}|"d\\*"\s*:\s*\\*"[A-Za-z0-9_\-]{20,}\\*"[^{}\[\]]*?"kty\\*"\s*:\s*\\*"(?:RSA|EC|OKP)"#,
     ),
     rule(
         "age-secret-key",
@@ -805,12 +805,12 @@ pub const BUILTIN_RULES: &[Rule] = &[
             "authkey",
             "apitoken",
         ],
-        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?|(?:\b|_)pat|_pw|passcode|authkey|apitoken)\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
+        regex: r#"(?i-u)(?:\bpass|passwd|password|passphrase|pwd|secret|secret_?key|client_?secret|api_?key|api-key|access_?key|auth_?token|access_?token|refresh_?token|bearer_?token|session_?token|private_?key|token|credentials?|(?:\b|_)pat|_pw|passcode|authkey|apitoken)(?:\\*["'])?\s*(?:[:=]|=>|:=|>)\s*(?:\\*["'])?([^\s"'&;,<>{}()\[\]\\:][^\s"'&;,<>{}()\[\]\\]{5,199})"#,
         parts: Parts::All,
         check: Check::AssignedValue,
         shape: None,
         anchor: Some(
-            r#"(?-u)\A\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
+            r#"(?-u)\A(?:\\*["'])?\s*(?:[:=]|=>|:=|>)\s*(?:\\*["'])?([^\s"'&;,<>{}()\[\]\\:][^\s"'&;,<>{}()\[\]\\]{5,199})"#,
         ),
         anchor_gate: Some(assignment_may_follow),
     },
@@ -818,12 +818,12 @@ pub const BUILTIN_RULES: &[Rule] = &[
         name: "key-assignment",
         severity: Medium,
         keywords: &["_key"],
-        regex: r#"(?i-u)_key\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
+        regex: r#"(?i-u)_key(?:\\*["'])?\s*(?:[:=]|=>|:=|>)\s*(?:\\*["'])?([^\s"'&;,<>{}()\[\]\\:][^\s"'&;,<>{}()\[\]\\]{5,199})"#,
         parts: Parts::All,
         check: Check::RandomAssignedValue,
         shape: None,
         anchor: Some(
-            r#"(?-u)\A\\*["']?\s*(?:[:=]|=>|:=|>)\s*\\*["']?([^\s"'&;,<>{}()\[\]\\]{6,200})"#,
+            r#"(?-u)\A(?:\\*["'])?\s*(?:[:=]|=>|:=|>)\s*(?:\\*["'])?([^\s"'&;,<>{}()\[\]\\:][^\s"'&;,<>{}()\[\]\\]{5,199})"#,
         ),
         anchor_gate: Some(assignment_may_follow),
     },
@@ -842,7 +842,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
         "cli-password",
         High,
         &["sshpass", "mysql"],
-        r#"(?-u)(?:\bsshpass\s+-p\s*["']?([^\s"']{6,200})|\bmysql(?:dump|admin)?\s(?:[^\n|;&]{0,200}?\s)?-p([^\s"'\\]{6,200}))"#,
+        r#"(?-u)(?:\bsshpass\s+-p\s*["']?([^\s"']{6,200})|(?:^|[\s;|&("'`])mysql(?:dump|admin)?\s(?:[^\n|;&]{0,200}?\s)?-p([^\s"'\\=]{6,200})(?:\s|$))"#,
         Check::AssignedValue,
     ),
     checked(
@@ -885,7 +885,7 @@ pub const BUILTIN_RULES: &[Rule] = &[
             "seed words",
             "wallet words",
         ],
-        r#"(?i-u)(?:mnemonic|seed[ _-]?phrase|recovery[ _-]?phrase|(?:seed|wallet)[ _-]?words)\\*["']?\s*[:=]?\s*(?:[\s"'\[0-9.)\\]|\\[nrt])*((?:[a-z]{3,8}(?:[\s,"'\[\]().0-9\\]|\\[nrt])+){11,23}[a-z]{3,8})"#,
+        r#"(?i-u)(?:mnemonic|seed[ _-]?phrase|recovery[ _-]?phrase|(?:seed|wallet)[ _-]?words)\\*["']?\s*[:=]?\s*(?:[\s"'\[0-9.)\\]|\\[nrt])*((?:(?-i:[a-z]{3,8})(?:[\s,"'\[\]().0-9\\]|\\[nrt])+){11,23}(?-i:[a-z]{3,8}))"#,
         Check::None,
     ),
     // Financial and crypto.
@@ -948,10 +948,15 @@ fn assignment_may_follow(after: &[u8]) -> bool {
         _ => after,
     };
     // `\s` without Unicode: tab, newline, vertical tab, form feed, return, space.
-    let operator = rest
+    let at = rest
         .iter()
-        .find(|b| !matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '));
-    matches!(operator, Some(b':' | b'=' | b'>'))
+        .position(|b| !matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' '));
+    match at.map(|at| (rest[at], rest.get(at + 1))) {
+        // `token::Claims`: a path.
+        Some((b':', next)) => next != Some(&b':'),
+        Some((b'=' | b'>', _)) => true,
+        _ => false,
+    }
 }
 
 /// Whether a rule's match (`whole`, and `group` if the regex captures one)
@@ -980,7 +985,9 @@ pub fn check(rule: &Rule, whole: &[u8], group: Option<&[u8]>) -> Option<Severity
         Check::Bech32 => checksum::bech32_ok(subject),
         Check::RandomToken => is_random_token(subject),
         Check::RandomAssignedValue => {
-            looks_like_secret_value(subject) && is_random_token(trim_value(subject))
+            looks_like_secret_value(subject)
+                && is_random_token(trim_value(subject))
+                && !is_id_like(trim_value(subject))
         }
     };
     ok.then_some(rule.severity)
@@ -993,6 +1000,84 @@ pub fn check(rule: &Rule, whole: &[u8], group: Option<&[u8]>) -> Option<Severity
 fn is_filler(text: &[u8]) -> bool {
     text.chunk_by(|a, b| a == b)
         .any(|run| run.len() >= 16 && matches!(run[0], b'x' | b'X' | b'*' | b'0'))
+}
+
+/// Whether the word before a rule's keyword (see the caller) says the
+/// value is no secret: pagination and anti-forgery tokens; keys that are
+/// names, hashes, ids or published on purpose (`cache_key`, `sentry_key`,
+/// `publishable_key`).
+pub fn names_no_secret(rule: &Rule, qualifier: Vec<u8>) -> bool {
+    const TOKENS: &[&str] = &[
+        "next",
+        "page",
+        "continuation",
+        "sync",
+        "resume",
+        "csrf",
+        "xsrf",
+        "cursor",
+    ];
+    const KEYS: &[&str] = &[
+        "cache",
+        "lock",
+        "idempotency",
+        "dedup",
+        "partition",
+        "sort",
+        "range",
+        "row",
+        "hash",
+        "object",
+        "s3",
+        "file",
+        "upload",
+        "primary",
+        "foreign",
+        "kms",
+        "sentry",
+        "public",
+        "publishable",
+        "pub",
+        "site",
+        "vapid",
+        "anon",
+        "routing",
+        "shard",
+        "lookup",
+        "group",
+        "index",
+        "map",
+        "i18n",
+        "translation",
+        "message",
+        "tag",
+        "label",
+        "metric",
+    ];
+    let list = match rule.check {
+        Check::RandomAssignedValue => KEYS,
+        Check::AssignedValue => TOKENS,
+        _ => return false,
+    };
+    list.iter().any(|w| qualifier == w.as_bytes())
+}
+
+/// Ids, hashes and references that generated-looking values often are:
+/// a UUID, an ARN, `algorithm:hex`, a file path.
+fn is_id_like(value: &[u8]) -> bool {
+    let hex_or_dash = |b: &u8| b.is_ascii_hexdigit() || *b == b'-';
+    let uuid = value.len() == 36
+        && value.iter().all(hex_or_dash)
+        && [8, 13, 18, 23].iter().all(|&i| value[i] == b'-');
+    let arn = value.starts_with(b"arn:");
+    let digest = value.iter().position(|&b| b == b':').is_some_and(|p| {
+        p > 0
+            && value[..p].iter().all(u8::is_ascii_alphanumeric)
+            && value[p + 1..].len() >= 32
+            && value[p + 1..].iter().all(u8::is_ascii_hexdigit)
+    });
+    let path = value.contains(&b'/') && value.contains(&b'.');
+    uuid || arn || digest || path
 }
 
 /// Long and varied enough to be generated.
@@ -1016,6 +1101,9 @@ fn card_ok(text: &[u8]) -> bool {
         return false;
     }
     let len = digits.len();
+    // Brands whose numbers look like other long ids (Discord's, Twitter's)
+    // count when grouped as printed on a card or exactly 16 digits long.
+    let card_like = !separators.is_empty() || len == 16;
     let prefix = |n: usize| -> u32 {
         digits[..n]
             .iter()
@@ -1026,12 +1114,14 @@ fn card_ok(text: &[u8]) -> bool {
         // Mastercard; Maestro.
         b'5' => {
             ((51..=55).contains(&prefix(2)) && len == 16)
-                || (matches!(prefix(4), 5018 | 5020 | 5038 | 5893) && (12..=19).contains(&len))
+                || (matches!(prefix(4), 5018 | 5020 | 5038 | 5893)
+                    && (12..=19).contains(&len)
+                    && card_like)
         }
         // Mastercard's 2-series; Mir.
         b'2' => {
             ((2221..=2720).contains(&prefix(4)) && len == 16)
-                || ((2200..=2204).contains(&prefix(4)) && (16..=19).contains(&len))
+                || ((2200..=2204).contains(&prefix(4)) && (16..=19).contains(&len) && card_like)
         }
         b'3' => {
             (matches!(prefix(2), 34 | 37) && len == 15)
@@ -1042,7 +1132,9 @@ fn card_ok(text: &[u8]) -> bool {
             (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3)))
                 && (16..=19).contains(&len)
                 // Maestro.
-                || (matches!(prefix(4), 6304 | 6759 | 6761 | 6762 | 6763) && (12..=19).contains(&len))
+                || (matches!(prefix(4), 6304 | 6759 | 6761 | 6762 | 6763)
+                    && (12..=19).contains(&len)
+                    && card_like)
                 || (prefix(2) == 62 && (16..=19).contains(&len))
         }
         _ => false,
@@ -1088,8 +1180,25 @@ pub fn looks_like_secret_value(value: &[u8]) -> bool {
     // tags (`!GetAtt x`, `!vault |`).
     if matches!(
         value[0],
-        b'$' | b'%' | b'{' | b'<' | b'@' | b'#' | b'\\' | b'!'
+        b'$' | b'%' | b'{' | b'<' | b'@' | b'#' | b'\\' | b'!' | b'['
     ) {
+        return false;
+    }
+    // Redirect targets (`echo "$KEY" > ~/.ssh/id`), masked or elided
+    // values (`sk-proj-...Q2xA`, `***REDACTED***`), validation rules
+    // (`required|string|min:12`).
+    let lower_value = value.to_ascii_lowercase();
+    let rule_word = |p: &[u8]| {
+        p.iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b':' || b == b'_')
+    };
+    if matches!(value[0], b'~' | b'/' | b'.')
+        || lower_value
+            .windows(3)
+            .any(|w| w == b"..." || w == b"***" || w == "\u{2026}".as_bytes())
+        || lower_value.windows(8).any(|w| w == b"redacted")
+        || (value.contains(&b'|') && value.split(|&b| b == b'|').all(rule_word))
+    {
         return false;
     }
     // Code, not a literal: a path (`Uuid::new_v4`, `$r->password`), a key
@@ -1142,9 +1251,14 @@ pub fn looks_like_secret_value(value: &[u8]) -> bool {
     let pieces: Vec<&[u8]> = value.split(|&b| b == b'-' || b == b'_').collect();
     if pieces.len() >= 2
         && pieces.iter().all(|p| {
+            let letters = p.iter().take_while(|b| b.is_ascii_lowercase()).count();
             p.iter().all(u8::is_ascii_lowercase)
                 || p.iter().all(u8::is_ascii_digit)
                 || (p.len() <= 2 && !p.is_empty())
+                // `base64`, `sha256`: a word and a short number.
+                || (letters >= 2
+                    && (1..=3).contains(&(p.len() - letters))
+                    && p[letters..].iter().all(u8::is_ascii_digit))
         })
         && pieces.iter().any(|p| p.len() >= 3)
     {
