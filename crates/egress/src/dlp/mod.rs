@@ -443,7 +443,9 @@ impl DlpEngine {
                             && (word_starts_at(data, start)
                                 || (end - start >= 6
                                     && compiled.rule.check == rules::Check::AssignedValue))
-                            && !rules::names_no_secret(compiled.rule, qualifier_before(data, start))
+                            && !rules::names_no_secret(compiled.rule, || {
+                                qualifier_before(data, start)
+                            })
                     })
                     .find_map(|&(_, _, end)| self.anchored_match(compiled, anchor, data, end)),
                 (None, Some(shape)) => shaped
@@ -689,28 +691,31 @@ fn word_starts_at(data: &[u8], start: usize) -> bool {
         || (before.is_ascii_lowercase() && data.get(start).is_some_and(u8::is_ascii_uppercase))
 }
 
-/// The word that qualifies a keyword at `start` (`next` in `NextToken` or
-/// `next_token`, `cache` in `cache_key`), lower-cased letters and digits.
-fn qualifier_before(data: &[u8], start: usize) -> Vec<u8> {
+/// The word that qualifies a keyword at `start` (`Next` in `NextToken`,
+/// `next` in `next_token`, `cache` in `cache_key`, `Page` in
+/// `nextPageToken`): letters and digits, as written.
+fn qualifier_before(data: &[u8], start: usize) -> &[u8] {
     let mut end = start;
-    // The keyword may start with its own separator (`_key`).
-    if data.get(start).is_some_and(|b| matches!(b, b'_' | b'-')) {
-        end = start;
-    } else if end > 0 && matches!(data[end - 1], b'_' | b'-' | b'.') {
+    // The keyword may start with its own separator (`_key`); else one
+    // separator may come before it.
+    if !data.get(start).is_some_and(|b| matches!(b, b'_' | b'-'))
+        && end > 0
+        && matches!(data[end - 1], b'_' | b'-' | b'.')
+    {
         end -= 1;
     }
     let from = data[..end]
         .iter()
         .rposition(|b| !b.is_ascii_alphanumeric())
         .map_or(0, |p| p + 1);
-    // camelCase: only the last word (`nextPage` in `nextPageToken`: `page`).
     let word = &data[from..end];
+    // camelCase: only the last word.
     let last = word
         .iter()
-        .rposition(|b| b.is_ascii_uppercase())
+        .rposition(u8::is_ascii_uppercase)
         .filter(|&p| p > 0 && word[..p].iter().any(u8::is_ascii_lowercase))
         .unwrap_or(0);
-    word[last..].to_ascii_lowercase()
+    &word[last..]
 }
 
 /// Percent-decodes up to three times (double and triple encoding).

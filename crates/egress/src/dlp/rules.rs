@@ -1006,7 +1006,7 @@ fn is_filler(text: &[u8]) -> bool {
 /// value is no secret: pagination and anti-forgery tokens; keys that are
 /// names, hashes, ids or published on purpose (`cache_key`, `sentry_key`,
 /// `publishable_key`).
-pub fn names_no_secret(rule: &Rule, qualifier: Vec<u8>) -> bool {
+pub fn names_no_secret<'a>(rule: &Rule, qualifier: impl FnOnce() -> &'a [u8]) -> bool {
     const TOKENS: &[&str] = &[
         "next",
         "page",
@@ -1059,7 +1059,9 @@ pub fn names_no_secret(rule: &Rule, qualifier: Vec<u8>) -> bool {
         Check::AssignedValue => TOKENS,
         _ => return false,
     };
-    list.iter().any(|w| qualifier == w.as_bytes())
+    let qualifier = qualifier();
+    list.iter()
+        .any(|w| qualifier.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 /// Ids, hashes and references that generated-looking values often are:
