@@ -863,7 +863,7 @@ fn find_spaced(
 /// Fewest groups [`grouped_at`] joins.
 const MIN_GROUPS: usize = 4;
 
-/// The groups of encoding bytes from `start` (found by [`find_spaced`]):
+/// The groups of encoding bytes from `start` (found by [`for_each_candidate`]):
 /// 4 or 8 bytes each (the last maybe shorter), the same one to four bytes
 /// between each; at least [`MIN_GROUPS`] of them are joined into one layer.
 /// Returns where the last group ends.
@@ -1181,14 +1181,13 @@ fn wrapped_at(
     budget: &mut Budget,
     produced: &mut Vec<Vec<u8>>,
 ) -> usize {
-    let is_encoding = |b: &u8| b.is_ascii_alphanumeric() || b"+/=_-%".contains(b);
     // The lines' ends: (start, end) of each; the text is copied only for a
     // block that is one.
     let mut lines: Vec<(usize, usize)> = Vec::new();
     let mut width = None;
     let mut i = start;
     let block = loop {
-        let end = i + data[i..].iter().take_while(|b| is_encoding(b)).count();
+        let end = i + encoding_len(data, i);
         let len = end - i;
         if width.is_some_and(|width| len > width) || len == 0 {
             // The block ended with the line break before this.
