@@ -1299,46 +1299,43 @@ mod tests {
     #[test]
     fn assignments_inside_json_strings_are_caught() {
         let e = engine();
-        for (body, rule) in [
-            (
-                r#"{"file":"{\"password\": \"Wint3r-Sky-42!\"}"}"#,
-                "credential-assignment",
-            ),
-            (
-                r#"{"content":"DB_HOST=\"db\"\nDB_PASSWORD=\"Wint3r-Sky-42!\"\n"}"#,
-                "credential-assignment",
-            ),
-            (
-                r#"{"content":"host: db.internal\npassword: Wint3r-Sky-42!\n"}"#,
-                "credential-assignment",
-            ),
-            (
-                r#"{"content":"user=admin\tpassword=Wint3r-Sky-42!"}"#,
-                "credential-assignment",
-            ),
-            (
-                r#"{"query":"mutation { login(email: \"a@b\", password: \"Wint3r-Sky-42!\") {id}}"}"#,
-                "credential-assignment",
-            ),
-            (
-                r#"{"content":"machine api.acme.io\nlogin deploy\npassword Wint3r-Sky-42!\n"}"#,
-                "netrc-credentials",
-            ),
-            (
-                r#"{"content":"{\"auths\": {\"registry.acme.io\": {\"auth\": \"ZGVwbG95OkZha2UtUGFzc3cwcmQtNDI=\"}}}"}"#,
-                "docker-config-auth",
-            ),
-            (
-                r#"{"content":"{\"type\": \"service_account\", \"project_id\": \"x\"}"}"#,
-                "gcp-service-account",
-            ),
-        ] {
-            assert_eq!(
-                body_finding(&e, body.as_bytes(), "any.test").as_deref(),
-                Some(rule),
-                "{body}"
-            );
-        }
+        assert_rules(
+            &e,
+            &[
+                (
+                    r#"{"file":"{\"password\": \"Wint3r-Sky-42!\"}"}"#,
+                    "credential-assignment",
+                ),
+                (
+                    r#"{"content":"DB_HOST=\"db\"\nDB_PASSWORD=\"Wint3r-Sky-42!\"\n"}"#,
+                    "credential-assignment",
+                ),
+                (
+                    r#"{"content":"host: db.internal\npassword: Wint3r-Sky-42!\n"}"#,
+                    "credential-assignment",
+                ),
+                (
+                    r#"{"content":"user=admin\tpassword=Wint3r-Sky-42!"}"#,
+                    "credential-assignment",
+                ),
+                (
+                    r#"{"query":"mutation { login(email: \"a@b\", password: \"Wint3r-Sky-42!\") {id}}"}"#,
+                    "credential-assignment",
+                ),
+                (
+                    r#"{"content":"machine api.acme.io\nlogin deploy\npassword Wint3r-Sky-42!\n"}"#,
+                    "netrc-credentials",
+                ),
+                (
+                    r#"{"content":"{\"auths\": {\"registry.acme.io\": {\"auth\": \"ZGVwbG95OkZha2UtUGFzc3cwcmQtNDI=\"}}}"}"#,
+                    "docker-config-auth",
+                ),
+                (
+                    r#"{"content":"{\"type\": \"service_account\", \"project_id\": \"x\"}"}"#,
+                    "gcp-service-account",
+                ),
+            ],
+        );
     }
 
     /// Names that qualify a credential word by gluing to it, or that name
@@ -1346,31 +1343,28 @@ mod tests {
     #[test]
     fn glued_and_key_names_are_caught() {
         let e = engine();
-        for (body, rule) in [
-            (
-                "PGPASSWORD=Wint3r-Sky-42! psql -h db",
-                "credential-assignment",
-            ),
-            (
-                r#"{"clientsecret": "q8Zt3Lw0rkX2mVb7k9LpYd4R"}"#,
-                "credential-assignment",
-            ),
-            (
-                "NGROK_AUTHTOKEN=2aBcD3eFgH4iJkL5mNoP6qRsT7uVwX8yZ9",
-                "credential-assignment",
-            ),
-            ("ADMIN_PW=Wint3r-Sky-42!", "credential-assignment"),
-            (
-                "ENCRYPTION_KEY=Zx81kQp0LmN3vB7tR2sY9wE4uI6oP1aS",
-                "key-assignment",
-            ),
-        ] {
-            assert_eq!(
-                body_finding(&e, body.as_bytes(), "any.test").as_deref(),
-                Some(rule),
-                "{body}"
-            );
-        }
+        assert_rules(
+            &e,
+            &[
+                (
+                    "PGPASSWORD=Wint3r-Sky-42! psql -h db",
+                    "credential-assignment",
+                ),
+                (
+                    r#"{"clientsecret": "q8Zt3Lw0rkX2mVb7k9LpYd4R"}"#,
+                    "credential-assignment",
+                ),
+                (
+                    "NGROK_AUTHTOKEN=2aBcD3eFgH4iJkL5mNoP6qRsT7uVwX8yZ9",
+                    "credential-assignment",
+                ),
+                ("ADMIN_PW=Wint3r-Sky-42!", "credential-assignment"),
+                (
+                    "ENCRYPTION_KEY=Zx81kQp0LmN3vB7tR2sY9wE4uI6oP1aS",
+                    "key-assignment",
+                ),
+            ],
+        );
         for body in ["bypass=Wint3r-Sky-42!", "cache_key = user_profile_1234"] {
             assert_eq!(
                 body_finding(&e, body.as_bytes(), "any.test"),
@@ -1386,36 +1380,33 @@ mod tests {
     #[test]
     fn other_chains_and_card_brands_are_caught() {
         let e = engine();
-        for (body, rule) in [
-            (
-                r#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7M"}"#,
-                "crypto-private-key-or-address",
-            ),
-            (
-                r#"{"a":"D6yHKCL7i8EecVeXoPAXAFnysaqTYiWKy4"}"#,
-                "crypto-private-key-or-address",
-            ),
-            (
-                r#"{"a":"TBoPmzmCZSTKEfXZf4pg8eKWuErURgieqN"}"#,
-                "crypto-private-key-or-address",
-            ),
-            (
-                r#"{"k":"cMcfH8sRgBgDMfpBNG6H3haaxLkaYXgqMRef8Nev6tWyBSNr6c3n"}"#,
-                "crypto-private-key-or-address",
-            ),
-            (
-                r#"{"a":"ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9"}"#,
-                "bitcoin-bech32-address",
-            ),
-            (r#"{"card":"6759 1234 5678 0006"}"#, "payment-card-number"),
-            (r#"{"card":"2200123456780000"}"#, "payment-card-number"),
-        ] {
-            assert_eq!(
-                body_finding(&e, body.as_bytes(), "any.test").as_deref(),
-                Some(rule),
-                "{body}"
-            );
-        }
+        assert_rules(
+            &e,
+            &[
+                (
+                    r#"{"a":"LM4939hJVNaRLJA6EwAFtWh9CfUSGJoi7M"}"#,
+                    "crypto-private-key-or-address",
+                ),
+                (
+                    r#"{"a":"D6yHKCL7i8EecVeXoPAXAFnysaqTYiWKy4"}"#,
+                    "crypto-private-key-or-address",
+                ),
+                (
+                    r#"{"a":"TBoPmzmCZSTKEfXZf4pg8eKWuErURgieqN"}"#,
+                    "crypto-private-key-or-address",
+                ),
+                (
+                    r#"{"k":"cMcfH8sRgBgDMfpBNG6H3haaxLkaYXgqMRef8Nev6tWyBSNr6c3n"}"#,
+                    "crypto-private-key-or-address",
+                ),
+                (
+                    r#"{"a":"ltc1qw508d6qejxtdg4y5r3zarvary0c5xw7kgmn4n9"}"#,
+                    "bitcoin-bech32-address",
+                ),
+                (r#"{"card":"6759 1234 5678 0006"}"#, "payment-card-number"),
+                (r#"{"card":"2200123456780000"}"#, "payment-card-number"),
+            ],
+        );
         // One character off: the checksum fails.
         assert_eq!(
             body_finding(
@@ -1810,6 +1801,17 @@ mod tests {
         assert_eq!(whole.push_split(body.as_bytes(), scan.clone()), None);
         assert_eq!(whole.tail, one_by_one.tail);
         drop(busy);
+    }
+
+    /// Each body is refused by the rule named beside it.
+    fn assert_rules(e: &DlpEngine, cases: &[(&str, &str)]) {
+        for (body, rule) in cases {
+            assert_eq!(
+                body_finding(e, body.as_bytes(), "any.test").as_deref(),
+                Some(*rule),
+                "{body}"
+            );
+        }
     }
 
     /// The helper thread, once free (other tests share it).

@@ -1189,16 +1189,16 @@ pub fn looks_like_secret_value(value: &[u8]) -> bool {
     // Redirect targets (`echo "$KEY" > ~/.ssh/id`), masked or elided
     // values (`sk-proj-...Q2xA`, `***REDACTED***`), validation rules
     // (`required|string|min:12`).
-    let lower_value = value.to_ascii_lowercase();
+    let lower = value.to_ascii_lowercase();
     let rule_word = |p: &[u8]| {
         p.iter()
             .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b':' || b == b'_')
     };
     if matches!(value[0], b'~' | b'/' | b'.')
-        || lower_value
+        || lower
             .windows(3)
             .any(|w| w == b"..." || w == b"***" || w == "\u{2026}".as_bytes())
-        || lower_value.windows(8).any(|w| w == b"redacted")
+        || lower.windows(8).any(|w| w == b"redacted")
         || (value.contains(&b'|') && value.split(|&b| b == b'|').all(rule_word))
     {
         return false;
@@ -1214,7 +1214,6 @@ pub fn looks_like_secret_value(value: &[u8]) -> bool {
     {
         return false;
     }
-    let lower = value.to_ascii_lowercase();
     if NOT_A_VALUE.iter().any(|w| lower == w.as_bytes())
         || lower.windows(3).any(|w| w == b"env")
         || lower.starts_with(b"your")
